@@ -1,0 +1,286 @@
+"""`python -m bench {run,eval,report,list}`. Bad input: one line on stderr, exit status 2."""
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+from bench.errors import BenchError
+
+DEFAULT_METHODS = "gacd,ard,crd"
+MAX_EPS = 0.5  # beyond this an L-inf ball on [0,1] pixels covers most of the image
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line instead of usage + message
+        raise BenchError(f"{self.prog}: {message}")
+
+
+def parse_eps(text: str) -> float:
+    try:
+        num, _, den = text.partition("/")
+        value = float(num) / float(den) if den else float(num)
+    except (ValueError, ZeroDivisionError):
+        raise BenchError(f"eps {text!r} is not a number (write 0.1 or 8/255)") from None
+    if not 0 < value <= MAX_EPS:
+        raise BenchError(f"eps {text} = {value:.4g} is outside (0, {MAX_EPS}] for pixels in [0, 1]")
+    return value
+
+
+def _int_range(lo: int, hi: int, what: str):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise BenchError(f"{what} {text!r} is not an integer") from None
+        if not lo <= value <= hi:
+            raise BenchError(f"{what} {value} is outside [{lo}, {hi}]")
+        return value
+    return parse
+
+
+def _positive_float(what: str):
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise BenchError(f"{what} {text!r} is not a number") from None
+        if not value > 0 or value != value or value == float("inf"):
+            raise BenchError(f"{what} must be positive, got {text}")
+        return value
+    return parse
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise BenchError(f"{text!r} is not a comma-separated list of numbers") from None
+
+
+def _names(text: str) -> list[str]:
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    if not names:
+        raise BenchError("empty list")
+    return names
+
+
+def _add_eval_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--attacks", type=_names, help="comma list of clean,fgsm,pgd20,cw,aa")
+    p.add_argument("--eps", type=parse_eps, help="L-inf radius on [0,1] pixels, e.g. 0.2 or 8/255")
+    p.add_argument("--n", type=_int_range(1, 10**7, "--n"), help="evaluate on the first N test images")
+    p.add_argument("--aa-n", type=_int_range(1, 10**7, "--aa-n"), help="AutoAttack on the first N test images")
+    p.add_argument("--aa-version", choices=["standard", "plus", "rand"], help="AutoAttack version")
+    p.add_argument("--data-dir", help="where torchvision datasets are (default $BENCH_DATA_DIR or ~/.cache/bench/data)")
+    p.add_argument("--download", action="store_true", default=None, help="download torchvision datasets")
+    p.add_argument("--image-size", type=_int_range(4, 1024, "--image-size"), help="resize images once at load")
+    p.add_argument("--device", help="auto (default), cpu or cuda[:i]")
+    p.add_argument("--seed", type=_int_range(0, 2**31 - 1, "--seed"))
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="bench", description="Adversarially robust knowledge distillation, one protocol.")
+    sub = parser.add_subparsers(dest="command", parser_class=Parser)
+
+    run = sub.add_parser("run", help="train and evaluate students (and a teacher), write results and a report")
+    run.add_argument("--methods", type=_names, default=_names(DEFAULT_METHODS),
+                     help="comma list; options as gacd:reweight=none:estimator=infonce (default gacd,ard,crd)")
+    run.add_argument("--preset", default="digits", help="digits (embedded default), cifar10, cifar100")
+    run.add_argument("--name", help="run-set name under results/ and reports/ (default: the preset)")
+    run.add_argument("--dataset", help="digits, cifar10, cifar100, stl10 or folder:PATH")
+    run.add_argument("--student-arch", help="student architecture (see `bench list`)")
+    run.add_argument("--teacher", help="'train' (default) or a path to a teacher state_dict")
+    run.add_argument("--teacher-arch", help="teacher architecture")
+    run.add_argument("--teacher-method", help="method that trains the teacher (default pgd-at)")
+    run.add_argument("--teacher-epochs", type=_int_range(1, 10000, "--teacher-epochs"))
+    run.add_argument("--teacher-mean", type=_floats, help="input mean of an external teacher (default none)")
+    run.add_argument("--teacher-std", type=_floats, help="input std of an external teacher")
+    run.add_argument("--epochs", type=_int_range(1, 10000, "--epochs"))
+    run.add_argument("--batch-size", type=_int_range(1, 65536, "--batch-size"))
+    run.add_argument("--lr", type=_positive_float("--lr"))
+    run.add_argument("--schedule", choices=["cosine", "step"])
+    run.add_argument("--train-eps", type=parse_eps, help="training-attack eps (default: --eps)")
+    run.add_argument("--train-steps", type=_int_range(1, 1000, "--train-steps"))
+    run.add_argument("--bf16", action="store_true", default=None, help="bf16 autocast on CUDA")
+    run.add_argument("--results", default="results", help="results directory")
+    run.add_argument("--reports", default="reports", help="reports directory")
+    run.add_argument("--force", action="store_true", help="redo finished runs (and the teacher)")
+    _add_eval_args(run)
+
+    ev = sub.add_parser("eval", help="evaluate any checkpoint under the suite's protocol")
+    ev.add_argument("--checkpoint", required=True, help="a state_dict file (loaded with weights_only=True)")
+    ev.add_argument("--arch", required=True, help="its architecture (see `bench list`)")
+    ev.add_argument("--dataset", required=True, help="digits, cifar10, cifar100, stl10 or folder:PATH")
+    ev.add_argument("--mean", type=_floats, help="the checkpoint's input mean (default: none, raw [0,1])")
+    ev.add_argument("--std", type=_floats, help="the checkpoint's input std")
+    ev.add_argument("--out", help="output directory (default reports/eval/<checkpoint name>)")
+    _add_eval_args(ev)
+
+    rep = sub.add_parser("report", help="rebuild reports/RUNSET from results/RUNSET")
+    rep.add_argument("runset")
+    rep.add_argument("--results", default="results")
+    rep.add_argument("--reports", default="reports")
+
+    sub.add_parser("list", help="methods, datasets, architectures and attacks")
+    return parser
+
+
+def _eval_config(base, args):
+    from bench.config import override
+    from bench.evaluate import check_attacks
+
+    cfg = override(base, attacks=tuple(args.attacks) if args.attacks else None, eps=args.eps, n=args.n,
+                   aa_n=args.aa_n, aa_version=args.aa_version)
+    check_attacks(cfg.attacks)
+    return cfg
+
+
+def _data_config(base, args, dataset=None):
+    from bench.config import override
+    return override(base, name=dataset, data_dir=args.data_dir, download=args.download,
+                    image_size=args.image_size)
+
+
+def cmd_run(args) -> int:
+    from bench.config import get_preset, override
+    from bench.models import ARCHS
+    from bench.report import RUNSET_FILE, build_report
+    from bench.io import atomic_write_json
+    from bench.runner import run_methods
+    from methods import parse_method
+
+    specs = [parse_method(m) for m in args.methods]  # validate everything before any work
+    cfg = get_preset(args.preset)
+    teacher = override(cfg.teacher, arch=args.teacher_arch, method=args.teacher_method,
+                       epochs=args.teacher_epochs, source=args.teacher, mean=args.teacher_mean,
+                       std=args.teacher_std)
+    if teacher.source != "train" and not Path(teacher.source).is_file():
+        raise BenchError(f"teacher checkpoint {teacher.source} does not exist")
+    eval_cfg = _eval_config(cfg.eval, args)
+    train_eps = args.train_eps or (args.eps if args.eps is not None else None)
+    cfg = override(cfg, data=_data_config(cfg.data, args, args.dataset), student_arch=args.student_arch,
+                   teacher=teacher, seed=args.seed, device=args.device, bf16=args.bf16, eval=eval_cfg,
+                   train=override(cfg.train, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                                  schedule=args.schedule),
+                   attack=override(cfg.attack, eps=train_eps, steps=args.train_steps))
+    ARCHS.get(cfg.student_arch)
+    ARCHS.get(cfg.teacher.arch)
+    parse_method(cfg.teacher.method)
+    runset = args.name or cfg.preset
+    results = Path(args.results)
+    t0 = time.perf_counter()
+    atomic_write_json(results / runset / RUNSET_FILE,
+                      {"command": "python -m bench " + shlex.join(sys.argv[1:]),
+                       "methods": [s.label for s in specs], "config": asdict(cfg)})
+    run_methods(cfg, args.methods, runset, results, force=args.force)
+    out = build_report(results, runset, Path(args.reports))
+    print((out / "README.md").read_text())
+    print(f"report: {out}/README.md  (wall time {time.perf_counter() - t0:.0f} s)")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    import torch
+
+    from bench.config import EvalConfig
+    from bench.data import load_dataset
+    from bench.evaluate import evaluate
+    from bench.io import atomic_write_json, atomic_write_text, load_weights
+    from bench.models import build_model
+    from bench.report import COLUMNS, markdown_table
+    from bench.results import git_commit, now, package_versions
+    from bench.runner import resolve_device
+
+    import pandas as pd
+
+    cfg = _eval_config(EvalConfig(), args)
+    from bench.models import ARCHS
+    ARCHS.get(args.arch)
+    ckpt = Path(args.checkpoint)
+    if not ckpt.is_file():
+        raise BenchError(f"checkpoint {ckpt} does not exist")
+    if (args.mean is None) != (args.std is None):
+        raise BenchError("give both --mean and --std, or neither")
+    device = resolve_device(args.device or "auto")
+    dc = _data_config(__import__("bench.config", fromlist=["DataConfig"]).DataConfig(), args, args.dataset)
+    data = load_dataset(dc.name, dc.data_dir, dc.download, dc.image_size)
+    if cfg.n is not None and cfg.n > len(data.y_test):
+        raise BenchError(f"--n {cfg.n} exceeds the {len(data.y_test)} test images of {data.name}")
+    for stats in (args.mean, args.std):
+        if stats is not None and len(stats) != data.in_channels:
+            raise BenchError(f"--mean/--std need {data.in_channels} values for {data.name}")
+    model = build_model(args.arch, data.num_classes, data.in_channels, args.mean, args.std)
+    load_weights(model, ckpt, args.arch)
+    model = model.to(device).eval()
+    data = data.to(device)
+    torch.manual_seed(args.seed or 0)
+    ev = evaluate(model, data.x_test, data.y_test, cfg, data.num_classes, args.seed or 0)
+    row = {"Model": f"{ckpt.name} ({args.arch})",
+           **{COLUMNS[k]: f"{100 * v:.2f}" for k, v in ev["metrics"].items()}}
+    table = markdown_table(pd.DataFrame([row]))
+    out = Path(args.out) if args.out else Path("reports") / "eval" / ckpt.stem
+    record = {"checkpoint": str(ckpt), "arch": args.arch, "dataset": data.name, "mean": args.mean,
+              "std": args.std, "config": asdict(cfg), **ev, "versions": package_versions(),
+              "git_commit": git_commit(), "created": now()}
+    atomic_write_json(out / "record.json", record)
+    atomic_write_text(out / "table.md", table + "\n")
+    print(table)
+    print(f"written: {out}/record.json, {out}/table.md")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from bench.report import build_report
+
+    out = build_report(Path(args.results), args.runset, Path(args.reports))
+    print(f"report: {out}/README.md")
+    return 0
+
+
+def cmd_list(args) -> int:
+    from bench.attacks import ATTACKS
+    from bench.config import PRESETS
+    from bench.data import DATASETS
+    from bench.models import ARCHS
+    from methods import METHODS
+
+    print("methods:")
+    for name, cls in METHODS.items():
+        print(f"  {name:10s} {cls.summary}")
+        print(f"  {'':10s} cite: {cls.citation}")
+        if cls.inner:
+            i = cls.inner
+            print(f"  {'':10s} attack ascends: {i.ascends}; start {i.start}; student BN {i.student_mode}; "
+                  f"teacher at {i.teacher_at}")
+        else:
+            print(f"  {'':10s} attack: none")
+        print(f"  {'':10s} paper schedule: {cls.schedule}")
+        opts = ", ".join(f"{k}={v}" for k, v in asdict(cls.Options()).items())
+        if opts:
+            print(f"  {'':10s} options: {opts}")
+    print("datasets: " + ", ".join(DATASETS.names()) + ", folder:PATH")
+    print("architectures: " + ", ".join(ARCHS.names()))
+    print("attacks: clean, " + ", ".join(ATTACKS.names()) + ", aa (AutoAttack via pyautoattack)")
+    print("presets: " + ", ".join(sorted(PRESETS)))
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "eval": cmd_eval, "report": cmd_report, "list": cmd_list}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if not args.command:
+            raise BenchError("choose a command: run, eval, report, list (see python -m bench --help)")
+        return COMMANDS[args.command](args)
+    except BenchError as err:
+        print(f"bench: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("bench: interrupted; finished epochs are checkpointed, run again to resume", file=sys.stderr)
+        return 130

@@ -1,0 +1,82 @@
+"""Typed, JSON-serialisable run records, written atomically."""
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime, timezone
+from pathlib import Path
+
+from bench.io import atomic_write_json
+
+RECORD = "record.json"
+
+
+@dataclass
+class RunRecord:
+    run_id: str
+    role: str                      # "student" or "teacher"
+    method: str                    # variant label, e.g. "gacd:reweight=none"
+    method_name: str
+    options: dict
+    note: str                      # e.g. "re-implemented from the paper's description"
+    dataset: str
+    arch: str
+    teacher_id: str | None
+    seed: int
+    config: dict
+    metrics: dict                  # accuracy fractions per attack
+    curve: dict                    # eps -> PGD-20 accuracy
+    attack_settings: dict
+    timings: dict                  # seconds: train, eval, per attack
+    history: list = field(default_factory=list)
+    extra: dict = field(default_factory=dict)   # method-specific facts (effective K, ...)
+    versions: dict = field(default_factory=dict)
+    git_commit: str | None = None
+    created: str = ""
+
+    def save(self, run_dir: Path) -> Path:
+        path = Path(run_dir) / RECORD
+        atomic_write_json(path, asdict(self))
+        return path
+
+    @classmethod
+    def load(cls, path: Path) -> "RunRecord":
+        data = json.loads(Path(path).read_text())
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def load_records(runset_dir: Path) -> list[RunRecord]:
+    return [RunRecord.load(p) for p in sorted(Path(runset_dir).glob(f"*/{RECORD}"))]
+
+
+def package_versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for pkg in ("torch", "torchvision", "pyautoattack", "numpy", "scikit-learn", "pandas"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+        if out.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5,
+                               cwd=Path(__file__).resolve().parent).stdout.strip()
+        return out.stdout.strip() + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -1,0 +1,117 @@
+"""The training loop: one loop for every method, which only sums the method's loss terms."""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from bench.attacks import pgd_ascent
+from bench.config import AttackConfig, TrainConfig
+from bench.data import ImageData, augment, to_float
+from bench.io import atomic_save, load_checkpoint
+from methods.base import Batch, Method
+
+
+def make_optimizer(params, cfg: TrainConfig):
+    opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    if cfg.schedule == "cosine":
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
+    else:
+        sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(cfg.milestones), gamma=cfg.gamma)
+    return opt, sched
+
+
+def adversarial_examples(method: Method, batch: Batch, cfg: AttackConfig) -> torch.Tensor:
+    """Run the method's declared inner maximisation with the suite's eps/step/steps."""
+    inner = method.inner
+    student = batch.student
+    student.train(inner.student_mode == "train")
+    try:
+        return pgd_ascent(lambda xa: method.inner_objective(batch, xa), batch.x, cfg.eps,
+                          cfg.step_ratio * cfg.eps, cfg.steps, inner.start)
+    finally:
+        student.train(True)
+
+
+def train_model(student: nn.Module, method: Method, data: ImageData, train_cfg: TrainConfig,
+                attack_cfg: AttackConfig, teacher: nn.Module | None, run_dir: Path,
+                device: torch.device, bf16: bool = False, desc: str = "train") -> list[dict]:
+    """Train ``student`` in place; a checkpoint per epoch in run_dir makes the run resumable.
+
+    Returns the per-epoch log (also written to run_dir/log.jsonl).
+    """
+    extra = method.modules()
+    if extra is not None:
+        extra.to(device)
+    params = list(student.parameters()) + (list(extra.parameters()) if extra is not None else [])
+    opt, sched = make_optimizer(params, train_cfg)
+    if teacher is not None:
+        teacher.eval()
+    ckpt_path, log_path = run_dir / "checkpoint.pt", run_dir / "log.jsonl"
+    history: list[dict] = []
+    start_epoch = 0
+    if ckpt_path.exists():  # resume where the last run stopped
+        state = load_checkpoint(ckpt_path)
+        student.load_state_dict(state["student"])
+        if extra is not None:
+            extra.load_state_dict(state["extra"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"])
+        start_epoch = int(state["epoch"]) + 1
+        history = json.loads(state["history"])
+
+    n = len(data.y_train)
+    bs = train_cfg.batch_size
+    steps_per_epoch = math.ceil(n / bs)
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if bf16 and device.type == "cuda"
+                else contextlib.nullcontext())
+    for epoch in range(start_epoch, train_cfg.epochs):
+        method.on_epoch_start(epoch)
+        student.train()
+        perm = torch.randperm(n).to(device)
+        sums: dict[str, float] = {}
+        seen, t0 = 0, time.perf_counter()
+        bar = tqdm(range(steps_per_epoch), desc=f"{desc} {epoch + 1}/{train_cfg.epochs}", leave=False,
+                   mininterval=1.0, disable=None)
+        for i in bar:
+            idx = perm[i * bs:(i + 1) * bs]
+            x = to_float(augment(data.x_train[idx], data.pad, data.flip))
+            if device.type == "cuda":
+                x = x.contiguous(memory_format=torch.channels_last)
+            batch = Batch(x, data.y_train[idx], idx, student, teacher, epoch)
+            with autocast:
+                x_adv = adversarial_examples(method, batch, attack_cfg) if method.inner else None
+                terms = method.losses(batch, x_adv)
+                loss = sum(terms.values())
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            seen += len(idx)
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach()) * len(idx)
+            sums["loss"] = sums.get("loss", 0.0) + float(loss.detach()) * len(idx)
+            bar.set_postfix({k: f"{v / seen:.3f}" for k, v in sums.items()} |
+                            {"img/s": f"{seen / (time.perf_counter() - t0):.0f}"})
+        sched.step()
+        if not all(math.isfinite(v) for v in sums.values()):
+            raise FloatingPointError(f"{desc}: loss is not finite at epoch {epoch + 1}: {sums}")
+        elapsed = time.perf_counter() - t0
+        row = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"], "seconds": round(elapsed, 3),
+               "images_per_s": round(seen / elapsed, 1), **{k: v / seen for k, v in sums.items()}}
+        history.append(row)
+        atomic_save({"student": student.state_dict(),
+                     "extra": extra.state_dict() if extra is not None else {},
+                     "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                     "rng": torch.get_rng_state(), "epoch": epoch, "history": json.dumps(history)},
+                    ckpt_path)
+        with open(log_path, "a") as fh:
+            fh.write(json.dumps(row) + "\n")
+    student.eval()
+    return history

@@ -1,0 +1,96 @@
+"""Contrastive pieces shared by CRD and GACD: embedding heads, a memory bank, NCE and InfoNCE.
+
+Formulas follow CRD (Tian et al., ICLR 2020; HobbitLong/RepDistiller), restated:
+  score(q, k) = exp(<q, k> / tau) / Z, with Z fixed from the first batch (mean score x n_data);
+  NCE per sample = -log(P_pos / (P_pos + K Pn)) - sum_k log(K Pn / (P_neg_k + K Pn)), Pn = 1/n_data.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+NCE_EPS = 1e-7
+
+
+class Embed(nn.Module):
+    """Linear projection followed by L2 normalisation."""
+
+    def __init__(self, dim_in: int, dim_out: int):
+        super().__init__()
+        self.linear = nn.Linear(dim_in, dim_out)
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.linear(f), dim=1)
+
+
+def nce_loss(p_pos: torch.Tensor, p_neg: torch.Tensor, n_data: int) -> torch.Tensor:
+    """CRD's NCE loss per sample. p_pos: (B,), p_neg: (B, K), both already divided by Z."""
+    k_pn = p_neg.shape[1] / n_data
+    log_d1 = torch.log(p_pos / (p_pos + k_pn + NCE_EPS))
+    log_d0 = torch.log(k_pn / (p_neg + k_pn + NCE_EPS))
+    return -(log_d1 + log_d0.sum(1))
+
+
+def info_nce(query: torch.Tensor, keys: torch.Tensor, tau: float,
+             negatives: torch.Tensor | None = None) -> torch.Tensor:
+    """In-batch InfoNCE per sample: key i is query i's positive, the other keys its negatives.
+
+    ``negatives`` (B, B) bool says which off-diagonal keys count as negatives (class-aware);
+    the diagonal is always kept.
+    """
+    logits = query @ keys.t() / tau
+    if negatives is not None:
+        keep = negatives | torch.eye(len(query), dtype=torch.bool, device=query.device)
+        logits = logits.masked_fill(~keep, float("-inf"))
+    return F.cross_entropy(logits, torch.arange(len(query), device=query.device), reduction="none")
+
+
+def other_class_mask(y: torch.Tensor) -> torch.Tensor:
+    return y[:, None] != y[None, :]
+
+
+class MemoryBank(nn.Module):
+    """One bank of L2-normalised embeddings (one row per training sample), momentum-updated,
+    with CRD's class-aware negative sampling and a normaliser Z fixed at the first batch."""
+
+    def __init__(self, n_data: int, dim: int, labels: torch.Tensor, k: int, tau: float,
+                 momentum: float):
+        super().__init__()
+        self.n_data, self.tau, self.momentum = n_data, tau, momentum
+        stdv = 1.0 / math.sqrt(dim / 3)
+        self.register_buffer("bank", F.normalize(torch.rand(n_data, dim).mul_(2 * stdv).add_(-stdv), dim=1))
+        self.register_buffer("z", torch.tensor(-1.0))
+        labels = labels.detach().cpu()
+        order = torch.argsort(labels, stable=True)
+        counts = torch.bincount(labels)
+        self.register_buffer("sorted_idx", order)
+        self.register_buffer("class_start", torch.cumsum(counts, 0) - counts)
+        self.register_buffer("class_count", counts)
+        self.register_buffer("labels", labels)
+        # With replacement, K could be anything; more than the smallest pool of other-class
+        # samples only repeats negatives, so K is capped there.
+        self.k = int(min(k, n_data - int(counts.max())))
+
+    def negatives(self, idx: torch.Tensor) -> torch.Tensor:
+        """(B, K) indices of samples from classes other than each sample's own, uniformly."""
+        y = self.labels[idx.cpu()].to(idx.device)
+        start, count = self.class_start[y], self.class_count[y]
+        pool = self.n_data - count
+        r = (torch.rand(len(idx), self.k, device=idx.device) * pool[:, None]).long()
+        r = torch.where(r >= start[:, None], r + count[:, None], r)
+        return self.sorted_idx[r]
+
+    def scores(self, query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+        """exp(<query, key>/tau)/Z for keys (B, K+1, d); fixes Z on the first call."""
+        out = torch.exp(torch.bmm(keys, query.unsqueeze(2)).squeeze(2) / self.tau)
+        if self.z < 0:
+            self.z.fill_(float(out.detach().mean()) * self.n_data)
+        return out / self.z
+
+    @torch.no_grad()
+    def update(self, idx: torch.Tensor, emb: torch.Tensor) -> None:
+        mixed = self.bank[idx] * self.momentum + emb.detach() * (1 - self.momentum)
+        self.bank[idx] = F.normalize(mixed, dim=1)

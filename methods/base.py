@@ -1,0 +1,186 @@
+"""The method contract.
+
+A method says three things and nothing else:
+  * ``inner``: what its inner maximisation ascends (``inner_objective``), where it starts, and the
+    student's batch-norm mode during the attack -- or ``None`` for no attack;
+  * ``losses``: its loss terms, already weighted, as a dict of named tensors (the trainer sums them);
+  * ``modules``: extra trainable modules or buffers (projection heads, memory banks).
+The harness never branches on a method's name.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any, ClassVar, Literal, get_args, get_origin, get_type_hints
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bench.errors import BenchError
+
+
+@dataclass(frozen=True)
+class InnerMax:
+    """Declaration of a method's inner maximisation (the attack it trains against)."""
+    ascends: str                                      # the objective, in words and symbols
+    start: Literal["uniform", "normal", "none"] = "uniform"
+    student_mode: Literal["train", "eval"] = "train"  # student's batch-norm mode during the attack
+    teacher_at: str = "-"                             # where the teacher is evaluated
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a method may need to know about the run when it is built."""
+    num_classes: int
+    n_train: int
+    train_labels: torch.Tensor        # (n_train,) on the device, for class-aware negatives
+    student_dim: int
+    teacher_dim: int | None
+    device: torch.device
+    epochs: int
+    seed: int = 0
+
+
+@dataclass
+class Batch:
+    """One training batch; teacher outputs on the clean input are computed once, lazily."""
+    x: torch.Tensor          # clean, augmented, in [0, 1]
+    y: torch.Tensor
+    idx: torch.Tensor        # indices into the training set (memory banks)
+    student: nn.Module
+    teacher: nn.Module | None
+    epoch: int               # 0-based
+    cache: dict = field(default_factory=dict)  # per-batch values a method computes once
+
+    @cached_property
+    def teacher_features(self) -> torch.Tensor:
+        with torch.no_grad():
+            return self.teacher.features(self.x)
+
+    @cached_property
+    def teacher_logits(self) -> torch.Tensor:
+        with torch.no_grad():
+            return self.teacher.head(self.teacher_features)
+
+
+class Method:
+    """Base class. Subclasses set the class attributes and override ``losses``."""
+    name: ClassVar[str]
+    citation: ClassVar[str]
+    summary: ClassVar[str]
+    needs_teacher: ClassVar[bool] = False
+    inner: ClassVar[InnerMax | None] = None
+    schedule: ClassVar[str] = "-"                     # the paper's training schedule, for `list`
+    note: ClassVar[str] = ""                          # shown next to the method's name in reports
+
+    @dataclass(frozen=True)
+    class Options:
+        pass
+
+    def __init__(self, options: "Method.Options", ctx: Context):
+        self.options = options
+        self.ctx = ctx
+
+    def modules(self) -> nn.Module | None:
+        """Extra trainable modules and buffers (moved to the device, optimised with the student)."""
+        return None
+
+    def inner_objective(self, batch: Batch, x_adv: torch.Tensor) -> torch.Tensor:
+        """The scalar the attack ascends (summed over the batch)."""
+        raise BenchError(f"method {self.name} has no inner maximisation")
+
+    def losses(self, batch: Batch, x_adv: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        raise BenchError(f"method {self.name} defines no losses")
+
+    def facts(self) -> dict:
+        """Method-specific facts worth recording with the run (e.g. the effective K)."""
+        return {}
+
+    def on_epoch_start(self, epoch: int) -> None:
+        """Hook for epoch-dependent state (warm-ups); most methods need none."""
+
+
+# --- loss helpers shared by methods (pure functions) ---------------------------------------------
+
+def kl_div(student_logits: torch.Tensor, target_logits: torch.Tensor, t: float = 1.0,
+           reduction: str = "batchmean") -> torch.Tensor:
+    """KL(softmax(target/t) || softmax(student/t)), summed over classes, mean over the batch.
+
+    ``reduction='sum'`` sums over the batch (for inner maximisations), ``'none'`` gives per-sample.
+    """
+    log_p = F.log_softmax(student_logits / t, dim=1)
+    log_q = F.log_softmax(target_logits / t, dim=1)
+    per_sample = (log_q.exp() * (log_q - log_p)).sum(1)
+    if reduction == "none":
+        return per_sample
+    return per_sample.sum() if reduction == "sum" else per_sample.mean()
+
+
+# --- options: "name:key=value:key=value" -------------------------------------------------------
+
+def option_fields(options_cls: type) -> dict[str, Any]:
+    hints = get_type_hints(options_cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(options_cls)}
+
+
+def _coerce(method: str, key: str, raw: str, hint: Any) -> Any:
+    if get_origin(hint) is Literal:
+        choices = get_args(hint)
+        if raw not in choices:
+            raise BenchError(f"{method}: option {key}={raw!r} is not one of {', '.join(map(str, choices))}")
+        return raw
+    try:
+        if hint is bool:
+            if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError(raw)
+            return raw.lower() in ("true", "1", "yes")
+        if hint is int:
+            return int(raw)
+        if hint is float:
+            return float(raw)
+    except ValueError:
+        raise BenchError(f"{method}: option {key}={raw!r} is not a valid {hint.__name__}") from None
+    return raw
+
+
+def parse_options(method: str, options_cls: type, pairs: list[str]) -> Any:
+    fields = option_fields(options_cls)
+    values: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise BenchError(f"{method}: option {pair!r} is not key=value")
+        key = key.replace("-", "_")
+        if key not in fields:
+            known = ", ".join(fields) or "(none)"
+            raise BenchError(f"{method}: unknown option {key!r}; known: {known}")
+        values[key] = _coerce(method, key, raw, fields[key])
+    try:
+        return options_cls(**values)
+    except ValueError as err:  # an Options __post_init__ check
+        raise BenchError(f"{method}: {err}") from None
+
+
+def variant_label(name: str, options: Any) -> str:
+    """Canonical name of a method variant: its name plus every option that differs from the default."""
+    default = type(options)()
+    diffs = [f"{f.name}={getattr(options, f.name)}" for f in dataclasses.fields(options)
+             if getattr(options, f.name) != getattr(default, f.name)]
+    return ":".join([name, *diffs])
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A method with its options, as parsed from ``name:key=value:...``."""
+    name: str
+    options: Any
+    cls: type = field(compare=False, repr=False)
+
+    @property
+    def label(self) -> str:
+        return variant_label(self.name, self.options)
+
+    def build(self, ctx: Context) -> Method:
+        return self.cls(self.options, ctx)

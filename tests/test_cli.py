@@ -1,0 +1,117 @@
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import torch
+
+from bench.cli import main
+from bench.models import build_model
+
+
+def fails_cleanly(capsys, argv, pattern):
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert pattern in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("argv,pattern", [
+    (["run", "--methods", "gacd,nosuch"], "known: ard, crd"),
+    (["run", "--methods", "gacd:colour=red"], "known: estimator"),
+    (["run", "--dataset", "mnist", "--methods", "kd"], "unknown dataset 'mnist'; known:"),
+    (["run", "--student-arch", "vgg", "--methods", "kd"], "unknown architecture 'vgg'; known:"),
+    (["run", "--attacks", "clean,deepfool"], "unknown attack 'deepfool'; known:"),
+    (["run", "--eps", "0"], "outside (0, 0.5]"),
+    (["run", "--eps", "-1"], "outside (0, 0.5]"),
+    (["run", "--eps", "2"], "outside (0, 0.5]"),
+    (["run", "--eps", "abc"], "not a number"),
+    (["run", "--epochs", "0"], "--epochs 0 is outside"),
+    (["run", "--n", "0"], "--n 0 is outside"),
+    (["run", "--teacher", "/nonexistent.pt"], "does not exist"),
+    (["frobnicate"], "invalid choice"),
+    ([], "choose a command"),
+])
+def test_bad_input_one_line_exit_2(capsys, argv, pattern):
+    fails_cleanly(capsys, argv, pattern)
+
+
+def test_bad_checkpoints(capsys, tmp_path):
+    base = ["eval", "--arch", "cnn-narrow", "--dataset", "digits", "--n", "10", "--attacks", "clean"]
+    fails_cleanly(capsys, base + ["--checkpoint", str(tmp_path / "missing.pt")], "does not exist")
+    html = tmp_path / "page.pt"
+    html.write_text("<!DOCTYPE html><html><body>Sign in to Google Drive</body></html>")
+    fails_cleanly(capsys, base + ["--checkpoint", str(html)], "not a readable PyTorch weights file")
+    good = tmp_path / "good.pt"
+    torch.save(build_model("cnn-narrow", 10, 1).state_dict(), good)
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    fails_cleanly(capsys, base + ["--checkpoint", str(truncated)], "not a readable PyTorch weights file")
+    other = tmp_path / "other.pt"
+    torch.save(build_model("cnn-wide", 10, 1).state_dict(), other)
+    fails_cleanly(capsys, base + ["--checkpoint", str(other)], "does not fit architecture cnn-narrow")
+    fails_cleanly(capsys, base + ["--checkpoint", str(good), "--n", "5000"], "exceeds the 450 test images")
+
+
+def test_missing_offline_data(capsys, tmp_path):
+    torch.save(build_model("resnet18", 10).state_dict(), tmp_path / "r.pt")
+    fails_cleanly(capsys, ["eval", "--checkpoint", str(tmp_path / "r.pt"), "--arch", "resnet18",
+                           "--dataset", "cifar10", "--data-dir", str(tmp_path)], "cifar-10-python.tar.gz")
+
+
+def test_module_entry_point_has_no_traceback():
+    out = subprocess.run([sys.executable, "-m", "bench", "run", "--methods", "nosuch"],
+                         capture_output=True, text=True)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.strip().startswith("bench: error: unknown method 'nosuch'")
+
+
+def test_list(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    for word in ("gacd", "ard", "crd", "trades", "pgd-at", "kd", "natural", "digits", "folder:PATH",
+                 "resnet18", "wrn-34-10", "pgd20", "AutoAttack", "Goldblum", "re-implemented"):
+        assert word in out
+
+
+def test_end_to_end_run_report_and_eval(capsys, tmp_path):
+    res, rep = tmp_path / "results", tmp_path / "reports"
+    argv = ["run", "--methods", "gacd,ard,crd", "--epochs", "1", "--teacher-epochs", "1", "--n", "60",
+            "--aa-n", "8", "--name", "e2e", "--results", str(res), "--reports", str(rep)]
+    assert main(argv) == 0
+    out = rep / "e2e"
+    for name in ("README.md", "table.csv", "table.tex", "summary.csv", "runs.csv", "runs.json",
+                 "accuracy_per_attack.png", "robustness_curve.png", "training_curves.png"):
+        assert (out / name).stat().st_size > 0, name
+    table = pd.read_csv(out / "table.csv")
+    assert list(table.columns) == ["Method", "Clean", "FGSM", "PGD-20", "CW∞", "AutoAttack", "Train time (s)", "n"]
+    assert table["Method"].tolist()[0].startswith("teacher (pgd-at")
+    assert any("re-implemented from the paper's description" in m for m in table["Method"])
+    assert "\\begin{tabular}" in (out / "table.tex").read_text()
+    runs = json.loads((out / "runs.json").read_text())
+    assert {r["method"] for r in runs} == {"pgd-at", "gacd", "ard", "crd"}
+    for r in runs:
+        assert r["seed"] == 0 and r["config"]["eval"]["n"] == 60 and r["versions"]["torch"]
+        assert r["attack_settings"]["aa"]["n"] == 8 and r["attack_settings"]["pgd20"]["steps"] == 20
+        assert all(0 <= v <= 1 for v in r["metrics"].values())
+    capsys.readouterr()
+
+    # a second run reuses every finished run, and gives the same numbers
+    assert main(argv) == 0
+    assert capsys.readouterr().err.count("reusing finished run") == 3
+    assert json.loads((out / "runs.json").read_text()) == runs
+
+    # report rebuilds from results/ alone
+    (out / "table.csv").unlink()
+    assert main(["report", "e2e", "--results", str(res), "--reports", str(rep)]) == 0
+    assert pd.read_csv(out / "table.csv").equals(table)
+
+    # eval of a student checkpoint written by the run (the state_dict sits under "student")
+    ckpt = next(res.glob("e2e/ard-*/checkpoint.pt"))
+    assert main(["eval", "--checkpoint", str(ckpt), "--arch", "cnn-narrow", "--dataset", "digits",
+                 "--n", "30", "--attacks", "clean,fgsm,pgd20", "--out", str(tmp_path / "ev")]) == 0
+    record = json.loads((tmp_path / "ev" / "record.json").read_text())
+    assert set(record["metrics"]) == {"clean", "fgsm", "pgd20"} and record["settings"]["n"] == 30
