@@ -32,11 +32,6 @@ def random_start(x: torch.Tensor, eps: float, start: Start,
     return x.clamp(0.0, 1.0)
 
 
-def project(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
-    """Back into the eps-ball around x and into [0, 1]."""
-    return torch.min(torch.max(x_adv, x - eps), x + eps).clamp_(0.0, 1.0)
-
-
 def pgd_ascent(objective: Objective, x: torch.Tensor, eps: float, step: float, steps: int,
                start: Start = "uniform", generator: torch.Generator | None = None) -> torch.Tensor:
     """Signed-gradient ascent on ``objective`` inside the L-inf eps-ball; returns a detached x_adv.
@@ -44,13 +39,14 @@ def pgd_ascent(objective: Objective, x: torch.Tensor, eps: float, step: float, s
     Gradients are taken with respect to the input only, so no parameter gradient accumulates.
     """
     x = x.detach()
-    x_adv = project(random_start(x, eps, start, generator), x, eps)
+    lo, hi = (x - eps).clamp_(min=0.0), (x + eps).clamp_(max=1.0)  # the ball and the box, once
+    x_adv = torch.clamp(random_start(x, eps, start, generator), lo, hi)
     for _ in range(steps):
         x_adv.requires_grad_(True)
         with torch.enable_grad():
             grad, = torch.autograd.grad(objective(x_adv), x_adv)
-        x_adv = project(x_adv.detach() + step * grad.sign(), x, eps)
-    return x_adv.detach()
+        x_adv = torch.clamp(x_adv.detach() + step * grad.sign(), lo, hi)
+    return x_adv
 
 
 def ce_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

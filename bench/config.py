@@ -21,7 +21,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 15
+    epochs: int = 30
     batch_size: int = 64
     lr: float = 0.05
     momentum: float = 0.9
@@ -44,7 +44,7 @@ class EvalConfig:
     eps: float = 0.2
     attacks: tuple[str, ...] = ("clean", "fgsm", "pgd20", "cw", "aa")
     n: int | None = None              # first N test images for clean/FGSM/PGD/CW (None: all)
-    aa_n: int = 100                   # first N test images for AutoAttack
+    aa_n: int | None = None           # first N test images for AutoAttack (None: as n)
     aa_version: str = "standard"
     aa_seed: int = 0
     curve_eps: tuple[float, ...] = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3)  # PGD-20 robustness curve
@@ -56,7 +56,7 @@ class TeacherConfig:
     source: str = "train"             # "train" or a path to a state_dict
     arch: str = "cnn-wide"
     method: str = "pgd-at"
-    epochs: int | None = None         # None: the run's epochs
+    epochs: int | None = 60           # None: the run's epochs
     mean: tuple[float, ...] | None = None  # normalisation of an external checkpoint (None: none)
     std: tuple[float, ...] | None = None
 

@@ -51,7 +51,7 @@ def evaluate(model: nn.Module, x_test_u8: torch.Tensor, y_test: torch.Tensor, cf
             metrics["clean"] = float((predict(model, x, cfg.batch_size) == y).float().mean())
             settings["clean"] = {"n": n}
         elif name == AA_NAME:
-            n_aa = min(cfg.aa_n, n)
+            n_aa = n if cfg.aa_n is None else min(cfg.aa_n, n)
             robust, settings[name] = autoattack_eval(model, x[:n_aa], y[:n_aa], cfg.eps, num_classes,
                                                      cfg.aa_version, cfg.aa_seed, cfg.batch_size)
             metrics[name] = float(robust.float().mean())

@@ -82,9 +82,8 @@ def train_model(student: nn.Module, method: Method, data: ImageData, train_cfg: 
                    mininterval=1.0, disable=None)
         for i in bar:
             idx = perm[i * bs:(i + 1) * bs]
-            x = to_float(augment(data.x_train[idx], data.pad, data.flip))
-            if device.type == "cuda":
-                x = x.contiguous(memory_format=torch.channels_last)
+            x = to_float(augment(data.x_train[idx], data.pad, data.flip)).contiguous(
+                memory_format=torch.channels_last)
             batch = Batch(x, data.y_train[idx], idx, student, teacher, epoch)
             with autocast:
                 x_adv = adversarial_examples(method, batch, attack_cfg) if method.inner else None

@@ -27,7 +27,7 @@ from torchvision import transforms
 from bench.config import AttackConfig, TrainConfig
 from bench.data import load_dataset
 from bench.models import build_model
-from bench.runner import resolve_device
+from bench.runner import prepare_model, resolve_device
 from bench.train import train_model
 from methods import parse_method
 from methods.base import Context
@@ -93,7 +93,8 @@ def main() -> None:
     torch.manual_seed(0)
     student0 = build_model(args.student, data.num_classes, data.in_channels, data.mean, data.std)
     teacher = build_model(args.teacher, data.num_classes, data.in_channels, data.mean, data.std).to(device).eval()
-    for p in teacher.parameters():
+    bench_teacher = prepare_model(copy.deepcopy(teacher), device)
+    for p in [*teacher.parameters(), *bench_teacher.parameters()]:
         p.requires_grad_(False)
 
     size = data.image_size
@@ -110,15 +111,13 @@ def main() -> None:
     spec = parse_method(f"ard:t={t}")
 
     def bench_round() -> float:
-        student = copy.deepcopy(student0).to(device)
-        if device.type == "cuda":
-            student = student.to(memory_format=torch.channels_last)
+        student = prepare_model(copy.deepcopy(student0), device)
         ctx = Context(data.num_classes, len(data.y_train), gpu_data.y_train, student.feature_dim,
                       teacher.feature_dim, device, args.epochs)
         with tempfile.TemporaryDirectory() as tmp:
             sync()
             t0 = time.perf_counter()
-            train_model(student, spec.build(ctx), gpu_data, train_cfg, attack_cfg, teacher, Path(tmp), device)
+            train_model(student, spec.build(ctx), gpu_data, train_cfg, attack_cfg, bench_teacher, Path(tmp), device)
             sync()
             return args.epochs * len(data.y_train) / (time.perf_counter() - t0)
 

@@ -95,11 +95,14 @@ class GACD(Method):
             if o.anchor == "symmetric":
                 loss = loss + info_nce(v_s, v_t, o.tau, mask)
             return loss
-        neg = h["bank_s"].negatives(batch.idx)
-        p = h["bank_s"].scores(v_t, torch.cat([v_s[:, None], h["bank_s"].bank[neg]], 1))
+        if "negatives" not in batch.cache:  # one draw per batch, shared by the attack and the loss
+            neg = h["bank_s"].negatives(batch.idx)
+            batch.cache["negatives"] = {side: h[side].bank[neg] for side in ("bank_s", "bank_t")}
+        neg_keys = batch.cache["negatives"]
+        p = h["bank_s"].scores(v_t, torch.cat([v_s[:, None], neg_keys["bank_s"]], 1))
         loss = nce_loss(p[:, 0], p[:, 1:], self.ctx.n_train)
         if o.anchor == "symmetric":
-            p = h["bank_t"].scores(v_s, torch.cat([v_t[:, None], h["bank_t"].bank[neg]], 1))
+            p = h["bank_t"].scores(v_s, torch.cat([v_t[:, None], neg_keys["bank_t"]], 1))
             loss = loss + nce_loss(p[:, 0], p[:, 1:], self.ctx.n_train)
         return loss
 

@@ -115,3 +115,18 @@ def test_end_to_end_run_report_and_eval(capsys, tmp_path):
                  "--n", "30", "--attacks", "clean,fgsm,pgd20", "--out", str(tmp_path / "ev")]) == 0
     record = json.loads((tmp_path / "ev" / "record.json").read_text())
     assert set(record["metrics"]) == {"clean", "fgsm", "pgd20"} and record["settings"]["n"] == 30
+
+
+def test_same_seed_same_numbers_on_cpu(capsys, tmp_path):
+    def run(folder):
+        argv = ["run", "--methods", "pgd-at,gacd:estimator=nce", "--epochs", "1", "--teacher-epochs", "1",
+                "--n", "40", "--attacks", "clean,pgd20,aa", "--aa-n", "5", "--name", "det", "--device", "cpu",
+                "--results", str(tmp_path / folder), "--reports", str(tmp_path / folder / "reports")]
+        assert main(argv) == 0
+        records = [json.loads(p.read_text()) for p in (tmp_path / folder / "det").glob("*/record.json")]
+        return {(r["role"], r["method"]): (r["metrics"], r["curve"], [h["loss"] for h in r["history"]])
+                for r in records}
+    first, second = run("a"), run("b")
+    capsys.readouterr()
+    assert set(first) == {("teacher", "pgd-at"), ("student", "pgd-at"), ("student", "gacd:estimator=nce")}
+    assert first == second
