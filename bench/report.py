@@ -58,7 +58,8 @@ def summary_frame(records: list[RunRecord]) -> tuple[pd.DataFrame, pd.DataFrame]
     """(display table with mean ± CI, numeric table with mean/ci/n columns)."""
     shown, numeric = [], []
     for name, recs in _groups(records).items():
-        disp, num = {"Method": name}, {"method": name}
+        short = "teacher" if recs[0].role == "teacher" else recs[0].method
+        disp, num = {"Method": name}, {"method": name, "short": short}
         for key, label in COLUMNS.items():
             vals = [r.metrics[key] for r in recs if key in r.metrics]
             mean, ci, n = mean_ci(vals) if vals else (float("nan"), float("nan"), 0)
@@ -98,13 +99,14 @@ def _plot_attacks(num: pd.DataFrame, path: Path) -> None:
     width = 0.8 / max(1, len(keys))
     for j, key in enumerate(keys):
         xs = [i + (j - (len(keys) - 1) / 2) * width for i in range(len(num))]
-        err = [0 if math.isnan(c) else 100 * c for c in num[f"{key}_ci95"]]
+        ci = num[f"{key}_ci95"]
+        err = None if ci.isna().all() else [0 if math.isnan(c) else 100 * c for c in ci]
         ax.bar(xs, 100 * num[f"{key}_mean"], width, yerr=err, label=COLUMNS[key], capsize=2)
     ax.set_xticks(range(len(num)))
-    ax.set_xticklabels([m.replace(" (", "\n(") for m in num["method"]], fontsize=7)
+    ax.set_xticklabels(num["short"], fontsize=8)
     ax.set_ylabel("accuracy (%)")
-    ax.set_ylim(0, 100)
-    ax.legend(fontsize=7, ncol=len(keys))
+    ax.set_ylim(0, 105)
+    ax.legend(fontsize=7, ncol=len(keys), loc="upper center", bbox_to_anchor=(0.5, -0.1), frameon=False)
     ax.set_title("Accuracy per attack")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
