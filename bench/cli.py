@@ -68,6 +68,14 @@ def _names(text: str) -> list[str]:
     return names
 
 
+def _seeds(text: str) -> tuple[int, ...]:
+    parse = _int_range(0, 2**31 - 1, "seed")
+    seeds = tuple(parse(t) for t in _names(text))
+    if len(set(seeds)) != len(seeds):
+        raise BenchError(f"seeds {text!r} repeat a seed")
+    return seeds
+
+
 def _add_eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--attacks", type=_names, help="comma list of clean,fgsm,pgd20,cw,aa")
     p.add_argument("--eps", type=parse_eps, help="L-inf radius on [0,1] pixels, e.g. 0.2 or 8/255")
@@ -86,9 +94,15 @@ def build_parser() -> Parser:
     sub = parser.add_subparsers(dest="command", parser_class=Parser)
 
     run = sub.add_parser("run", help="train and evaluate students (and a teacher), write results and a report")
-    run.add_argument("--methods", type=_names, default=_names(DEFAULT_METHODS),
-                     help="comma list; options as gacd:reweight=none:estimator=infonce (default gacd,ard,crd)")
-    run.add_argument("--preset", default="digits", help="digits (embedded default), cifar10, cifar100")
+    run.add_argument("--methods", type=_names,
+                     help="comma list; options as gacd:reweight=none:estimator=infonce (default: the preset's, "
+                          f"{DEFAULT_METHODS} for digits)")
+    run.add_argument("--preset", default="digits", help="digits (embedded default), gacd-ablation, cifar10, cifar100")
+    run.add_argument("--seeds", type=_seeds, help="comma list of seeds, e.g. 0,1,2 (default: the preset's)")
+    run.add_argument("--n-seeds", type=_int_range(1, 100, "--n-seeds"), help="seeds 0..N-1")
+    run.add_argument("--transfer", help="comma list of transfer targets (linear probe on the frozen student), "
+                                        "or 'none'; default: the preset's")
+    run.add_argument("--no-structure", action="store_true", help="skip teacher-student structure metrics")
     run.add_argument("--name", help="run-set name under results/ and reports/ (default: the preset)")
     run.add_argument("--dataset", help="digits, cifar10, cifar100, stl10 or folder:PATH")
     run.add_argument("--student-arch", help="student architecture (see `bench list`)")
@@ -146,36 +160,45 @@ def _data_config(base, args, dataset=None):
 
 def cmd_run(args) -> int:
     from bench.config import get_preset, override
+    from bench.io import atomic_write_json
     from bench.models import ARCHS
     from bench.report import RUNSET_FILE, build_report
-    from bench.io import atomic_write_json
     from bench.runner import run_methods
     from methods import parse_method
 
-    specs = [parse_method(m) for m in args.methods]  # validate everything before any work
-    cfg = get_preset(args.preset)
+    preset = get_preset(args.preset)
+    methods = args.methods or list(preset.methods)
+    specs = [parse_method(m) for m in methods]  # validate everything before any work
+    if args.seeds and args.n_seeds:
+        raise BenchError("give --seeds or --n-seeds, not both")
+    seeds = args.seeds or (tuple(range(args.n_seeds)) if args.n_seeds else preset.seeds)
+    cfg = preset.config
     teacher = override(cfg.teacher, arch=args.teacher_arch, method=args.teacher_method,
                        epochs=args.teacher_epochs, source=args.teacher, mean=args.teacher_mean,
                        std=args.teacher_std)
     if teacher.source != "train" and not Path(teacher.source).is_file():
         raise BenchError(f"teacher checkpoint {teacher.source} does not exist")
-    eval_cfg = _eval_config(cfg.eval, args)
-    train_eps = args.train_eps or (args.eps if args.eps is not None else None)
+    targets = None
+    if args.transfer is not None:
+        targets = () if args.transfer.strip() == "none" else tuple(_names(args.transfer))
+    train_eps = args.train_eps or args.eps
     cfg = override(cfg, data=_data_config(cfg.data, args, args.dataset), student_arch=args.student_arch,
-                   teacher=teacher, seed=args.seed, device=args.device, bf16=args.bf16, eval=eval_cfg,
+                   teacher=teacher, device=args.device, bf16=args.bf16, eval=_eval_config(cfg.eval, args),
+                   probe=override(cfg.probe, targets=targets), structure=False if args.no_structure else None,
                    train=override(cfg.train, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                                   schedule=args.schedule),
                    attack=override(cfg.attack, eps=train_eps, steps=args.train_steps))
     ARCHS.get(cfg.student_arch)
     ARCHS.get(cfg.teacher.arch)
     parse_method(cfg.teacher.method)
-    runset = args.name or cfg.preset
+    runset = args.name or args.preset
     results = Path(args.results)
     t0 = time.perf_counter()
     atomic_write_json(results / runset / RUNSET_FILE,
-                      {"command": "python -m bench " + shlex.join(sys.argv[1:]),
-                       "methods": [s.label for s in specs], "config": asdict(cfg)})
-    run_methods(cfg, args.methods, runset, results, force=args.force)
+                      {"command": "python -m bench " + shlex.join(args.argv),
+                       "methods": [s.label for s in specs], "seeds": list(seeds),
+                       "compare_to": preset.compare_to, "config": asdict(cfg)})
+    run_methods(cfg, methods, runset, results, seeds=seeds, force=args.force)
     out = build_report(results, runset, Path(args.reports))
     print((out / "README.md").read_text())
     print(f"report: {out}/README.md  (wall time {time.perf_counter() - t0:.0f} s)")
@@ -242,7 +265,7 @@ def cmd_report(args) -> int:
 
 def cmd_list(args) -> int:
     from bench.attacks import ATTACKS
-    from bench.config import PRESETS
+    from bench.config import all_presets
     from bench.data import DATASETS
     from bench.models import ARCHS
     from methods import METHODS
@@ -264,7 +287,9 @@ def cmd_list(args) -> int:
     print("datasets: " + ", ".join(DATASETS.names()) + ", folder:PATH")
     print("architectures: " + ", ".join(ARCHS.names()))
     print("attacks: clean, " + ", ".join(ATTACKS.names()) + ", aa (AutoAttack via pyautoattack)")
-    print("presets: " + ", ".join(sorted(PRESETS)))
+    print("presets:")
+    for name, preset in sorted(all_presets().items()):
+        print(f"  {name:14s} {preset.description}; methods {','.join(preset.methods)}; seeds {list(preset.seeds)}")
     return 0
 
 
@@ -274,7 +299,9 @@ COMMANDS = {"run": cmd_run, "eval": cmd_eval, "report": cmd_report, "list": cmd_
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
+        argv = sys.argv[1:] if argv is None else list(argv)
         args = parser.parse_args(argv)
+        args.argv = argv
         if not args.command:
             raise BenchError("choose a command: run, eval, report, list (see python -m bench --help)")
         return COMMANDS[args.command](args)

@@ -13,7 +13,8 @@ from bench.errors import BenchError
 
 @dataclass(frozen=True)
 class DataConfig:
-    name: str = "digits"
+    # Digits 0-4 train the students; 5-9 are the transfer task's label space they never see.
+    name: str = "digits@0-4"
     data_dir: str | None = None       # None: $BENCH_DATA_DIR or ~/.cache/bench/data
     download: bool = False
     image_size: int | None = None     # resize once at load time (None: native)
@@ -59,6 +60,18 @@ class TeacherConfig:
     epochs: int | None = 60           # None: the run's epochs
     mean: tuple[float, ...] | None = None  # normalisation of an external checkpoint (None: none)
     std: tuple[float, ...] | None = None
+    seed: int = 0                     # one teacher for all student seeds
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    """Transfer: a linear head on the frozen student, trained on each target's training split."""
+    targets: tuple[str, ...] = ("digits@5-9",)
+    epochs: int = 30
+    lr: float = 0.05
+    batch_size: int = 128
+    weight_decay: float = 5e-4
+    attacks: tuple[str, ...] = ("pgd20",)   # add "aa" for AutoAttack on the probed network
 
 
 @dataclass(frozen=True)
@@ -70,12 +83,12 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     attack: AttackConfig = field(default_factory=AttackConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
+    structure: bool = True            # teacher-student structure metrics for every student
     seed: int = 0
     device: str = "auto"              # auto: cuda when available, else cpu
     bf16: bool = False                # bf16 autocast on CUDA
 
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def config_hash(obj) -> str:
@@ -84,43 +97,66 @@ def config_hash(obj) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
-PRESETS: dict[str, RunConfig] = {
-    # Embedded default: runs anywhere in a few minutes. eps = 0.2 on [0,1] digits separates the
-    # methods (at 0.1 a tiny PGD-AT student matches the teacher; see shared calibration).
-    "digits": RunConfig(),
-    # Full-scale CIFAR-10 protocol for GPUs: eps 8/255, step 2/255, ResNet-18 student.
-    "cifar10": RunConfig(
-        preset="cifar10", data=DataConfig("cifar10"), student_arch="resnet18",
-        teacher=TeacherConfig(arch="wrn-34-10", method="trades", epochs=100),
-        train=TrainConfig(epochs=200, batch_size=128, lr=0.1, weight_decay=2e-4, schedule="step",
-                          milestones=(100, 150)),
-        attack=AttackConfig(eps=8 / 255), eval=EvalConfig(eps=8 / 255, aa_n=10000,
-                                                         curve_eps=(2 / 255, 4 / 255, 8 / 255, 12 / 255, 16 / 255))),
+@dataclass(frozen=True)
+class Preset:
+    """A run configuration with the methods and seeds it is meant for."""
+    config: RunConfig
+    methods: tuple[str, ...] = ("gacd", "ard", "crd")
+    seeds: tuple[int, ...] = (0,)
+    compare_to: str | None = None     # a row the report gives differences against (ablations)
+    description: str = ""
+
+
+_DIGITS = RunConfig()
+_CIFAR10 = RunConfig(
+    preset="cifar10", data=DataConfig("cifar10"), student_arch="resnet18",
+    teacher=TeacherConfig(arch="wrn-34-10", method="trades", epochs=100),
+    train=TrainConfig(epochs=200, batch_size=128, lr=0.1, weight_decay=2e-4, schedule="step", milestones=(100, 150)),
+    attack=AttackConfig(eps=8 / 255),
+    eval=EvalConfig(eps=8 / 255, n=10000, aa_n=10000, curve_eps=(2 / 255, 4 / 255, 8 / 255, 12 / 255, 16 / 255)),
+    probe=ProbeConfig(targets=("cifar100", "stl10"), epochs=30, lr=0.1, batch_size=256))
+
+GACD_ABLATION = (
+    "gacd", "gacd:reweight=none", "gacd:reweight=teacher-correct", "gacd:reweight=teacher-prob-pow",
+    "gacd:estimator=nce", "gacd:anchor=symmetric", "gacd:attack=ce", "gacd:alpha=0", "ard", "crd")
+
+PRESETS: dict[str, Preset] = {
+    "digits": Preset(_DIGITS, description="embedded default: digits 0-4, eps 0.2, transfer to digits 5-9"),
+    "gacd-ablation": Preset(replace(_DIGITS, preset="gacd-ablation"), methods=GACD_ABLATION, seeds=(0, 1, 2),
+                            compare_to="gacd", description="each reconstructed GACD choice switched alone, 3 seeds"),
+    "cifar10": Preset(_CIFAR10, description="CIFAR-10, ResNet-18 student, eps 8/255 (GPU)"),
+    "cifar100": Preset(replace(_CIFAR10, preset="cifar100", data=DataConfig("cifar100"),
+                               probe=replace(_CIFAR10.probe, targets=("cifar10", "stl10"))),
+                       description="CIFAR-100, ResNet-18 student, eps 8/255 (GPU)"),
 }
-PRESETS["cifar100"] = replace(PRESETS["cifar10"], preset="cifar100", data=DataConfig("cifar100"))
 
 
-def get_preset(name: str) -> RunConfig:
-    if name not in PRESETS:
-        raise BenchError(f"unknown preset {name!r}; known: {', '.join(sorted(PRESETS))}")
-    return PRESETS[name]
+
+def all_presets() -> dict[str, Preset]:
+    """PRESETS plus cifar10-<method> for every method that states its paper's schedule (GPU runs)."""
+    from methods import METHODS
+
+    presets = dict(PRESETS)
+    for name, cls in METHODS.items():
+        schedule = cls.paper_train
+        if schedule:
+            train = replace(_CIFAR10.train, **schedule)
+            variant = f"{name}:{cls.paper_options}" if cls.paper_options else name
+            presets[f"cifar10-{name}"] = Preset(
+                replace(_CIFAR10, preset=f"cifar10-{name}", train=train), methods=(variant,),
+                description=f"CIFAR-10 with {name}'s paper schedule ({schedule['epochs']} epochs, "
+                            f"milestones {list(schedule['milestones'])}, wd {schedule['weight_decay']}, "
+                            f"batch {schedule['batch_size']}) (GPU)")
+    return presets
+
+
+def get_preset(name: str) -> Preset:
+    presets = all_presets()
+    if name not in presets:
+        raise BenchError(f"unknown preset {name!r}; known: {', '.join(sorted(presets))}")
+    return presets[name]
 
 
 def override(cfg, **changes):
     """dataclasses.replace that ignores None values (unset command-line flags)."""
     return replace(cfg, **{k: v for k, v in changes.items() if v is not None})
-
-
-def from_dict(cls, data: dict):
-    """Rebuild a (nested) config dataclass from its asdict() form."""
-    kwargs = {}
-    for f in dataclasses.fields(cls):
-        if f.name not in data:
-            continue
-        value = data[f.name]
-        if dataclasses.is_dataclass(f.default_factory if f.default_factory is not dataclasses.MISSING else None):
-            value = from_dict(f.default_factory, value)
-        elif isinstance(value, list):
-            value = tuple(value)
-        kwargs[f.name] = value
-    return cls(**kwargs)

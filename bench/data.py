@@ -238,10 +238,39 @@ def load_folder(path: str, image_size: int = 32) -> ImageData:
                      pad=max(1, image_size // 8), flip=True)
 
 
+def parse_classes(text: str, num_classes: int, name: str) -> list[int]:
+    """'0-4' or '0,2,5' or '5-9,1' -> sorted class indices."""
+    chosen: set[int] = set()
+    try:
+        for part in text.split(","):
+            lo, sep, hi = part.partition("-")
+            chosen.update(range(int(lo), int(hi) + 1) if sep else [int(lo)])
+    except ValueError:
+        raise BenchError(f"{name}: class list {text!r} is not like 0-4 or 0,2,5") from None
+    bad = [c for c in chosen if not 0 <= c < num_classes]
+    if bad or len(chosen) < 2:
+        raise BenchError(f"{name}: classes {text!r} must name at least two of 0..{num_classes - 1}")
+    return sorted(chosen)
+
+
+def select_classes(data: ImageData, classes: list[int], label: str) -> ImageData:
+    """Keep only ``classes`` (relabelled 0..k-1 in that order); the split stays the dataset's own."""
+    lookup = torch.full((data.num_classes,), -1, dtype=torch.int64)
+    lookup[torch.tensor(classes)] = torch.arange(len(classes))
+    tr, te = lookup[data.y_train] >= 0, lookup[data.y_test] >= 0
+    return replace(data, name=label, x_train=data.x_train[tr], y_train=lookup[data.y_train[tr]],
+                   x_test=data.x_test[te], y_test=lookup[data.y_test[te]],
+                   classes=[data.classes[c] for c in classes], info={**data.info, "classes": classes})
+
+
 def load_dataset(name: str, data_dir: Path | str | None = None, download: bool = False,
                  image_size: int | None = None) -> ImageData:
-    """Load a registered dataset or ``folder:PATH``; optionally resize to ``image_size``."""
+    """Load a registered dataset or ``folder:PATH``; ``NAME@0-4`` keeps classes 0..4 only;
+    optionally resize to ``image_size``."""
     if name.startswith("folder:"):
         return load_folder(name[len("folder:"):], image_size or 32)
-    data = DATASETS.get(name)(Path(data_dir) if data_dir else None, download)
+    base, _, subset = name.partition("@")
+    data = DATASETS.get(base)(Path(data_dir) if data_dir else None, download)
+    if subset:
+        data = select_classes(data, parse_classes(subset, data.num_classes, base), name)
     return data.resized(image_size) if image_size else data

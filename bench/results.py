@@ -26,10 +26,13 @@ class RunRecord:
     teacher_id: str | None
     seed: int
     config: dict
+    eval_key: str                  # id of the evaluation settings the metrics come from
     metrics: dict                  # accuracy fractions per attack
     curve: dict                    # eps -> PGD-20 accuracy
     attack_settings: dict
     timings: dict                  # seconds: train, eval, per attack
+    transfer: dict = field(default_factory=dict)    # target -> probe metrics and settings
+    structure: dict = field(default_factory=dict)   # teacher-student structure (students only)
     history: list = field(default_factory=list)
     extra: dict = field(default_factory=dict)   # method-specific facts (effective K, ...)
     versions: dict = field(default_factory=dict)

@@ -16,6 +16,8 @@ class ARD(Method):
     needs_teacher = True
     inner = InnerMax("CE(S(x'), y)", start="uniform", student_mode="train", teacher_at="x (clean)")
     schedule = "200 epochs, SGD 0.1, decay /10 at 100 and 150, wd 2e-4, batch 128"
+    paper_train = {"epochs": 200, "lr": 0.1, "milestones": (100, 150), "weight_decay": 2e-4, "batch_size": 128,
+                   "schedule": "step"}
 
     @dataclass(frozen=True)
     class Options:

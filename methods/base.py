@@ -73,6 +73,8 @@ class Method:
     needs_teacher: ClassVar[bool] = False
     inner: ClassVar[InnerMax | None] = None
     schedule: ClassVar[str] = "-"                     # the paper's training schedule, for `list`
+    paper_train: ClassVar[dict | None] = None         # that schedule as TrainConfig fields (presets)
+    paper_options: ClassVar[str] = ""                 # options its CIFAR-10 paper preset uses
     note: ClassVar[str] = ""                          # shown next to the method's name in reports
 
     @dataclass(frozen=True)

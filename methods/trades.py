@@ -15,6 +15,8 @@ class TRADES(Method):
     summary = "CE(S(x), y) + beta KL(S(x') || S(x))"
     inner = InnerMax("sum KL(S(x') || S(x)), S(x) fixed", start="normal", student_mode="eval")
     schedule = "76 epochs, SGD 0.1, decay at 75 (and 90 for 100 epochs), wd 2e-4"
+    paper_train = {"epochs": 76, "lr": 0.1, "milestones": (75,), "weight_decay": 2e-4, "batch_size": 128,
+                   "schedule": "step"}
 
     @dataclass(frozen=True)
     class Options:

@@ -20,7 +20,7 @@ def fails_cleanly(capsys, argv, pattern):
 
 
 @pytest.mark.parametrize("argv,pattern", [
-    (["run", "--methods", "gacd,nosuch"], "known: ard, crd"),
+    (["run", "--methods", "gacd,nosuch"], "unknown method 'nosuch'; known: "),
     (["run", "--methods", "gacd:colour=red"], "known: estimator"),
     (["run", "--dataset", "mnist", "--methods", "kd"], "unknown dataset 'mnist'; known:"),
     (["run", "--student-arch", "vgg", "--methods", "kd"], "unknown architecture 'vgg'; known:"),
@@ -84,13 +84,21 @@ def test_end_to_end_run_report_and_eval(capsys, tmp_path):
     assert main(argv) == 0
     out = rep / "e2e"
     for name in ("README.md", "table.csv", "table.tex", "summary.csv", "runs.csv", "runs.json",
-                 "accuracy_per_attack.png", "robustness_curve.png", "training_curves.png"):
+                 "accuracy_per_attack.png", "robustness_curve.png", "training_curves.png", "transfer.csv",
+                 "structure.csv", "correlation_heatmaps.png", "cka.png"):
         assert (out / name).stat().st_size > 0, name
     table = pd.read_csv(out / "table.csv")
     assert list(table.columns) == ["Method", "Clean", "FGSM", "PGD-20", "CW∞", "AutoAttack", "Train time (s)", "n"]
     assert table["Method"].tolist()[0].startswith("teacher (pgd-at")
     assert any("re-implemented from the paper's description" in m for m in table["Method"])
     assert "\\begin{tabular}" in (out / "table.tex").read_text()
+    transfer = pd.read_csv(out / "transfer.csv")
+    assert list(transfer.columns) == ["Method", "digits@5-9 Clean", "digits@5-9 PGD-20", "n"]
+    assert len(transfer) == 4  # the teacher gets the same probe
+    structure = pd.read_csv(out / "structure.csv")
+    assert len(structure) == 3 and "CKA adv" in structure.columns
+    readme = (out / "README.md").read_text()
+    assert "## Transfer to other tasks" in readme and "## Structural knowledge" in readme
     runs = json.loads((out / "runs.json").read_text())
     assert {r["method"] for r in runs} == {"pgd-at", "gacd", "ard", "crd"}
     for r in runs:
@@ -111,7 +119,7 @@ def test_end_to_end_run_report_and_eval(capsys, tmp_path):
 
     # eval of a student checkpoint written by the run (the state_dict sits under "student")
     ckpt = next(res.glob("e2e/ard-*/checkpoint.pt"))
-    assert main(["eval", "--checkpoint", str(ckpt), "--arch", "cnn-narrow", "--dataset", "digits",
+    assert main(["eval", "--checkpoint", str(ckpt), "--arch", "cnn-narrow", "--dataset", "digits@0-4",
                  "--n", "30", "--attacks", "clean,fgsm,pgd20", "--out", str(tmp_path / "ev")]) == 0
     record = json.loads((tmp_path / "ev" / "record.json").read_text())
     assert set(record["metrics"]) == {"clean", "fgsm", "pgd20"} and record["settings"]["n"] == 30
