@@ -5,7 +5,7 @@ import argparse
 import shlex
 import sys
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 
 from bench.errors import BenchError
@@ -106,7 +106,8 @@ def build_parser() -> Parser:
     run.add_argument("--name", help="run-set name under results/ and reports/ (default: the preset)")
     run.add_argument("--dataset", help="digits, cifar10, cifar100, stl10 or folder:PATH")
     run.add_argument("--student-arch", help="student architecture (see `bench list`)")
-    run.add_argument("--teacher", help="'train' (default) or a path to a teacher state_dict")
+    run.add_argument("--teacher", help="'train' (default), a path to a teacher state_dict, or robustbench:NAME "
+                                       "(a RobustBench zoo model from $BENCH_ROBUSTBENCH_DIR, offline)")
     run.add_argument("--teacher-arch", help="teacher architecture")
     run.add_argument("--teacher-method", help="method that trains the teacher (default pgd-at)")
     run.add_argument("--teacher-epochs", type=_int_range(1, 10000, "--teacher-epochs"))
@@ -116,6 +117,9 @@ def build_parser() -> Parser:
     run.add_argument("--batch-size", type=_int_range(1, 65536, "--batch-size"))
     run.add_argument("--lr", type=_positive_float("--lr"))
     run.add_argument("--schedule", choices=["cosine", "step"])
+    run.add_argument("--checkpoint", choices=["last", "best-val"],
+                     help="evaluate the last epoch (default) or the best epoch on a validation split of the "
+                          "training data (never the test set)")
     run.add_argument("--train-eps", type=parse_eps, help="training-attack eps (default: --eps)")
     run.add_argument("--train-steps", type=_int_range(1, 1000, "--train-steps"))
     run.add_argument("--bf16", action="store_true", default=None, help="bf16 autocast on CUDA")
@@ -137,6 +141,28 @@ def build_parser() -> Parser:
     rep.add_argument("runset")
     rep.add_argument("--results", default="results")
     rep.add_argument("--reports", default="reports")
+
+    reg = sub.add_parser("regress", help="re-run the CI preset and compare every metric with the stored baseline")
+    reg.add_argument("--preset", default="regress")
+    reg.add_argument("--baseline", help="baseline file (default results/baselines/<preset>.json)")
+    reg.add_argument("--update", action="store_true", help="rewrite the baseline from this run")
+    reg.add_argument("--reason", help="why the baseline changes (required with --update)")
+    reg.add_argument("--substitute", type=_names, help="method=variant pairs scored against the method's "
+                                                       "baseline, e.g. ard=ard:alpha=0 (checks the check)")
+    reg.add_argument("--seeds", type=_seeds)
+    reg.add_argument("--epochs", type=_int_range(1, 10000, "--epochs"))
+    reg.add_argument("--teacher-epochs", type=_int_range(1, 10000, "--teacher-epochs"))
+    reg.add_argument("--n", type=_int_range(1, 10**7, "--n"))
+    reg.add_argument("--eps", type=parse_eps, help="train and evaluation eps")
+    reg.add_argument("--aa-n", type=_int_range(1, 10**7, "--aa-n"))
+    reg.add_argument("--methods", type=_names)
+
+    exp = sub.add_parser("export", help="export a student in RobustBench's format (model_info JSON + checkpoint)")
+    exp.add_argument("run", help="a run folder (results/RUNSET/RUN_ID) or RUNSET/RUN_ID")
+    exp.add_argument("--robustbench", action="store_true", required=True, help="RobustBench format (the only one)")
+    exp.add_argument("--results", default="results")
+    exp.add_argument("--out", default="exports", help="output folder (default exports/)")
+    exp.add_argument("--name", help="model name (default: bench_<method>_<run id>)")
 
     sub.add_parser("list", help="methods, datasets, architectures and attacks")
     return parser
@@ -176,7 +202,8 @@ def cmd_run(args) -> int:
     teacher = override(cfg.teacher, arch=args.teacher_arch, method=args.teacher_method,
                        epochs=args.teacher_epochs, source=args.teacher, mean=args.teacher_mean,
                        std=args.teacher_std)
-    if teacher.source != "train" and not Path(teacher.source).is_file():
+    if teacher.source not in ("train",) and not teacher.source.startswith("robustbench:") \
+            and not Path(teacher.source).is_file():
         raise BenchError(f"teacher checkpoint {teacher.source} does not exist")
     targets = None
     if args.transfer is not None:
@@ -186,19 +213,22 @@ def cmd_run(args) -> int:
                    teacher=teacher, device=args.device, bf16=args.bf16, eval=_eval_config(cfg.eval, args),
                    probe=override(cfg.probe, targets=targets), structure=False if args.no_structure else None,
                    train=override(cfg.train, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                                  schedule=args.schedule),
+                                  schedule=args.schedule, checkpoint=args.checkpoint),
                    attack=override(cfg.attack, eps=train_eps, steps=args.train_steps))
     ARCHS.get(cfg.student_arch)
     ARCHS.get(cfg.teacher.arch)
     parse_method(cfg.teacher.method)
+    if cfg.teacher.source.startswith("robustbench:"):  # fail before any data or training work
+        from bench.zoo import locate_robustbench_model
+        locate_robustbench_model(cfg.teacher.source.split(":", 1)[1], cfg.data.name.partition("@")[0])
     runset = args.name or args.preset
     results = Path(args.results)
     t0 = time.perf_counter()
-    atomic_write_json(results / runset / RUNSET_FILE,
-                      {"command": "python -m bench " + shlex.join(args.argv),
-                       "methods": [s.label for s in specs], "seeds": list(seeds),
-                       "compare_to": preset.compare_to, "config": asdict(cfg)})
-    run_methods(cfg, methods, runset, results, seeds=seeds, force=args.force)
+    meta = {"command": "python -m bench " + shlex.join(args.argv), "methods": [s.label for s in specs],
+            "seeds": list(seeds), "compare_to": preset.compare_to, "config": asdict(cfg)}
+    records = run_methods(cfg, methods, runset, results, seeds=seeds, force=args.force)
+    # the run-set is what this command asked for; older runs in the folder stay, unreported
+    atomic_write_json(results / runset / RUNSET_FILE, {**meta, "runs": [r.run_id for r in records]})
     out = build_report(results, runset, Path(args.reports))
     print((out / "README.md").read_text())
     print(f"report: {out}/README.md  (wall time {time.perf_counter() - t0:.0f} s)")
@@ -206,21 +236,19 @@ def cmd_run(args) -> int:
 
 
 def cmd_eval(args) -> int:
+    import pandas as pd
     import torch
 
-    from bench.config import EvalConfig
+    from bench.config import DataConfig, EvalConfig
     from bench.data import load_dataset
     from bench.evaluate import evaluate
     from bench.io import atomic_write_json, atomic_write_text, load_weights
-    from bench.models import build_model
+    from bench.models import ARCHS, build_model
     from bench.report import COLUMNS, markdown_table
     from bench.results import git_commit, now, package_versions
     from bench.runner import resolve_device
 
-    import pandas as pd
-
     cfg = _eval_config(EvalConfig(), args)
-    from bench.models import ARCHS
     ARCHS.get(args.arch)
     ckpt = Path(args.checkpoint)
     if not ckpt.is_file():
@@ -228,7 +256,7 @@ def cmd_eval(args) -> int:
     if (args.mean is None) != (args.std is None):
         raise BenchError("give both --mean and --std, or neither")
     device = resolve_device(args.device or "auto")
-    dc = _data_config(__import__("bench.config", fromlist=["DataConfig"]).DataConfig(), args, args.dataset)
+    dc = _data_config(DataConfig(), args, args.dataset)
     data = load_dataset(dc.name, dc.data_dir, dc.download, dc.image_size)
     if cfg.n is not None and cfg.n > len(data.y_test):
         raise BenchError(f"--n {cfg.n} exceeds the {len(data.y_test)} test images of {data.name}")
@@ -293,7 +321,76 @@ def cmd_list(args) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "eval": cmd_eval, "report": cmd_report, "list": cmd_list}
+def cmd_regress(args) -> int:
+    import json
+
+    from bench.config import config_hash, get_preset, override
+    from bench.regress import BASELINE_DIR, compare, format_table, run_regression, write_baseline
+
+    preset = get_preset(args.preset)
+    cfg = preset.config
+    cfg = override(cfg, train=override(cfg.train, epochs=args.epochs),
+                   teacher=override(cfg.teacher, epochs=args.teacher_epochs),
+                   attack=override(cfg.attack, eps=args.eps),
+                   eval=override(cfg.eval, n=args.n, aa_n=args.aa_n, eps=args.eps))
+    methods = list(args.methods or preset.methods)
+    seeds = args.seeds or preset.seeds
+    path = Path(args.baseline) if args.baseline else BASELINE_DIR / f"{args.preset}.json"
+    substitute = dict(pair.split("=", 1) for pair in args.substitute or [] if "=" in pair)
+    if args.substitute and len(substitute) != len(args.substitute):
+        raise BenchError("--substitute takes method=variant pairs")
+    previous = json.loads(path.read_text()) if path.exists() else None
+    t0 = time.perf_counter()
+    if args.update:
+        if not args.reason:
+            raise BenchError("--update needs --reason \"why the numbers change\"")
+        values = run_regression(cfg, methods, seeds)
+        write_baseline(path, cfg, methods, seeds, values, args.reason, previous)
+        print(f"baseline written: {path} ({time.perf_counter() - t0:.0f} s)")
+        return 0
+    if previous is None:
+        raise BenchError(f"no baseline at {path}; create one with --update --reason \"...\"")
+    if previous["config_id"] != config_hash(asdict(cfg)) or previous["methods"] != methods \
+            or tuple(previous["seeds"]) != tuple(seeds):
+        raise BenchError(f"baseline {path} was made with another config, methods or seeds; "
+                         f"rerun with --update --reason \"...\" if the change is intended")
+    rows = compare(previous, run_regression(cfg, methods, seeds, substitute))
+    print(format_table(rows))
+    drops = [f"{r['row']} {r['metric']}" for r in rows if r["verdict"] != "ok"]
+    last = previous["history"][-1]
+    print(f"baseline {path}: {last['when']} by {last['who']} ({last['why']}); wall {time.perf_counter() - t0:.0f} s")
+    if drops:
+        print(f"REGRESSION: {len(drops)} metric(s) below their band: {', '.join(drops)}")
+        return 1
+    print(f"no regression: {len(rows)} metrics within their bands")
+    return 0
+
+
+def cmd_export(args) -> int:
+    import re
+    from dataclasses import asdict as as_dict
+
+    from bench.io import extract_state_dict, load_checkpoint
+    from bench.results import RECORD, RunRecord
+    from bench.zoo import export_robustbench
+
+    run_dir = Path(args.run)
+    if not (run_dir / RECORD).exists():
+        run_dir = Path(args.results) / args.run
+    if not (run_dir / RECORD).exists():
+        raise BenchError(f"no finished run at {args.run} (looked for {RECORD} there and under {args.results}/)")
+    rec = RunRecord.load(run_dir / RECORD)
+    if rec.role != "student":
+        raise BenchError(f"{run_dir} is a {rec.role} record; export takes a trained student")
+    state = extract_state_dict(load_checkpoint(run_dir / "model.pt"))
+    name = args.name or re.sub(r"[^A-Za-z0-9_]+", "_", f"bench_{rec.method}_{rec.run_id}")
+    info, ckpt = export_robustbench(as_dict(rec), state, Path(args.out), name)
+    print(f"written: {info}\nwritten: {ckpt}")
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "eval": cmd_eval, "report": cmd_report, "regress": cmd_regress, "export": cmd_export,
+            "list": cmd_list}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,7 +2,6 @@
 with the number."""
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field, replace
@@ -30,6 +29,10 @@ class TrainConfig:
     schedule: Literal["cosine", "step"] = "cosine"
     milestones: tuple[int, ...] = ()  # epochs where a step schedule multiplies lr by gamma
     gamma: float = 0.1
+    # Which weights are evaluated: the last epoch's, or the epoch with the best PGD-20 accuracy on a
+    # validation split carved from the training data (never the test set).
+    checkpoint: Literal["last", "best-val"] = "last"
+    val_fraction: float = 0.1
 
 
 @dataclass(frozen=True)
@@ -121,9 +124,17 @@ GACD_ABLATION = (
     "gacd:estimator=nce", "gacd:anchor=symmetric", "gacd:attack=ce", "gacd:alpha=0", "ard", "crd")
 
 PRESETS: dict[str, Preset] = {
-    "digits": Preset(_DIGITS, description="embedded default: digits 0-4, eps 0.2, transfer to digits 5-9"),
+    "digits": Preset(_DIGITS, seeds=(0, 1, 2),
+                     description="embedded default: digits 0-4, eps 0.2, transfer to digits 5-9"),
     "gacd-ablation": Preset(replace(_DIGITS, preset="gacd-ablation"), methods=GACD_ABLATION, seeds=(0, 1, 2),
                             compare_to="gacd", description="each reconstructed GACD choice switched alone, 3 seeds"),
+    # CI regression: the default data and threat model, shorter schedules, AutoAttack on the first
+    # 100 test images, no eps-curve; compared with results/baselines/regress.json.
+    "regress": Preset(replace(_DIGITS, preset="regress", train=replace(_DIGITS.train, epochs=20),
+                              teacher=replace(_DIGITS.teacher, epochs=40),
+                              eval=replace(_DIGITS.eval, aa_n=100, curve_eps=())),
+                      methods=("gacd", "ard", "pgd-at", "crd"), seeds=(0, 1, 2),
+                      description="CI regression preset (python -m bench regress)"),
     "cifar10": Preset(_CIFAR10, description="CIFAR-10, ResNet-18 student, eps 8/255 (GPU)"),
     "cifar100": Preset(replace(_CIFAR10, preset="cifar100", data=DataConfig("cifar100"),
                                probe=replace(_CIFAR10.probe, targets=("cifar10", "stl10"))),

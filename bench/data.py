@@ -263,6 +263,19 @@ def select_classes(data: ImageData, classes: list[int], label: str) -> ImageData
                    classes=[data.classes[c] for c in classes], info={**data.info, "classes": classes})
 
 
+def carve_validation(data: ImageData, fraction: float) -> tuple[ImageData, tuple[torch.Tensor, torch.Tensor]]:
+    """Split a stratified validation set off the training data (fixed random_state 0)."""
+    from sklearn.model_selection import train_test_split
+
+    if not 0 < fraction < 1:
+        raise BenchError(f"validation fraction {fraction} must be in (0, 1)")
+    labels = data.y_train.cpu().numpy()
+    tr, va = train_test_split(np.arange(len(labels)), test_size=fraction, stratify=labels, random_state=0)
+    tr, va = torch.from_numpy(tr).to(data.y_train.device), torch.from_numpy(va).to(data.y_train.device)
+    return (replace(data, x_train=data.x_train[tr], y_train=data.y_train[tr]),
+            (data.x_train[va], data.y_train[va]))
+
+
 def load_dataset(name: str, data_dir: Path | str | None = None, download: bool = False,
                  image_size: int | None = None) -> ImageData:
     """Load a registered dataset or ``folder:PATH``; ``NAME@0-4`` keeps classes 0..4 only;

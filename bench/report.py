@@ -288,7 +288,10 @@ def _setup_lines(records: list[RunRecord], meta: dict) -> list[str]:
     aa = next((r.attack_settings.get("aa") for r in records if "aa" in r.attack_settings), None)
     lines = [f"- Dataset: `{students[0].dataset}`; student `{cfg['student_arch']}`; teacher "
              f"`{cfg['teacher']['arch']}` ({cfg['teacher']['source']}, method `{cfg['teacher']['method']}`); "
-             f"{cfg['train']['epochs']} epochs; seeds: {sorted({r.seed for r in students})}; checkpoint: last epoch.",
+             f"{cfg['train']['epochs']} epochs; seeds: {sorted({r.seed for r in students})}; checkpoint: "
+             + ("last epoch." if cfg["train"].get("checkpoint", "last") == "last" else
+                f"best PGD-20 accuracy on a {cfg['train']['val_fraction']:.0%} validation split of the training data "
+                "(never the test set)."),
              f"- Threat model: L∞, ε = {ev['eps']:.4g} on pixels in [0, 1]. Training attack: PGD-{at['steps']}, "
              f"step {at['step_ratio']}·ε, the start and objective each method declares.",
              f"- FGSM (one step of ε), PGD-20 (step ε/4, random start), CW∞ (PGD-30 on the margin loss, step ε/4) "
@@ -303,11 +306,11 @@ def _setup_lines(records: list[RunRecord], meta: dict) -> list[str]:
 
 def build_report(results_dir: Path, runset: str, reports_dir: Path) -> Path:
     runset_dir = Path(results_dir) / runset
-    records = load_records(runset_dir)
-    if not records:
-        raise BenchError(f"no finished runs in {runset_dir}; run `python -m bench run` first")
     meta_path = runset_dir / RUNSET_FILE
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    records = load_records(runset_dir, meta.get("runs"))
+    if not records:
+        raise BenchError(f"no finished runs in {runset_dir}; run `python -m bench run` first")
     out = Path(reports_dir) / runset
     out.mkdir(parents=True, exist_ok=True)
     groups = _groups(records, meta.get("methods", []))

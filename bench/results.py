@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 
+from bench.errors import BenchError
 from bench.io import atomic_write_json
 
 RECORD = "record.json"
@@ -26,7 +27,6 @@ class RunRecord:
     teacher_id: str | None
     seed: int
     config: dict
-    eval_key: str                  # id of the evaluation settings the metrics come from
     metrics: dict                  # accuracy fractions per attack
     curve: dict                    # eps -> PGD-20 accuracy
     attack_settings: dict
@@ -38,6 +38,7 @@ class RunRecord:
     versions: dict = field(default_factory=dict)
     git_commit: str | None = None
     created: str = ""
+    eval_key: str = ""             # id of the evaluation settings the metrics come from
 
     def save(self, run_dir: Path) -> Path:
         path = Path(run_dir) / RECORD
@@ -46,20 +47,26 @@ class RunRecord:
 
     @classmethod
     def load(cls, path: Path) -> "RunRecord":
-        data = json.loads(Path(path).read_text())
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
+        try:
+            data = json.loads(Path(path).read_text())
+            names = {f.name for f in fields(cls)}
+            return cls(**{k: v for k, v in data.items() if k in names})
+        except (OSError, ValueError, TypeError) as err:
+            raise BenchError(f"run record {path} is unreadable ({err}); delete its folder to redo the run") from None
 
 
-def load_records(runset_dir: Path) -> list[RunRecord]:
-    return [RunRecord.load(p) for p in sorted(Path(runset_dir).glob(f"*/{RECORD}"))]
+def load_records(runset_dir: Path, run_ids: list[str] | None = None) -> list[RunRecord]:
+    """The run-set's records: those ``run_ids`` name (the last `run`), else every one in the folder."""
+    paths = ([Path(runset_dir) / rid / RECORD for rid in run_ids] if run_ids is not None
+             else sorted(Path(runset_dir).glob(f"*/{RECORD}")))
+    return [RunRecord.load(p) for p in paths if p.exists()]
 
 
 def package_versions() -> dict:
     from importlib.metadata import PackageNotFoundError, version
 
     out = {"python": platform.python_version()}
-    for pkg in ("torch", "torchvision", "pyautoattack", "numpy", "scikit-learn", "pandas"):
+    for pkg in ("torch", "torchvision", "pyautoattack", "robustbench", "numpy", "scikit-learn", "pandas"):
         try:
             out[pkg] = version(pkg)
         except PackageNotFoundError:

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from bench.config import RunConfig, config_hash
-from bench.data import ImageData, load_dataset
+from bench.data import ImageData, carve_validation, load_dataset
 from bench.errors import BenchError
 from bench.evaluate import evaluate
 from bench.io import atomic_save, atomic_write_json, load_weights
@@ -101,6 +101,15 @@ def get_teacher(cfg: RunConfig, data: ImageData, results: Path, device: torch.de
                                                "history": history})
         (tdir / "checkpoint.pt").unlink(missing_ok=True)
         return model.eval(), teacher_id, train_s, spec
+    if tc.source.startswith("robustbench:"):  # a RobustBench zoo model, from its local model dir
+        from bench.zoo import load_robustbench_model
+
+        name = tc.source.split(":", 1)[1]
+        model = load_robustbench_model(name, data.name.partition("@")[0], "Linf")
+        if model.num_classes != data.num_classes:
+            raise BenchError(f"RobustBench model {name} has {model.num_classes} classes, {data.name} has "
+                             f"{data.num_classes}")
+        return prepare_model(model, device).eval(), f"robustbench-{name}", 0.0, parse_method("natural")
     path = Path(tc.source)
     model = build_model(arch, data.num_classes, data.in_channels, tc.mean, tc.std)
     load_weights(model, path, arch)
@@ -171,6 +180,9 @@ def run_methods(cfg: RunConfig, methods: list[str], runset: str, results: Path, 
     device = resolve_device(cfg.device)
     data = load_dataset(cfg.data.name, cfg.data.data_dir, cfg.data.download, cfg.data.image_size).to(device)
     targets = load_targets(cfg, data, device)
+    train_data, val = data, None
+    if cfg.train.checkpoint == "best-val":
+        train_data, val = carve_validation(data, cfg.train.val_fraction)
     runset_dir = results / runset
     records: list[RunRecord] = []
 
@@ -204,14 +216,20 @@ def run_methods(cfg: RunConfig, methods: list[str], runset: str, results: Path, 
             student = prepare_model(build_model(seed_cfg.student_arch, data.num_classes, data.in_channels,
                                                 data.mean, data.std), device)
             t_model = teacher if spec.cls.needs_teacher else None
-            method = spec.build(_context(data, student.feature_dim, teacher.feature_dim, device,
+            method = spec.build(_context(train_data, student.feature_dim, teacher.feature_dim, device,
                                          cfg.train.epochs, seed))
-            history = train_model(student, method, data, cfg.train, cfg.attack, t_model, run_dir, device,
-                                  cfg.bf16, desc=f"{spec.label} s{seed}")
+            history = train_model(student, method, train_data, cfg.train, cfg.attack, t_model, run_dir, device,
+                                  cfg.bf16, desc=f"{spec.label} s{seed}", val=val)
             train_s = sum(row["seconds"] for row in history)  # all epochs, across resumptions
+            atomic_save(student.state_dict(), run_dir / "model.pt")  # the evaluated weights (export, eval)
             ev = evaluate_all(student, data, targets, teacher, seed_cfg)
+            facts = method.facts()
+            if val is not None:
+                best = max(history, key=lambda row: row["val_pgd20"])  # first best, as training kept it
+                facts["checkpoint"] = {"policy": "best-val", "epoch": best["epoch"], "val_pgd20": best["val_pgd20"],
+                                       "val_n": len(val[1])}
             rec = _record(run_dir.name, "student", spec, seed_cfg, data, cfg.student_arch, teacher_id, ev, history,
-                          train_s, method.facts())
+                          train_s, facts)
             rec.save(run_dir)
             records.append(rec)
             _log(f"{spec.label} seed {seed}: " + ", ".join(f"{k} {100 * v:.1f}" for k, v in ev["metrics"].items()))

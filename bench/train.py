@@ -11,9 +11,10 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from bench.attacks import pgd_ascent
+from bench.attacks import ATTACKS, pgd_ascent, whitebox_attack
 from bench.config import AttackConfig, TrainConfig
 from bench.data import ImageData, augment, to_float
+from bench.errors import BenchError
 from bench.io import atomic_save, load_checkpoint
 from methods.base import Batch, Method
 
@@ -39,11 +40,26 @@ def adversarial_examples(method: Method, batch: Batch, cfg: AttackConfig) -> tor
         student.train(True)
 
 
+def validation_accuracy(model: nn.Module, val: tuple[torch.Tensor, torch.Tensor], eps: float) -> float:
+    """PGD-20 accuracy on the held-out validation split (the checkpoint criterion; never the test set)."""
+    was_training = model.training
+    model.eval()
+    x, y = to_float(val[0]), val[1]
+    adv = whitebox_attack(model, x, y, ATTACKS.get("pgd20"), eps, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        acc = float((model(adv).argmax(1) == y).float().mean())
+    model.train(was_training)
+    return acc
+
+
 def train_model(student: nn.Module, method: Method, data: ImageData, train_cfg: TrainConfig,
                 attack_cfg: AttackConfig, teacher: nn.Module | None, run_dir: Path,
-                device: torch.device, bf16: bool = False, desc: str = "train") -> list[dict]:
+                device: torch.device, bf16: bool = False, desc: str = "train",
+                val: tuple[torch.Tensor, torch.Tensor] | None = None) -> list[dict]:
     """Train ``student`` in place; a checkpoint per epoch in run_dir makes the run resumable.
 
+    With ``val`` (uint8 images, labels) the weights of the epoch with the best validation PGD-20
+    accuracy are kept (checkpoint policy best-val); otherwise the last epoch's.
     Returns the per-epoch log (also written to run_dir/log.jsonl).
     """
     extra = method.modules()
@@ -56,6 +72,7 @@ def train_model(student: nn.Module, method: Method, data: ImageData, train_cfg: 
     ckpt_path, log_path = run_dir / "checkpoint.pt", run_dir / "log.jsonl"
     history: list[dict] = []
     start_epoch = 0
+    best: dict = {"score": -1.0, "epoch": 0, "state": None}
     if ckpt_path.exists():  # resume where the last run stopped
         state = load_checkpoint(ckpt_path)
         student.load_state_dict(state["student"])
@@ -66,6 +83,7 @@ def train_model(student: nn.Module, method: Method, data: ImageData, train_cfg: 
         torch.set_rng_state(state["rng"])
         start_epoch = int(state["epoch"]) + 1
         history = json.loads(state["history"])
+        best = state.get("best", best)
 
     n = len(data.y_train)
     bs = train_cfg.batch_size
@@ -100,17 +118,25 @@ def train_model(student: nn.Module, method: Method, data: ImageData, train_cfg: 
                             {"img/s": f"{seen / (time.perf_counter() - t0):.0f}"})
         sched.step()
         if not all(math.isfinite(v) for v in sums.values()):
-            raise FloatingPointError(f"{desc}: loss is not finite at epoch {epoch + 1}: {sums}")
+            raise BenchError(f"{desc}: training diverged, loss is not finite at epoch {epoch + 1} "
+                             f"({', '.join(f'{k} {v / seen:.3g}' for k, v in sums.items())}); lower --lr")
         elapsed = time.perf_counter() - t0
         row = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"], "seconds": round(elapsed, 3),
                "images_per_s": round(seen / elapsed, 1), **{k: v / seen for k, v in sums.items()}}
+        if val is not None:
+            row["val_pgd20"] = validation_accuracy(student, val, attack_cfg.eps)
+            if row["val_pgd20"] > best["score"]:
+                best = {"score": row["val_pgd20"], "epoch": epoch + 1,
+                        "state": {k: v.detach().clone() for k, v in student.state_dict().items()}}
         history.append(row)
         atomic_save({"student": student.state_dict(),
                      "extra": extra.state_dict() if extra is not None else {},
                      "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                     "rng": torch.get_rng_state(), "epoch": epoch, "history": json.dumps(history)},
-                    ckpt_path)
+                     "rng": torch.get_rng_state(), "epoch": epoch, "history": json.dumps(history),
+                     "best": best}, ckpt_path)
         with open(log_path, "a") as fh:
             fh.write(json.dumps(row) + "\n")
+    if val is not None and best["state"] is not None:
+        student.load_state_dict(best["state"])
     student.eval()
     return history

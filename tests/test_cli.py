@@ -62,6 +62,16 @@ def test_missing_offline_data(capsys, tmp_path):
                            "--dataset", "cifar10", "--data-dir", str(tmp_path)], "cifar-10-python.tar.gz")
 
 
+def test_missing_robustbench_teacher(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("BENCH_ROBUSTBENCH_DIR", str(tmp_path))
+    fails_cleanly(capsys, ["run", "--methods", "kd", "--teacher", "robustbench:Zhang2019Theoreticaly",
+                           "--dataset", "cifar10"], "known (")
+    fails_cleanly(capsys, ["run", "--methods", "kd", "--teacher", "robustbench:Zhang2019Theoretically",
+                           "--dataset", "cifar10",
+                           "--results", str(tmp_path / "r"), "--reports", str(tmp_path / "p")],
+                  str(tmp_path / "cifar10" / "Linf" / "Zhang2019Theoretically.pt"))
+
+
 def test_module_entry_point_has_no_traceback():
     out = subprocess.run([sys.executable, "-m", "bench", "run", "--methods", "nosuch"],
                          capture_output=True, text=True)
@@ -80,7 +90,7 @@ def test_list(capsys):
 def test_end_to_end_run_report_and_eval(capsys, tmp_path):
     res, rep = tmp_path / "results", tmp_path / "reports"
     argv = ["run", "--methods", "gacd,ard,crd", "--epochs", "1", "--teacher-epochs", "1", "--n", "60",
-            "--aa-n", "8", "--name", "e2e", "--results", str(res), "--reports", str(rep)]
+            "--aa-n", "8", "--seeds", "0,1", "--name", "e2e", "--results", str(res), "--reports", str(rep)]
     assert main(argv) == 0
     out = rep / "e2e"
     for name in ("README.md", "table.csv", "table.tex", "summary.csv", "runs.csv", "runs.json",
@@ -91,6 +101,9 @@ def test_end_to_end_run_report_and_eval(capsys, tmp_path):
     assert list(table.columns) == ["Method", "Clean", "FGSM", "PGD-20", "CW∞", "AutoAttack", "Train time (s)", "n"]
     assert table["Method"].tolist()[0].startswith("teacher (pgd-at")
     assert any("re-implemented from the paper's description" in m for m in table["Method"])
+    assert table["n"].tolist() == [1, 2, 2, 2]  # one teacher; two seeds per student
+    assert all("±" in cell for cell in table["PGD-20"][1:])  # mean ± 95 % interval
+    assert set(pd.read_csv(out / "runs.csv")["seed"]) == {0, 1}  # per-seed values kept
     assert "\\begin{tabular}" in (out / "table.tex").read_text()
     transfer = pd.read_csv(out / "transfer.csv")
     assert list(transfer.columns) == ["Method", "digits@5-9 Clean", "digits@5-9 PGD-20", "n"]
@@ -102,14 +115,14 @@ def test_end_to_end_run_report_and_eval(capsys, tmp_path):
     runs = json.loads((out / "runs.json").read_text())
     assert {r["method"] for r in runs} == {"pgd-at", "gacd", "ard", "crd"}
     for r in runs:
-        assert r["seed"] == 0 and r["config"]["eval"]["n"] == 60 and r["versions"]["torch"]
+        assert r["seed"] in (0, 1) and r["config"]["eval"]["n"] == 60 and r["versions"]["torch"]
         assert r["attack_settings"]["aa"]["n"] == 8 and r["attack_settings"]["pgd20"]["steps"] == 20
         assert all(0 <= v <= 1 for v in r["metrics"].values())
     capsys.readouterr()
 
     # a second run reuses every finished run, and gives the same numbers
     assert main(argv) == 0
-    assert capsys.readouterr().err.count("reusing finished run") == 3
+    assert capsys.readouterr().err.count("reusing finished run") == 6
     assert json.loads((out / "runs.json").read_text()) == runs
 
     # report rebuilds from results/ alone
@@ -123,6 +136,11 @@ def test_end_to_end_run_report_and_eval(capsys, tmp_path):
                  "--n", "30", "--attacks", "clean,fgsm,pgd20", "--out", str(tmp_path / "ev")]) == 0
     record = json.loads((tmp_path / "ev" / "record.json").read_text())
     assert set(record["metrics"]) == {"clean", "fgsm", "pgd20"} and record["settings"]["n"] == 30
+
+    # RobustBench export knows its data sets: a digits student gets one clear line
+    capsys.readouterr()
+    assert main(["export", str(ckpt.parent), "--robustbench", "--out", str(tmp_path / "x")]) == 2
+    assert "Traceback" not in capsys.readouterr().err
 
 
 def test_same_seed_same_numbers_on_cpu(capsys, tmp_path):
@@ -138,3 +156,24 @@ def test_same_seed_same_numbers_on_cpu(capsys, tmp_path):
     capsys.readouterr()
     assert set(first) == {("teacher", "pgd-at"), ("student", "pgd-at"), ("student", "gacd:estimator=nce")}
     assert first == second
+
+
+def test_best_validation_checkpoint_policy(capsys, tmp_path):
+    argv = ["run", "--methods", "pgd-at", "--epochs", "3", "--teacher-epochs", "1", "--n", "40",
+            "--attacks", "clean,pgd20", "--checkpoint", "best-val", "--transfer", "none", "--seeds", "0",
+            "--name", "bv", "--results", str(tmp_path / "r"), "--reports", str(tmp_path / "p")]
+    assert main(argv) == 0
+    rec = next(json.loads(p.read_text()) for p in (tmp_path / "r" / "bv").glob("pgd-at-*/record.json"))
+    vals = [h["val_pgd20"] for h in rec["history"]]
+    chosen = rec["extra"]["checkpoint"]
+    assert chosen["policy"] == "best-val" and chosen["val_pgd20"] == max(vals)
+    assert chosen["epoch"] == 1 + vals.index(max(vals)) and chosen["val_n"] == 68
+    assert "validation split of the training data" in (tmp_path / "p" / "bv" / "README.md").read_text()
+
+
+def test_carve_validation_is_stratified_and_disjoint(digits):
+    from bench.data import carve_validation
+    train, (xv, yv) = carve_validation(digits, 0.1)
+    assert len(train.y_train) + len(yv) == len(digits.y_train)
+    assert torch.bincount(yv, minlength=10).min() >= 12
+    assert torch.equal(train.x_test, digits.x_test)  # the test split is untouched

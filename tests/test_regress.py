@@ -1,0 +1,49 @@
+import json
+
+import pytest
+
+from bench.cli import main
+from bench.regress import FLOOR, band, compare
+
+
+def test_band_uses_seed_spread_with_a_floor():
+    mean, sd, lowest = band([0.8, 0.8, 0.8])
+    assert mean == pytest.approx(0.8) and sd == pytest.approx(0.0, abs=1e-12)
+    assert lowest == pytest.approx(0.8 - FLOOR)
+    mean, sd, lowest = band([0.6, 0.7, 0.8])
+    # t_0.95(2) = 2.920, sd = 0.1, sqrt(2/3)
+    assert lowest == pytest.approx(0.7 - 2.920 * 0.1 * (2 / 3) ** 0.5, abs=1e-3)
+
+
+def test_compare_verdicts():
+    baseline = {"floor": 0.02, "values": {"ard": {"pgd20": [0.5, 0.5], "clean": [0.9, 0.9]}}}
+    rows = compare(baseline, {"ard": {"pgd20": [0.47, 0.47], "clean": [0.895, 0.895]}})
+    verdicts = {r["metric"]: r["verdict"] for r in rows}
+    assert verdicts == {"pgd20": "DROP", "clean": "ok"}
+    assert compare(baseline, {})[0]["verdict"] == "missing"
+
+
+def test_regress_passes_on_itself_and_flags_a_weakened_method(capsys, tmp_path):
+    base = ["regress", "--baseline", str(tmp_path / "b.json"), "--methods", "pgd-at", "--seeds", "0,1",
+            "--epochs", "5", "--teacher-epochs", "2", "--eps", "0.1", "--n", "120", "--aa-n", "16"]
+    assert main(base) == 2  # no baseline yet: one clear line
+    assert "no baseline" in capsys.readouterr().err
+    assert main(base + ["--update"]) == 2
+    assert main(base + ["--update", "--reason", "test baseline"]) == 0
+    stored = json.loads((tmp_path / "b.json").read_text())
+    assert stored["history"][-1]["why"] == "test baseline" and stored["seeds"] == [0, 1]
+    assert len(stored["values"]["pgd-at"]["pgd20"]) == 2 and "transfer:digits@5-9:pgd20" in stored["values"]["pgd-at"]
+    capsys.readouterr()
+
+    assert main(base) == 0  # same code, same seeds: within every band
+    out = capsys.readouterr().out
+    assert "no regression" in out and "DROP" not in out
+
+    # PGD replaced by no attack in training: robustness collapses and is flagged by name
+    assert main(base + ["--substitute", "pgd-at=natural"]) == 1
+    out = capsys.readouterr().out
+    flagged = out.split("REGRESSION:")[1]
+    assert "pgd-at pgd20" in flagged and "pgd-at cw" in flagged and "teacher" not in flagged
+
+    assert main(base[:-2] + ["--aa-n", "17"]) == 2  # another config than the baseline's
+    assert "another config" in capsys.readouterr().err
