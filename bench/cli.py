@@ -164,6 +164,18 @@ def build_parser() -> Parser:
     exp.add_argument("--out", default="exports", help="output folder (default exports/)")
     exp.add_argument("--name", help="model name (default: bench_<method>_<run id>)")
 
+    pap = sub.add_parser("paper", help="paper-table presets (full CIFAR protocol on GPUs), with published numbers")
+    pap.add_argument("name", nargs="?", help="cifar10-resnet18, cifar10-mobilenetv2, cifar100-resnet18")
+    pap.add_argument("--list", action="store_true", help="list the presets and their hyper-parameters")
+    pap.add_argument("--dry-run", action="store_true", help="print the plan and a cost estimate from a "
+                                                            "throughput measured on this device")
+    pap.add_argument("--scale", choices=["full", "smoke"], default="full",
+                     help="smoke: tiny widths, 256 images, 1 epoch, stand-in data where files are missing")
+    pap.add_argument("--device", help="auto (default), cpu or cuda[:i]")
+    pap.add_argument("--results", default="results")
+    pap.add_argument("--reports", default="reports")
+    pap.add_argument("--force", action="store_true")
+
     sub.add_parser("list", help="methods, datasets, architectures and attacks")
     return parser
 
@@ -186,15 +198,13 @@ def _data_config(base, args, dataset=None):
 
 def cmd_run(args) -> int:
     from bench.config import get_preset, override
-    from bench.io import atomic_write_json
     from bench.models import ARCHS
-    from bench.report import RUNSET_FILE, build_report
-    from bench.runner import run_methods
     from methods import parse_method
 
     preset = get_preset(args.preset)
     methods = args.methods or list(preset.methods)
-    specs = [parse_method(m) for m in methods]  # validate everything before any work
+    for m in methods:  # validate everything before any work
+        parse_method(m)
     if args.seeds and args.n_seeds:
         raise BenchError("give --seeds or --n-seeds, not both")
     seeds = args.seeds or (tuple(range(args.n_seeds)) if args.n_seeds else preset.seeds)
@@ -202,7 +212,7 @@ def cmd_run(args) -> int:
     teacher = override(cfg.teacher, arch=args.teacher_arch, method=args.teacher_method,
                        epochs=args.teacher_epochs, source=args.teacher, mean=args.teacher_mean,
                        std=args.teacher_std)
-    if teacher.source not in ("train",) and not teacher.source.startswith("robustbench:") \
+    if teacher.source != "train" and not teacher.source.startswith("robustbench:") \
             and not Path(teacher.source).is_file():
         raise BenchError(f"teacher checkpoint {teacher.source} does not exist")
     targets = None
@@ -221,11 +231,19 @@ def cmd_run(args) -> int:
     if cfg.teacher.source.startswith("robustbench:"):  # fail before any data or training work
         from bench.zoo import locate_robustbench_model
         locate_robustbench_model(cfg.teacher.source.split(":", 1)[1], cfg.data.name.partition("@")[0])
-    runset = args.name or args.preset
+    return _run_and_report(cfg, methods, seeds, args.name or args.preset, preset.compare_to, args)
+
+
+def _run_and_report(cfg, methods: list[str], seeds, runset: str, compare_to, args) -> int:
+    from bench.io import atomic_write_json
+    from bench.report import RUNSET_FILE, build_report
+    from bench.runner import run_methods
+    from methods import parse_method
+
     results = Path(args.results)
     t0 = time.perf_counter()
-    meta = {"command": "python -m bench " + shlex.join(args.argv), "methods": [s.label for s in specs],
-            "seeds": list(seeds), "compare_to": preset.compare_to, "config": asdict(cfg)}
+    meta = {"command": "python -m bench " + shlex.join(args.argv), "methods": [parse_method(m).label for m in methods],
+            "seeds": list(seeds), "compare_to": compare_to, "config": asdict(cfg)}
     records = run_methods(cfg, methods, runset, results, seeds=seeds, force=args.force)
     # the run-set is what this command asked for; older runs in the folder stay, unreported
     atomic_write_json(results / runset / RUNSET_FILE, {**meta, "runs": [r.run_id for r in records]})
@@ -233,6 +251,49 @@ def cmd_run(args) -> int:
     print((out / "README.md").read_text())
     print(f"report: {out}/README.md  (wall time {time.perf_counter() - t0:.0f} s)")
     return 0
+
+
+def cmd_paper(args) -> int:
+    import json
+
+    from bench.config import PAPER_PRESETS, override, smoke
+    from methods import parse_method
+
+    if args.list or not args.name:
+        for name, preset in PAPER_PRESETS.items():
+            c = preset.config
+            print(f"{name:20s} {preset.description}")
+            print(f"{'':20s} methods {','.join(preset.methods)}; seeds {list(preset.seeds)}; {c.train.epochs} epochs, "
+                  f"lr {c.train.lr}, decay at {list(c.train.milestones)}, wd {c.train.weight_decay}, batch "
+                  f"{c.train.batch_size}; eps {c.eval.eps:.4g}; first {c.eval.n} test images; transfer "
+                  f"{', '.join(c.probe.targets)}")
+        return 0
+    if args.name not in PAPER_PRESETS:
+        raise BenchError(f"unknown paper preset {args.name!r}; known: {', '.join(PAPER_PRESETS)}")
+    preset = PAPER_PRESETS[args.name]
+    if args.scale == "smoke":
+        preset = smoke(preset)
+    cfg = override(preset.config, device=args.device)
+    specs = [parse_method(m) for m in preset.methods]
+    if args.dry_run:
+        from bench.plan import estimate
+        from bench.runner import resolve_device
+
+        device = resolve_device(cfg.device)
+        rows, info = estimate(preset, specs, device)
+        unit = "GPU-hours" if device.type == "cuda" else f"hours on {device.type} (no GPU here: rerun on the GPU host)"
+        print(f"plan {args.name} ({args.scale}): {preset.description}")
+        print(json.dumps(asdict(cfg), indent=1, default=list))
+        print(f"measured on {info['device']} at batch {info['batch']}: student {cfg.student_arch} "
+              f"{info['student_fwd_bwd']:.0f} img/s forward-backward; teacher {cfg.teacher.arch} "
+              f"{info['teacher_fwd_bwd']:.0f} img/s forward-backward, {info['teacher_fwd']:.0f} forward")
+        print(f"{'method':34s} {'train h':>9s} {'eval h':>8s} {'seeds':>5s} {'total h':>9s}")
+        for r in rows:
+            print(f"{r['method']:34s} {r['train_h']:9.2f} {r['eval_h']:8.2f} {r['seeds']:5d} {r['total_h']:9.2f}")
+        print(f"estimate: {sum(r['total_h'] for r in rows):.1f} {unit} (cost model in bench/plan.py)")
+        return 0
+    runset = cfg.preset
+    return _run_and_report(cfg, list(preset.methods), preset.seeds, runset, None, args)
 
 
 def cmd_eval(args) -> int:
@@ -390,7 +451,7 @@ def cmd_export(args) -> int:
 
 
 COMMANDS = {"run": cmd_run, "eval": cmd_eval, "report": cmd_report, "regress": cmd_regress, "export": cmd_export,
-            "list": cmd_list}
+            "paper": cmd_paper, "list": cmd_list}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,6 +17,8 @@ class DataConfig:
     data_dir: str | None = None       # None: $BENCH_DATA_DIR or ~/.cache/bench/data
     download: bool = False
     image_size: int | None = None     # resize once at load time (None: native)
+    stand_in: bool = False            # smoke scale only: synthetic data where the real files are missing
+    train_limit: int | None = None    # keep the first N training images (smoke scale)
 
 
 @dataclass(frozen=True)
@@ -143,11 +145,31 @@ PRESETS: dict[str, Preset] = {
 
 
 
+# Paper tables (GPU): one protocol for every method -- ARD's schedule (200 epochs, decay at 100/150,
+# wd 2e-4, batch 128), PGD-10 training attack, eps 8/255, evaluation on the first 10,000 test images,
+# transfer by linear probe to the other CIFAR and to STL-10 resized to 32x32.
+PAPER_METHODS = ("natural", "pgd-at", "trades", "kd", "ard", "crd", "rslad", "iad", "adaad", "gacd")
+_PAPER = replace(_CIFAR10, teacher=TeacherConfig(source="robustbench:Zhang2019Theoretically", arch="wrn-34-10"))
+PAPER_PRESETS: dict[str, Preset] = {
+    "cifar10-resnet18": Preset(
+        replace(_PAPER, preset="cifar10-resnet18"), methods=PAPER_METHODS,
+        description="CIFAR-10, ResNet-18 student, RobustBench Zhang2019Theoretically (TRADES WRN-34-10) teacher"),
+    "cifar10-mobilenetv2": Preset(
+        replace(_PAPER, preset="cifar10-mobilenetv2", student_arch="mobilenetv2"), methods=PAPER_METHODS,
+        description="CIFAR-10, MobileNetV2 student, RobustBench Zhang2019Theoretically teacher"),
+    "cifar100-resnet18": Preset(
+        replace(_PAPER, preset="cifar100-resnet18", data=DataConfig("cifar100"),
+                teacher=TeacherConfig(source="robustbench:Chen2021LTD_WRN34_10", arch="wrn-34-10"),
+                probe=replace(_PAPER.probe, targets=("cifar10", "stl10"))), methods=PAPER_METHODS,
+        description="CIFAR-100, ResNet-18 student, RobustBench Chen2021LTD_WRN34_10 teacher (as AdaAD used)"),
+}
+
+
 def all_presets() -> dict[str, Preset]:
     """PRESETS plus cifar10-<method> for every method that states its paper's schedule (GPU runs)."""
     from methods import METHODS
 
-    presets = dict(PRESETS)
+    presets = {**PRESETS, **PAPER_PRESETS}
     for name, cls in METHODS.items():
         schedule = cls.paper_train
         if schedule:
@@ -159,6 +181,27 @@ def all_presets() -> dict[str, Preset]:
                             f"milestones {list(schedule['milestones'])}, wd {schedule['weight_decay']}, "
                             f"batch {schedule['batch_size']}) (GPU)")
     return presets
+
+
+SMOKE_ARCHS = {"resnet18": "resnet18-tiny", "preact-resnet18": "resnet18-tiny", "mobilenetv2": "mobilenetv2-tiny",
+               "wrn-34-10": "wrn-10-1", "wrn-28-10": "wrn-10-1"}
+
+
+def smoke(preset: Preset) -> Preset:
+    """Any preset shrunk so its whole path runs on a CPU in seconds: 256 training and 64 test images,
+    one epoch, PGD-2 training attack, 1/8-width networks, a teacher trained here for one epoch instead
+    of a downloaded one, synthetic stand-ins for data files that are missing. Numbers are meaningless."""
+    c = preset.config
+    tiny = SMOKE_ARCHS.get(c.student_arch, c.student_arch)
+    return replace(preset, seeds=preset.seeds[:1], description=f"{preset.description} [smoke scale]", config=replace(
+        c, preset=f"{c.preset}-smoke", student_arch=tiny,
+        data=replace(c.data, stand_in=True, train_limit=256),
+        teacher=replace(c.teacher, source="train", method="pgd-at", epochs=1,
+                        arch=SMOKE_ARCHS.get(c.teacher.arch, c.teacher.arch), mean=None, std=None),
+        train=replace(c.train, epochs=1, batch_size=64, milestones=()),
+        attack=replace(c.attack, steps=2),
+        eval=replace(c.eval, n=64, aa_n=8, curve_eps=c.eval.curve_eps[:2]),
+        probe=replace(c.probe, epochs=2)))
 
 
 def get_preset(name: str) -> Preset:

@@ -179,6 +179,32 @@ def ablation_table(groups: dict[str, list[RunRecord]], reference: str, columns: 
     return pd.DataFrame(rows)
 
 
+def published_table(groups: dict[str, list[RunRecord]], columns: list[Column]):
+    """(table with ours / published / Δ per metric, notes) where any reference matches, else None."""
+    from bench.references import published
+
+    rows, notes, matched = [], [], False
+    for name, recs in groups.items():
+        rec = recs[0]
+        best, all_rows = published(rec.method_name, rec.role, rec.dataset, rec.arch)
+        row = {"Method": name}
+        for col in columns:
+            key = col.path[-1]
+            ours = mean_ci([col.value(r) for r in recs])[0]
+            ref = best.get(key)
+            row[f"{col.label} ours"] = _fmt(ours, NAN)
+            row[f"{col.label} published"] = ref["value"] if ref else "–"
+            row[f"{col.label} Δ"] = _fmt(ours - float(ref["value"]) / 100, NAN, sign=True) if ref else "–"
+        sources = sorted({f"{r['source']} ({r['status']})" for r in best.values()})
+        row["source"] = "; ".join(sources) if sources else "–"
+        matched |= bool(all_rows)
+        if not best and rec.role == "student":
+            why = next((r["source"] for r in all_rows if r["status"] == "missing"), "none in bench/references.csv")
+            notes.append(f"- `{rec.method}`: no published number ({why}).")
+        rows.append(row)
+    return (pd.DataFrame(rows), notes) if matched else None
+
+
 def per_run_frame(records: list[RunRecord], columns: list[Column]) -> pd.DataFrame:
     rows = []
     for r in records:
@@ -299,6 +325,10 @@ def _setup_lines(records: list[RunRecord], meta: dict) -> list[str]:
     if aa:
         lines.append(f"- AutoAttack ({aa['package']}, version `{aa['version']}`: {', '.join(aa['attacks'])}; "
                      f"seed {aa['seed']}; {aa['n_target_classes']} target classes) on the first {aa['n']} test images.")
+    stand_in = sorted({r.dataset for r in records if "stand_in" in r.data_info})
+    if stand_in:
+        lines.append(f"- **Smoke run on synthetic stand-in data for {', '.join(stand_in)}** (the real files were "
+                     "not found): it checks the path end to end; its numbers mean nothing.")
     if meta.get("command"):
         lines.append(f"- Reproduce: `{meta['command']}`")
     return lines
@@ -364,6 +394,14 @@ def build_report(results_dir: Path, runset: str, reports_dir: Path) -> Path:
                      "![correlation_heatmaps.png](correlation_heatmaps.png)", ""]
         _bars(st_num, ["CKA clean", "CKA adv"], out / "cka.png", "Linear CKA with the teacher", "CKA", 1.0, 1.05)
         text += ["Linear CKA between the student's and the teacher's penultimate features.", "", "![cka.png](cka.png)", ""]
+
+    pub = published_table(groups, acc_cols)
+    if pub is not None:
+        atomic_write_text(out / "published.csv", pub[0].to_csv(index=False))
+        text += ["## Published numbers", "",
+                 "Our mean next to the best-attested published number for the same method, data set and "
+                 "student (`bench/references.csv`; Δ = ours − published, in points).", "",
+                 markdown_table(pub[0]), "", *pub[1], ""]
 
     reference = meta.get("compare_to")
     if reference:

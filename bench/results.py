@@ -39,6 +39,7 @@ class RunRecord:
     git_commit: str | None = None
     created: str = ""
     eval_key: str = ""             # id of the evaluation settings the metrics come from
+    data_info: dict = field(default_factory=dict)   # split, class subset, stand-in data
 
     def save(self, run_dir: Path) -> Path:
         path = Path(run_dir) / RECORD

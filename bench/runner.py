@@ -122,7 +122,8 @@ def load_targets(cfg: RunConfig, source: ImageData, device: torch.device) -> dic
     """Transfer targets at the source's input size; their channels must match the source's."""
     targets = {}
     for name in cfg.probe.targets:
-        target = load_dataset(name, cfg.data.data_dir, cfg.data.download, source.image_size)
+        target = load_dataset(name, cfg.data.data_dir, cfg.data.download, source.image_size, cfg.data.stand_in,
+                              cfg.data.train_limit)
         if target.in_channels != source.in_channels:
             raise BenchError(f"transfer target {name} has {target.in_channels} channels, "
                              f"{source.name} has {source.in_channels}")
@@ -153,7 +154,7 @@ def _record(run_id, role, spec: MethodSpec, cfg: RunConfig, data: ImageData, arc
     return RunRecord(
         run_id=run_id, role=role, method=spec.label, method_name=spec.name,
         options=asdict(spec.options), note=getattr(spec.cls, "note", ""), dataset=data.name, arch=arch,
-        teacher_id=teacher_id, seed=cfg.seed, config=asdict(cfg), eval_key=eval_key(cfg),
+        teacher_id=teacher_id, seed=cfg.seed, config=asdict(cfg), eval_key=eval_key(cfg), data_info=data.info,
         metrics=ev["metrics"], curve=ev["curve"], attack_settings=ev["settings"],
         transfer=ev["transfer"], structure=ev["structure"],
         timings={"train_s": round(train_s, 2), "eval_s": round(sum(ev["timings"].values()), 2),
@@ -178,7 +179,10 @@ def run_methods(cfg: RunConfig, methods: list[str], runset: str, results: Path, 
     """
     specs = [parse_method(m) for m in methods]
     device = resolve_device(cfg.device)
-    data = load_dataset(cfg.data.name, cfg.data.data_dir, cfg.data.download, cfg.data.image_size).to(device)
+    data = load_dataset(cfg.data.name, cfg.data.data_dir, cfg.data.download, cfg.data.image_size,
+                        cfg.data.stand_in, cfg.data.train_limit).to(device)
+    if "stand_in" in data.info:
+        _log(f"{data.name}: files not found, using a synthetic stand-in (smoke scale; numbers are meaningless)")
     targets = load_targets(cfg, data, device)
     train_data, val = data, None
     if cfg.train.checkpoint == "best-val":

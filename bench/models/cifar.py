@@ -59,18 +59,18 @@ class BasicBlock(nn.Module):
 
 class ResNet(BenchModel):
     def __init__(self, num_blocks: Sequence[int], num_classes: int = 10, in_channels: int = 3,
-                 mean=None, std=None):
+                 mean=None, std=None, base: int = 64):
         super().__init__(mean, std, in_channels)
         self.num_classes = num_classes
-        self.feature_dim = 512
-        self.in_planes = 64
-        self.conv1 = nn.Conv2d(in_channels, 64, 3, stride=1, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
-        self.layer1 = self._make_layer(64, num_blocks[0], 1)
-        self.layer2 = self._make_layer(128, num_blocks[1], 2)
-        self.layer3 = self._make_layer(256, num_blocks[2], 2)
-        self.layer4 = self._make_layer(512, num_blocks[3], 2)
-        self.linear = nn.Linear(512, num_classes)
+        self.feature_dim = 8 * base
+        self.in_planes = base
+        self.conv1 = nn.Conv2d(in_channels, base, 3, stride=1, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(base)
+        self.layer1 = self._make_layer(base, num_blocks[0], 1)
+        self.layer2 = self._make_layer(2 * base, num_blocks[1], 2)
+        self.layer3 = self._make_layer(4 * base, num_blocks[2], 2)
+        self.layer4 = self._make_layer(8 * base, num_blocks[3], 2)
+        self.linear = nn.Linear(8 * base, num_classes)
 
     def _make_layer(self, planes: int, n: int, stride: int) -> nn.Sequential:
         blocks = []
@@ -91,6 +91,12 @@ class ResNet(BenchModel):
 @ARCHS.register("resnet18")
 def resnet18(num_classes: int, in_channels: int = 3, mean=None, std=None) -> BenchModel:
     return ResNet([2, 2, 2, 2], num_classes, in_channels, mean, std)
+
+
+@ARCHS.register("resnet18-tiny")
+def resnet18_tiny(num_classes: int, in_channels: int = 3, mean=None, std=None) -> BenchModel:
+    """ResNet-18 at 1/8 width (base 8): the same code path for smoke runs on a CPU."""
+    return ResNet([2, 2, 2, 2], num_classes, in_channels, mean, std, base=8)
 
 
 # --------------------------------------------------------------------------------------------
@@ -192,22 +198,22 @@ class MobileNetV2(BenchModel):
     cfg = [(1, 16, 1, 1), (6, 24, 2, 1), (6, 32, 3, 2), (6, 64, 4, 2),
            (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]
 
-    def __init__(self, num_classes: int = 10, in_channels: int = 3, mean=None, std=None):
+    def __init__(self, num_classes: int = 10, in_channels: int = 3, mean=None, std=None, divisor: int = 1):
         super().__init__(mean, std, in_channels)
         self.num_classes = num_classes
-        self.feature_dim = 1280
-        self.conv1 = nn.Conv2d(in_channels, 32, 3, stride=1, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(32)
+        self.feature_dim = 1280 // divisor
+        self.conv1 = nn.Conv2d(in_channels, 32 // divisor, 3, stride=1, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(32 // divisor)
         blocks = []
-        in_planes = 32
+        in_planes = 32 // divisor
         for expansion, out_planes, n, stride in self.cfg:
             for s in [stride] + [1] * (n - 1):
-                blocks.append(InvertedResidual(in_planes, out_planes, expansion, s))
-                in_planes = out_planes
+                blocks.append(InvertedResidual(in_planes, out_planes // divisor, expansion, s))
+                in_planes = out_planes // divisor
         self.layers = nn.Sequential(*blocks)
-        self.conv2 = nn.Conv2d(320, 1280, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(1280)
-        self.linear = nn.Linear(1280, num_classes)
+        self.conv2 = nn.Conv2d(320 // divisor, self.feature_dim, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(self.feature_dim)
+        self.linear = nn.Linear(self.feature_dim, num_classes)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(self.conv1(self.normalize(x))))
@@ -222,6 +228,12 @@ class MobileNetV2(BenchModel):
 @ARCHS.register("mobilenetv2")
 def mobilenetv2(num_classes: int, in_channels: int = 3, mean=None, std=None) -> BenchModel:
     return MobileNetV2(num_classes, in_channels, mean, std)
+
+
+@ARCHS.register("mobilenetv2-tiny")
+def mobilenetv2_tiny(num_classes: int, in_channels: int = 3, mean=None, std=None) -> BenchModel:
+    """MobileNetV2 at 1/8 width: the same code path for smoke runs on a CPU."""
+    return MobileNetV2(num_classes, in_channels, mean, std, divisor=8)
 
 
 # --------------------------------------------------------------------------------------------
@@ -311,3 +323,9 @@ def wrn_34_10(num_classes: int, in_channels: int = 3, mean=None, std=None) -> Be
 @ARCHS.register("wrn-28-10")
 def wrn_28_10(num_classes: int, in_channels: int = 3, mean=None, std=None) -> BenchModel:
     return WideResNet(28, 10, num_classes, in_channels, mean, std)
+
+
+@ARCHS.register("wrn-10-1")
+def wrn_10_1(num_classes: int, in_channels: int = 3, mean=None, std=None) -> BenchModel:
+    """WideResNet depth 10, width 1: the WRN code path for smoke runs on a CPU."""
+    return WideResNet(10, 1, num_classes, in_channels, mean, std)
