@@ -385,8 +385,8 @@ def cmd_list(args) -> int:
 def cmd_regress(args) -> int:
     import json
 
-    from bench.config import config_hash, get_preset, override
-    from bench.regress import BASELINE_DIR, compare, format_table, run_regression, write_baseline
+    from bench.config import RunConfig, get_preset, override
+    from bench.regress import BASELINE_DIR, compare, config_changes, format_table, run_regression, write_baseline
 
     preset = get_preset(args.preset)
     cfg = preset.config
@@ -411,9 +411,11 @@ def cmd_regress(args) -> int:
         return 0
     if previous is None:
         raise BenchError(f"no baseline at {path}; create one with --update --reason \"...\"")
-    if previous["config_id"] != config_hash(asdict(cfg)) or previous["methods"] != methods \
-            or tuple(previous["seeds"]) != tuple(seeds):
-        raise BenchError(f"baseline {path} was made with another config, methods or seeds; "
+    changed = config_changes(previous["config"], asdict(cfg), asdict(RunConfig()))
+    changed += [k for k, a, b in (("methods", previous["methods"], methods),
+                                  ("seeds", tuple(previous["seeds"]), tuple(seeds))) if a != b]
+    if changed:
+        raise BenchError(f"baseline {path} was made with another config ({', '.join(changed[:6])}); "
                          f"rerun with --update --reason \"...\" if the change is intended")
     rows = compare(previous, run_regression(cfg, methods, seeds, substitute))
     print(format_table(rows))

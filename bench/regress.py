@@ -97,6 +97,23 @@ def run_regression(cfg: RunConfig, methods: list[str], seeds: tuple[int, ...],
     return collect(records, labels)
 
 
+def config_changes(stored: dict, current: dict, defaults: dict, path: str = "") -> list[str]:
+    """Where ``current`` differs from the baseline's config; a field the baseline predates counts as
+    unchanged while it holds its default value."""
+    changes = []
+    for key, value in current.items():
+        where = f"{path}{key}"
+        if key not in stored:
+            if value != defaults.get(key):
+                changes.append(where)
+        elif isinstance(value, dict) and isinstance(stored[key], dict):
+            changes += config_changes(stored[key], value, defaults.get(key) or {}, where + ".")
+        elif (list(value) if isinstance(value, tuple) else value) != stored[key]:
+            changes.append(where)
+    changes += [f"{path}{key}" for key in stored if key not in current]
+    return changes
+
+
 def write_baseline(path: Path, cfg: RunConfig, methods: list[str], seeds: tuple[int, ...],
                    values: dict, reason: str, previous: dict | None) -> dict:
     entry = {"who": getpass.getuser(), "why": reason, "when": now(), "commit": git_commit()}

@@ -46,4 +46,12 @@ def test_regress_passes_on_itself_and_flags_a_weakened_method(capsys, tmp_path):
     assert "pgd-at pgd20" in flagged and "pgd-at cw" in flagged and "teacher" not in flagged
 
     assert main(base[:-2] + ["--aa-n", "17"]) == 2  # another config than the baseline's
-    assert "another config" in capsys.readouterr().err
+    assert "another config (eval.aa_n)" in capsys.readouterr().err
+
+
+def test_config_changes_ignore_new_fields_at_their_default():
+    from bench.regress import config_changes
+    stored = {"a": 1, "sub": {"b": [1, 2]}}
+    defaults = {"a": 1, "sub": {"b": (1, 2), "new": None}, "added": False}
+    assert config_changes(stored, {"a": 1, "sub": {"b": (1, 2), "new": None}, "added": False}, defaults) == []
+    assert config_changes(stored, {"a": 2, "sub": {"b": (1, 2), "new": 5}, "added": False}, defaults) == ["a", "sub.new"]
