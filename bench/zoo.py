@@ -106,7 +106,7 @@ def _resource_filename(package_or_requirement: str, resource_name: str) -> str:
     """``pkg_resources.resource_filename`` for an importable module or package name: the path of
     ``resource_name`` relative to the folder that holds the module (a package's own folder)."""
     if not isinstance(package_or_requirement, str):
-        raise NotImplementedError("bench's pkg_resources stand-in only accepts module names")
+        raise TypeError("bench's pkg_resources stand-in only accepts module names")
     module = importlib.import_module(package_or_requirement)
     locations = getattr(getattr(module, "__spec__", None), "submodule_search_locations", None)
     if locations:
