@@ -91,11 +91,12 @@ def train_model(student: nn.Module, method: Method, data: ImageData, train_cfg: 
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if bf16 and device.type == "cuda"
                 else contextlib.nullcontext())
     for epoch in range(start_epoch, train_cfg.epochs):
-        method.on_epoch_start(epoch)
         student.train()
         perm = torch.randperm(n).to(device)
-        sums: dict[str, float] = {}
-        seen, t0 = 0, time.perf_counter()
+        # Running sums stay on the device (float64, as Python floats would be): reading them forces a
+        # GPU sync, so the bar reads them at most once a second and the log once an epoch.
+        sums: dict[str, torch.Tensor] = {}
+        seen, t0, shown = 0, time.perf_counter(), 0.0
         bar = tqdm(range(steps_per_epoch), desc=f"{desc} {epoch + 1}/{train_cfg.epochs}", leave=False,
                    mininterval=1.0, disable=None)
         for i in bar:
@@ -111,12 +112,15 @@ def train_model(student: nn.Module, method: Method, data: ImageData, train_cfg: 
             loss.backward()
             opt.step()
             seen += len(idx)
-            for k, v in terms.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach()) * len(idx)
-            sums["loss"] = sums.get("loss", 0.0) + float(loss.detach()) * len(idx)
-            bar.set_postfix({k: f"{v / seen:.3f}" for k, v in sums.items()} |
-                            {"img/s": f"{seen / (time.perf_counter() - t0):.0f}"})
+            for k, v in (*terms.items(), ("loss", loss)):
+                sums[k] = sums.get(k, 0.0) + v.detach().double() * len(idx)
+            now = time.perf_counter()
+            if not bar.disable and now - shown >= 1.0:
+                shown = now
+                bar.set_postfix({k: f"{float(v) / seen:.3f}" for k, v in sums.items()} |
+                                {"img/s": f"{seen / (now - t0):.0f}"})
         sched.step()
+        sums = {k: float(v) for k, v in sums.items()}
         if not all(math.isfinite(v) for v in sums.values()):
             raise BenchError(f"{desc}: training diverged, loss is not finite at epoch {epoch + 1} "
                              f"({', '.join(f'{k} {v / seen:.3g}' for k, v in sums.items())}); lower --lr")

@@ -281,11 +281,6 @@ def _strip(state: dict, prefix: str) -> dict:
     return {k.removeprefix(prefix): v for k, v in state.items()}
 
 
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return (text.splitlines()[0] if text else type(err).__name__)[:200]
-
-
 def load_robustbench_weights(model: nn.Module, path: str | Path, model_name: str = "",
                              dataset: str = "cifar10") -> nn.Module:
     """Load a RobustBench-style checkpoint into ``model`` the way robustbench 1.1.1 does, but with

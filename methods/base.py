@@ -100,9 +100,6 @@ class Method:
         """Method-specific facts worth recording with the run (e.g. the effective K)."""
         return {}
 
-    def on_epoch_start(self, epoch: int) -> None:
-        """Hook for epoch-dependent state (warm-ups); most methods need none."""
-
 
 # --- loss helpers shared by methods (pure functions) ---------------------------------------------
 
