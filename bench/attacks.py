@@ -6,7 +6,6 @@ AutoAttack comes from the ``pyautoattack`` package.
 """
 from __future__ import annotations
 
-import logging
 from dataclasses import asdict, dataclass
 from typing import Callable, Literal
 
@@ -80,7 +79,7 @@ ATTACKS: Registry[AttackSpec] = Registry("attack")
 ATTACKS.add("fgsm", AttackSpec("fgsm", "ce", 1, 1.0, "none"))
 ATTACKS.add("pgd20", AttackSpec("pgd20", "ce", 20, 0.25, "uniform"))
 ATTACKS.add("cw", AttackSpec("cw", "margin", 30, 0.25, "uniform"))
-AA_NAME = "aa"  # AutoAttack; listed by the CLI next to ATTACKS, run by ``autoattack_eval``
+AA_NAME = "aa"  # AutoAttack; listed by the CLI next to ATTACKS, run by ``bench.evaluate.autoattack_flags``
 
 
 def whitebox_attack(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, spec: AttackSpec,
@@ -107,26 +106,3 @@ def whitebox_attack(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, sp
 @torch.no_grad()
 def predict(model: torch.nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
     return torch.cat([model(x[i:i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)])
-
-
-def autoattack_eval(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float,
-                    num_classes: int, version: str = "standard", seed: int = 0,
-                    batch_size: int = 500) -> tuple[torch.Tensor, dict]:
-    """AutoAttack (pyautoattack) on (x, y); returns per-sample robustness flags and the settings.
-
-    The model must be in eval mode; target classes are min(9, C-1) for APGD-T and FAB-T.
-    """
-    from pyautoattack import AutoAttack
-
-    logging.getLogger("auto-attack").setLevel(logging.WARNING)
-    device = x.device
-    adversary = AutoAttack(model, device=device, eps=eps, norm="Linf", seed=seed, version=version)
-    n_targets = min(9, num_classes - 1)
-    adversary.apgd_targeted.n_target_classes = n_targets
-    adversary.fab.n_target_classes = n_targets
-    x_adv, _ = adversary.run_standard_evaluation(x, y, batch_size=batch_size)
-    robust = predict(model, x_adv, batch_size) == y
-    settings = {"name": "aa", "package": "pyautoattack", "version": version, "seed": seed,
-                "eps": eps, "norm": "Linf", "attacks": list(adversary.attacks_to_run),
-                "n_target_classes": n_targets, "n": len(x)}
-    return robust, settings

@@ -87,6 +87,7 @@ def _add_eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image-size", type=_int_range(4, 1024, "--image-size"), help="resize images once at load")
     p.add_argument("--device", help="auto (default), cpu or cuda[:i]")
     p.add_argument("--seed", type=_int_range(0, 2**31 - 1, "--seed"))
+    p.add_argument("--no-sanity", action="store_true", help="skip the sanity checks (bench/sanity.py)")
 
 
 def build_parser() -> Parser:
@@ -109,7 +110,8 @@ def build_parser() -> Parser:
     run.add_argument("--teacher", help="'train' (default), a path to a teacher state_dict, or robustbench:NAME "
                                        "(a RobustBench zoo model from $BENCH_ROBUSTBENCH_DIR, offline)")
     run.add_argument("--teacher-arch", help="teacher architecture")
-    run.add_argument("--teacher-method", help="method that trains the teacher (default pgd-at)")
+    run.add_argument("--teacher-method", help="method that trains the teacher (default pgd-at); for a teacher "
+                                              "file, the method it was trained with (labels, published numbers)")
     run.add_argument("--teacher-epochs", type=_int_range(1, 10000, "--teacher-epochs"))
     run.add_argument("--teacher-mean", type=_floats, help="input mean of an external teacher (default none)")
     run.add_argument("--teacher-std", type=_floats, help="input std of an external teacher")
@@ -129,12 +131,16 @@ def build_parser() -> Parser:
     _add_eval_args(run)
 
     ev = sub.add_parser("eval", help="evaluate any checkpoint under the suite's protocol")
-    ev.add_argument("--checkpoint", required=True, help="a state_dict file (loaded with weights_only=True)")
-    ev.add_argument("--arch", required=True, help="its architecture (see `bench list`)")
+    ev.add_argument("--checkpoint", required=True, help="a state_dict file (loaded with weights_only=True), or "
+                                                        "robustbench:NAME (a RobustBench zoo model, offline)")
+    ev.add_argument("--arch", help="its architecture (see `bench list`); not needed for robustbench:NAME")
     ev.add_argument("--dataset", required=True, help="digits, cifar10, cifar100, stl10 or folder:PATH")
     ev.add_argument("--mean", type=_floats, help="the checkpoint's input mean (default: none, raw [0,1])")
     ev.add_argument("--std", type=_floats, help="the checkpoint's input std")
-    ev.add_argument("--out", help="output directory (default reports/eval/<checkpoint name>)")
+    ev.add_argument("--out", help="output directory (default reports/eval/<checkpoint name>); an interrupted "
+                                  "evaluation resumes from its per-batch state there")
+    ev.add_argument("--batch-size", type=_int_range(1, 65536, "--batch-size"),
+                    help="evaluation batch (default 500), also the unit of resumable progress")
     _add_eval_args(ev)
 
     rep = sub.add_parser("report", help="rebuild reports/RUNSET from results/RUNSET")
@@ -184,8 +190,12 @@ def _eval_config(base, args):
     from bench.config import override
     from bench.evaluate import check_attacks
 
+    from dataclasses import replace
+
     cfg = override(base, attacks=tuple(args.attacks) if args.attacks else None, eps=args.eps, n=args.n,
                    aa_n=args.aa_n, aa_version=args.aa_version)
+    if args.no_sanity:
+        cfg = replace(cfg, sanity=replace(cfg.sanity, enabled=False))
     check_attacks(cfg.attacks)
     return cfg
 
@@ -197,8 +207,11 @@ def _data_config(base, args, dataset=None):
 
 
 def cmd_run(args) -> int:
-    from bench.config import get_preset, override
+    from bench.config import get_preset, override, parse_teacher
+    from bench.data import default_eps
     from bench.models import ARCHS
+    from bench.runner import resolve_device
+    from bench.teacher import check_teacher
     from methods import parse_method
 
     preset = get_preset(args.preset)
@@ -209,28 +222,29 @@ def cmd_run(args) -> int:
         raise BenchError("give --seeds or --n-seeds, not both")
     seeds = args.seeds or (tuple(range(args.n_seeds)) if args.n_seeds else preset.seeds)
     cfg = preset.config
-    teacher = override(cfg.teacher, arch=args.teacher_arch, method=args.teacher_method,
-                       epochs=args.teacher_epochs, source=args.teacher, mean=args.teacher_mean,
-                       std=args.teacher_std)
-    if teacher.source != "train" and not teacher.source.startswith("robustbench:") \
-            and not Path(teacher.source).is_file():
-        raise BenchError(f"teacher checkpoint {teacher.source} does not exist")
+    teacher = parse_teacher(args.teacher, cfg.teacher, arch=args.teacher_arch, method=args.teacher_method,
+                            epochs=args.teacher_epochs, mean=args.teacher_mean, std=args.teacher_std)
     targets = None
     if args.transfer is not None:
         targets = () if args.transfer.strip() == "none" else tuple(_names(args.transfer))
-    train_eps = args.train_eps or args.eps
-    cfg = override(cfg, data=_data_config(cfg.data, args, args.dataset), student_arch=args.student_arch,
+    data = _data_config(cfg.data, args, args.dataset)
+    eps = args.eps
+    if eps is None and args.dataset and default_eps(data.name) != cfg.eval.eps:  # another data set's threat model
+        eps = default_eps(data.name)
+    train_eps = args.train_eps or eps
+    args.eps = eps
+    if eps is not None and eps != cfg.eval.eps:  # the eps-curve keeps its shape around the new threat model
+        cfg = override(cfg, eval=override(cfg.eval, curve_eps=tuple(round(e * eps / cfg.eval.eps, 6)
+                                                                     for e in cfg.eval.curve_eps)))
+    cfg = override(cfg, data=data, student_arch=args.student_arch,
                    teacher=teacher, device=args.device, bf16=args.bf16, eval=_eval_config(cfg.eval, args),
                    probe=override(cfg.probe, targets=targets), structure=False if args.no_structure else None,
                    train=override(cfg.train, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                                   schedule=args.schedule, checkpoint=args.checkpoint),
                    attack=override(cfg.attack, eps=train_eps, steps=args.train_steps))
     ARCHS.get(cfg.student_arch)
-    ARCHS.get(cfg.teacher.arch)
-    parse_method(cfg.teacher.method)
-    if cfg.teacher.source.startswith("robustbench:"):  # fail before any data or training work
-        from bench.zoo import locate_robustbench_model
-        locate_robustbench_model(cfg.teacher.source.split(":", 1)[1], cfg.data.name.partition("@")[0])
+    check_teacher(cfg.teacher, cfg.data.name)  # fail before any data or training work
+    resolve_device(cfg.device)
     return _run_and_report(cfg, methods, seeds, args.name or args.preset, preset.compare_to, args)
 
 
@@ -283,6 +297,7 @@ def cmd_paper(args) -> int:
         rows, info = estimate(preset, specs, device)
         unit = "GPU-hours" if device.type == "cuda" else f"hours on {device.type} (no GPU here: rerun on the GPU host)"
         print(f"plan {args.name} ({args.scale}): {preset.description}")
+        print(f"methods at their official loss magnitude: {', '.join(preset.methods)}")
         print(json.dumps(asdict(cfg), indent=1, default=list))
         print(f"measured on {info['device']} at batch {info['batch']}: student {cfg.student_arch} "
               f"{info['student_fwd_bwd']:.0f} img/s forward-backward; teacher {cfg.teacher.arch} "
@@ -301,7 +316,7 @@ def cmd_eval(args) -> int:
     import torch
 
     from bench.config import DataConfig, EvalConfig
-    from bench.data import load_dataset
+    from bench.data import default_eps, load_dataset
     from bench.evaluate import evaluate
     from bench.io import atomic_write_json, atomic_write_text, load_weights
     from bench.models import ARCHS, build_model
@@ -309,36 +324,59 @@ def cmd_eval(args) -> int:
     from bench.results import git_commit, now, package_versions
     from bench.runner import resolve_device
 
-    cfg = _eval_config(EvalConfig(), args)
-    ARCHS.get(args.arch)
-    ckpt = Path(args.checkpoint)
-    if not ckpt.is_file():
-        raise BenchError(f"checkpoint {ckpt} does not exist")
+    dc = _data_config(DataConfig(), args, args.dataset)
+    eps_source = "--eps" if args.eps is not None else f"the default for {dc.name}"
+    args.eps = args.eps if args.eps is not None else default_eps(dc.name)
+    cfg = _eval_config(EvalConfig(batch_size=args.batch_size or EvalConfig.batch_size), args)
+    zoo = args.checkpoint.startswith("robustbench:")
+    if not zoo:
+        if not args.arch:
+            raise BenchError("--arch is required for a checkpoint file (see `bench list`)")
+        ARCHS.get(args.arch)
+        if not Path(args.checkpoint).is_file():
+            raise BenchError(f"checkpoint {args.checkpoint} does not exist")
     if (args.mean is None) != (args.std is None):
         raise BenchError("give both --mean and --std, or neither")
     device = resolve_device(args.device or "auto")
-    dc = _data_config(DataConfig(), args, args.dataset)
+    if zoo:
+        from bench.zoo import load_robustbench_model, locate_robustbench_model
+
+        name = args.checkpoint.split(":", 1)[1]
+        locate_robustbench_model(name, dc.name.partition("@")[0])
     data = load_dataset(dc.name, dc.data_dir, dc.download, dc.image_size)
     if cfg.n is not None and cfg.n > len(data.y_test):
         raise BenchError(f"--n {cfg.n} exceeds the {len(data.y_test)} test images of {data.name}")
     for stats in (args.mean, args.std):
         if stats is not None and len(stats) != data.in_channels:
             raise BenchError(f"--mean/--std need {data.in_channels} values for {data.name}")
-    model = build_model(args.arch, data.num_classes, data.in_channels, args.mean, args.std)
-    load_weights(model, ckpt, args.arch)
+    if zoo:
+        model = load_robustbench_model(name, data.name.partition("@")[0])
+        label, stem = f"RobustBench {name}", f"robustbench-{name}"
+    else:
+        ckpt = Path(args.checkpoint)
+        model = load_weights(build_model(args.arch, data.num_classes, data.in_channels, args.mean, args.std), ckpt,
+                             args.arch)
+        label, stem = f"{ckpt.name} ({args.arch})", ckpt.stem
     model = model.to(device).eval()
     data = data.to(device)
+    print(f"evaluating {label} on {data.name}: L-inf eps {cfg.eps:.6g} ({eps_source}), "
+          f"{cfg.n or len(data.y_test)} test images", file=sys.stderr)
+    out = Path(args.out) if args.out else Path("reports") / "eval" / stem
     torch.manual_seed(args.seed or 0)
-    ev = evaluate(model, data.x_test, data.y_test, cfg, data.num_classes, args.seed or 0)
-    row = {"Model": f"{ckpt.name} ({args.arch})",
-           **{COLUMNS[k]: f"{100 * v:.2f}" for k, v in ev["metrics"].items()}}
+    # per-batch results land in out/eval-state as they are computed: a killed evaluation resumes there
+    ev = evaluate(model, data.x_test, data.y_test, cfg, data.num_classes, args.seed or 0, out / "eval-state")
+    row = {"Model": label, **{COLUMNS[k]: f"{100 * v:.2f}" for k, v in ev["metrics"].items()},
+           "eps": f"{cfg.eps:.6g}", "images": ev["settings"]["n"]}
+    if ev["sanity"]:
+        row["Sanity"] = ", ".join(ev["sanity"]["flags"]) or "ok"
     table = markdown_table(pd.DataFrame([row]))
-    out = Path(args.out) if args.out else Path("reports") / "eval" / ckpt.stem
-    record = {"checkpoint": str(ckpt), "arch": args.arch, "dataset": data.name, "mean": args.mean,
+    record = {"checkpoint": args.checkpoint, "arch": args.arch, "dataset": data.name, "mean": args.mean,
               "std": args.std, "config": asdict(cfg), **ev, "versions": package_versions(),
               "git_commit": git_commit(), "created": now()}
     atomic_write_json(out / "record.json", record)
     atomic_write_text(out / "table.md", table + "\n")
+    import shutil
+    shutil.rmtree(out / "eval-state", ignore_errors=True)
     print(table)
     print(f"written: {out}/record.json, {out}/table.md")
     return 0
@@ -369,7 +407,9 @@ def cmd_list(args) -> int:
                   f"teacher at {i.teacher_at}")
         else:
             print(f"  {'':10s} attack: none")
-        print(f"  {'':10s} paper schedule: {cls.schedule}")
+        print(f"  {'':10s} official schedule: {cls.schedule}")
+        if cls.official_options:
+            print(f"  {'':10s} official loss magnitude: " + "; ".join(f"{d}: {o}" for d, o in cls.official_options.items()))
         opts = ", ".join(f"{k}={v}" for k, v in asdict(cls.Options()).items())
         if opts:
             print(f"  {'':10s} options: {opts}")
@@ -391,7 +431,7 @@ def cmd_regress(args) -> int:
     preset = get_preset(args.preset)
     cfg = preset.config
     cfg = override(cfg, train=override(cfg.train, epochs=args.epochs),
-                   teacher=override(cfg.teacher, epochs=args.teacher_epochs),
+                   teacher=override(cfg.teacher, train=override(cfg.teacher.train, epochs=args.teacher_epochs)),
                    attack=override(cfg.attack, eps=args.eps),
                    eval=override(cfg.eval, n=args.n, aa_n=args.aa_n, eps=args.eps))
     methods = list(args.methods or preset.methods)

@@ -89,6 +89,17 @@ def augment(x: torch.Tensor, pad: int, flip: bool, generator: torch.Generator | 
     return x
 
 
+# The threat model's L-inf radius each data set is usually evaluated at (pixels in [0, 1]): 8/255 for
+# natural images (CIFAR, STL-10, folders of photos), the suite's measured default for 8x8 digits.
+DEFAULT_EPS = {"digits": 0.2, "cifar10": 8 / 255, "cifar100": 8 / 255, "stl10": 8 / 255, "folder": 8 / 255}
+
+
+def default_eps(name: str) -> float:
+    """The default evaluation eps for a data-set name (``digits@0-4`` -> digits, ``folder:PATH`` -> folder)."""
+    base = name.partition("@")[0].partition(":")[0]
+    return DEFAULT_EPS.get(base, 8 / 255)
+
+
 def default_data_dir() -> Path:
     env = os.environ.get("BENCH_DATA_DIR")
     if env:

@@ -1,18 +1,35 @@
-"""Evaluation under one protocol: clean, FGSM, PGD-20, CW-inf, AutoAttack and a PGD eps-curve.
+"""Evaluation under one protocol: clean, FGSM, PGD-20, CW-inf, AutoAttack, a PGD eps-curve and the
+sanity checks that flag an unreliable robustness number.
 
 Accuracies are fractions in [0, 1]; every attack's settings are returned next to its number.
+
+Resumable: with a ``state_dir``, each (attack, batch of ``cfg.batch_size`` images) writes its
+per-image results there atomically as soon as it is done, and a re-run reads them back instead of
+attacking again. Every batch draws its random start from its own generator, seeded by (seed, attack,
+batch index), so an evaluation killed at any point and resumed gives exactly the numbers of one that
+was never interrupted. AutoAttack runs per batch and per attack (APGD-CE, APGD-T, FAB-T, Square in
+the standard order, each on the images still robust), which also yields the accuracy after each
+attack for the black-box check.
 """
 from __future__ import annotations
 
+import json
+import logging
+import sys
 import time
+import zlib
+from dataclasses import replace
+from pathlib import Path
 
 import torch
 from torch import nn
+from tqdm import tqdm
 
-from bench.attacks import AA_NAME, ATTACKS, autoattack_eval, predict, whitebox_attack
+from bench.attacks import AA_NAME, ATTACKS, AttackSpec, predict, whitebox_attack
 from bench.config import EvalConfig
 from bench.data import to_float
 from bench.errors import BenchError
+from bench.io import atomic_write_json
 
 EVAL_NAMES = ("clean", *ATTACKS.names(), AA_NAME)
 
@@ -23,49 +40,189 @@ def check_attacks(names) -> None:
             raise BenchError(f"unknown attack {name!r}; known: {', '.join(EVAL_NAMES)}")
 
 
-def _attack_accuracy(model, x, y, spec, eps, batch_size, generator) -> float:
-    correct = 0
-    for i in range(0, len(x), batch_size):
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+class EvalState:
+    """Per-batch results on disk (one small JSON file per attack and batch), or nowhere."""
+
+    def __init__(self, folder: Path | None):
+        self.folder = Path(folder) if folder is not None else None
+
+    def _path(self, key: str) -> Path:
+        return self.folder / f"{key}.json"
+
+    def get(self, key: str):
+        if self.folder is None or not self._path(key).exists():
+            return None
+        try:
+            return json.loads(self._path(key).read_text())
+        except ValueError:  # cannot happen with atomic writes; recompute rather than trust it
+            return None
+
+    def put(self, key: str, value) -> None:
+        if self.folder is not None:
+            atomic_write_json(self._path(key), value)
+
+
+def batch_generator(seed: int, name: str, index: int) -> torch.Generator:
+    """The random stream of one (attack, batch): the same wherever an evaluation is resumed."""
+    return torch.Generator().manual_seed(zlib.crc32(f"{seed}/{name}/{index}".encode()))
+
+
+class Progress:
+    """A tqdm bar (images/s) on a terminal; one log line per attack otherwise (cluster jobs)."""
+
+    def __init__(self, desc: str, name: str, total: int):
+        self.label, self.total, self.t0 = f"{desc}{name}", total, time.perf_counter()
+        self.bar = tqdm(total=total, desc=self.label, unit="img", leave=False, disable=None, mininterval=1.0)
+
+    def update(self, n: int) -> None:
+        self.bar.update(n)
+
+    def close(self, acc: float | None) -> float:
+        self.bar.close()
+        seconds = time.perf_counter() - self.t0
+        if self.bar.disable and seconds >= 2.0:
+            shown = f"{100 * acc:.1f} %" if acc is not None else "done"
+            _log(f"{self.label}: {shown} on {self.total} images, {seconds:.1f} s "
+                 f"({self.total / max(seconds, 1e-9):.0f} img/s)")
+        return seconds
+
+
+def attack_flags(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: AttackSpec, eps: float,
+                 batch_size: int, seed: int, key: str, state: EvalState, desc: str = "") -> torch.Tensor:
+    """Per-image correctness (bool) under a white-box attack, batch by batch, resumable."""
+    flags, progress = [], Progress(desc, key, len(x))
+    for index, i in enumerate(range(0, len(x), batch_size)):
         xb, yb = x[i:i + batch_size], y[i:i + batch_size]
-        adv = whitebox_attack(model, xb, yb, spec, eps, generator)
-        with torch.no_grad():
-            correct += int((model(adv).argmax(1) == yb).sum())
-    return correct / len(x)
+        stored = state.get(f"{key}-{index:05d}")
+        if stored is None:
+            adv = whitebox_attack(model, xb, yb, spec, eps, batch_generator(seed, key, index))
+            ok = predict(model, adv, batch_size) == yb
+            state.put(f"{key}-{index:05d}", ok.tolist())
+        else:
+            ok = torch.tensor(stored, dtype=torch.bool, device=y.device)
+        flags.append(ok)
+        progress.update(len(xb))
+    out = torch.cat(flags) if flags else torch.zeros(0, dtype=torch.bool, device=y.device)
+    progress.close(float(out.float().mean()) if len(out) else None)
+    return out
+
+
+class _Collect(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record):
+        msg = record.getMessage()
+        if msg not in self.messages:
+            self.messages.append(msg)
+
+
+def autoattack_flags(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, num_classes: int,
+                     version: str, seed: int, batch_size: int, state: EvalState, desc: str = ""):
+    """AutoAttack (pyautoattack), per batch and per attack; returns (per-image robustness, accuracy
+    after each attack, settings, AutoAttack's own warnings). The model must be in eval mode; target
+    classes are min(9, C-1) for APGD-T and FAB-T."""
+    from pyautoattack import AutoAttack
+
+    logger = logging.getLogger("auto-attack")
+    logger.setLevel(logging.WARNING)
+    collect = _Collect()
+    logger.addHandler(collect)
+    adversary = AutoAttack(model, device=x.device, eps=eps, norm="Linf", seed=seed, version=version)
+    n_targets = min(9, num_classes - 1)
+    adversary.apgd_targeted.n_target_classes = n_targets
+    adversary.fab.n_target_classes = n_targets
+    attacks = list(adversary.attacks_to_run)
+    robust_parts, after = [], {a: 0 for a in ["clean", *attacks]}
+    progress = Progress(desc, AA_NAME, len(x))
+    try:
+        for index, i in enumerate(range(0, len(x), batch_size)):
+            xb, yb = x[i:i + batch_size], y[i:i + batch_size]
+            key = f"aa-{index:05d}"
+            done = state.get(key) or {}
+            if "clean" not in done:
+                done["clean"] = (predict(model, xb, batch_size) == yb).tolist()
+                state.put(key, done)
+            robust = torch.tensor(done["clean"], dtype=torch.bool, device=y.device)
+            for attack in attacks:
+                if attack not in done:
+                    idx = robust.nonzero().squeeze(1)
+                    if len(idx):
+                        adversary.attacks_to_run = [attack]
+                        x_adv, _ = adversary.run_standard_evaluation(xb[idx], yb[idx], batch_size=batch_size)
+                        robust[idx] = predict(model, x_adv, batch_size) == yb[idx]
+                    done[attack] = robust.tolist()
+                    state.put(key, done)
+                robust = torch.tensor(done[attack], dtype=torch.bool, device=y.device)
+            for a in after:
+                after[a] += sum(done[a])
+            robust_parts.append(robust)
+            progress.update(len(xb))
+    finally:
+        adversary.attacks_to_run = attacks
+        logger.removeHandler(collect)
+    robust = torch.cat(robust_parts)
+    progress.close(float(robust.float().mean()))
+    settings = {"name": AA_NAME, "package": "pyautoattack", "version": version, "seed": seed, "eps": eps,
+                "norm": "Linf", "attacks": attacks, "n_target_classes": n_targets, "n": len(x),
+                "batch_size": batch_size}
+    return robust, {a: v / len(x) for a, v in after.items()}, settings, collect.messages
 
 
 def evaluate(model: nn.Module, x_test_u8: torch.Tensor, y_test: torch.Tensor, cfg: EvalConfig,
-             num_classes: int, seed: int = 0) -> dict:
+             num_classes: int, seed: int = 0, state_dir: Path | None = None, desc: str = "") -> dict:
     """Evaluate ``model`` (put in eval mode) on the first ``cfg.n`` test images.
 
-    Returns {"metrics": {name: acc}, "curve": {eps: acc}, "settings": {...}, "timings": {...}}.
+    Returns {"metrics": {name: acc}, "curve": {eps: acc}, "settings": {...}, "timings": {...},
+    "sanity": {...}} (sanity empty when ``cfg.sanity.enabled`` is false).
     """
+    from bench.sanity import sanity_checks
+
     check_attacks(cfg.attacks)
     model.eval()
     n = len(y_test) if cfg.n is None else min(cfg.n, len(y_test))
     x, y = to_float(x_test_u8[:n]), y_test[:n]
-    generator = torch.Generator().manual_seed(seed)
-    metrics, settings, timings = {}, {"n": n}, {}
+    state = EvalState(state_dir)
+    metrics, settings, timings, flags = {}, {"n": n}, {}, {}
+    aa_after, aa_warnings = {}, []
     for name in cfg.attacks:
         t0 = time.perf_counter()
         if name == "clean":
-            metrics["clean"] = float((predict(model, x, cfg.batch_size) == y).float().mean())
+            flags["clean"] = predict(model, x, cfg.batch_size) == y
             settings["clean"] = {"n": n}
         elif name == AA_NAME:
             n_aa = n if cfg.aa_n is None else min(cfg.aa_n, n)
-            robust, settings[name] = autoattack_eval(model, x[:n_aa], y[:n_aa], cfg.eps, num_classes,
-                                                     cfg.aa_version, cfg.aa_seed, cfg.batch_size)
-            metrics[name] = float(robust.float().mean())
+            flags[name], aa_after, settings[name], aa_warnings = autoattack_flags(
+                model, x[:n_aa], y[:n_aa], cfg.eps, num_classes, cfg.aa_version, cfg.aa_seed, cfg.batch_size,
+                state, desc)
         else:
             spec = ATTACKS.get(name)
-            metrics[name] = _attack_accuracy(model, x, y, spec, cfg.eps, cfg.batch_size, generator)
+            flags[name] = attack_flags(model, x, y, spec, cfg.eps, cfg.batch_size, seed, name, state, desc)
             settings[name] = {**spec.settings(cfg.eps), "n": n}
+        metrics[name] = float(flags[name].float().mean())
         timings[name] = round(time.perf_counter() - t0, 3)
     curve = {}
     if cfg.curve_eps:
         t0 = time.perf_counter()
         spec = ATTACKS.get("pgd20")
         for eps in cfg.curve_eps:
-            curve[f"{eps:.6g}"] = _attack_accuracy(model, x, y, spec, eps, cfg.batch_size, generator)
+            key = f"curve@{eps:.6g}"
+            curve[f"{eps:.6g}"] = float(attack_flags(model, x, y, spec, eps, cfg.batch_size, seed, key, state,
+                                                     desc).float().mean())
         settings["curve"] = {**spec.settings(0.0), "eps": list(cfg.curve_eps), "n": n}
         timings["curve"] = round(time.perf_counter() - t0, 3)
-    return {"metrics": metrics, "curve": curve, "settings": settings, "timings": timings}
+    sanity = {}
+    if cfg.sanity.enabled:
+        t0 = time.perf_counter()
+        sanity = sanity_checks(model, x, y, cfg, flags, aa_after, aa_warnings, seed, state, desc)
+        timings["sanity"] = round(time.perf_counter() - t0, 3)
+    return {"metrics": metrics, "curve": curve, "settings": settings, "timings": timings, "sanity": sanity}
+
+
+def without_sanity(cfg: EvalConfig) -> EvalConfig:
+    return replace(cfg, sanity=replace(cfg.sanity, enabled=False))

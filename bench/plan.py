@@ -79,7 +79,7 @@ def estimate(preset: Preset, methods: list, device: torch.device) -> tuple[list[
         rows.append({"method": spec.label, "train_h": train_s / 3600, "eval_h": eval_s / 3600,
                      "seeds": len(preset.seeds), "total_h": len(preset.seeds) * (train_s + eval_s) / 3600})
     teacher_eval_h = per_eval / t_fb / 3600
-    rows.append({"method": f"teacher ({cfg.teacher.source}) evaluation", "train_h": 0.0, "eval_h": teacher_eval_h,
+    rows.append({"method": f"teacher ({cfg.teacher.kind} {cfg.teacher.arch}) evaluation", "train_h": 0.0, "eval_h": teacher_eval_h,
                  "seeds": 1, "total_h": teacher_eval_h})
     info = {"device": str(device), "batch": batch, "student_fwd_bwd": s_fb, "student_fwd": s_f,
             "teacher_fwd_bwd": t_fb, "teacher_fwd": t_f, "n_train": n_train, "n_eval": n, "aa_n": aa_n}

@@ -1,12 +1,15 @@
 """Tables (Markdown, CSV, LaTeX) and plots for a run-set, rebuilt from results/ alone.
 
-Every table cell is the mean over seeds with its 95 % Student-t interval when n > 1; the CSVs keep
-the per-seed values.
+Every table cell is the mean over seeds with its 95 % Student-t interval, clipped to the quantity's
+range, as ``mean [low, high]`` when n > 1 (bench/stats.py, scipy.stats); train time is the median.
+The CSVs keep the per-seed values. A row whose sanity checks fired (bench/sanity.py) is marked ⚠ in
+every table and named in the text.
 """
 from __future__ import annotations
 
 import json
 import math
+import statistics
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -19,10 +22,10 @@ import pandas as pd  # noqa: E402
 from bench.errors import BenchError  # noqa: E402
 from bench.io import atomic_write_json, atomic_write_text  # noqa: E402
 from bench.results import RunRecord, load_records  # noqa: E402
+from bench.stats import NAN, Interval, holm, interval, paired_difference  # noqa: E402
 
 COLUMNS = {"clean": "Clean", "fgsm": "FGSM", "pgd20": "PGD-20", "cw": "CW∞", "aa": "AutoAttack"}
 RUNSET_FILE = "runset.json"
-NAN = float("nan")
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,7 @@ class Column:
     path: tuple[str, ...]        # where the value sits in a RunRecord (attribute, keys...)
     scale: float = 100.0         # 100: accuracies shown in %
     digits: int = 1
+    bounds: tuple[float, float] | None = (0.0, 1.0)   # the range its interval is clipped to
 
     def value(self, rec: RunRecord) -> float:
         node = getattr(rec, self.path[0])
@@ -41,44 +45,22 @@ class Column:
         return float(node) if node is not None else NAN
 
 
-def mean_ci(values: list[float]) -> tuple[float, float, int]:
-    """Mean, half-width of the 95 % Student-t confidence interval (nan for n < 2), n; nans dropped."""
-    from scipy import stats
-
-    values = [v for v in values if not math.isnan(v)]
-    n = len(values)
-    if n == 0:
-        return NAN, NAN, 0
-    mean = sum(values) / n
-    if n < 2:
-        return mean, NAN, n
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
-    return mean, float(stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n)), n
+def mean_ci(values: list[float], bounds: tuple[float, float] | None = None) -> Interval:
+    return interval(values, bounds)
 
 
-def welch_diff(a: list[float], b: list[float]) -> tuple[float, float]:
-    """Difference of means a - b and the half-width of its 95 % Welch interval (nan if n < 2)."""
-    from scipy import stats
+FLAG = " ⚠"
 
-    a = [v for v in a if not math.isnan(v)]
-    b = [v for v in b if not math.isnan(v)]
-    if not a or not b:
-        return NAN, NAN
-    ma, mb = sum(a) / len(a), sum(b) / len(b)
-    if len(a) < 2 or len(b) < 2:
-        return ma - mb, NAN
-    va = sum((v - ma) ** 2 for v in a) / (len(a) - 1) / len(a)
-    vb = sum((v - mb) ** 2 for v in b) / (len(b) - 1) / len(b)
-    se = math.sqrt(va + vb)
-    if se == 0:
-        return ma - mb, 0.0
-    df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
-    return ma - mb, float(stats.t.ppf(0.975, df) * se)
+
+def teacher_label(rec: RunRecord) -> str:
+    info = rec.teacher or {}
+    where = f"; {info['source']}" if info.get("kind", "trained") != "trained" else ""
+    return f"{rec.method}, {rec.arch}{where}"
 
 
 def row_name(rec: RunRecord) -> str:
     if rec.role == "teacher":
-        return f"teacher ({rec.method}, {rec.arch})"
+        return f"teacher ({teacher_label(rec)})"
     return f"{rec.method} ({rec.note})" if rec.note else rec.method
 
 
@@ -86,11 +68,23 @@ def short_name(rec: RunRecord) -> str:
     return "teacher" if rec.role == "teacher" else rec.method
 
 
-def _fmt(mean: float, ci: float, scale: float = 100.0, digits: int = 1, sign: bool = False) -> str:
+def _fmt(mean: float, low: float = NAN, high: float = NAN, scale: float = 100.0, digits: int = 1,
+         sign: bool = False) -> str:
+    """``mean [low, high]``, or the mean alone when there is no interval."""
     if math.isnan(mean):
         return "–"
-    text = f"{scale * mean:{'+' if sign else ''}.{digits}f}"
-    return text if math.isnan(ci) else f"{text} ± {scale * ci:.{digits}f}"
+    f = f"{'+' if sign else ''}.{digits}f"
+    text = f"{scale * mean:{f}}"
+    return text if math.isnan(low) else f"{text} [{scale * low:{f}}, {scale * high:{f}}]"
+
+
+def flagged(recs: list[RunRecord]) -> dict[str, int]:
+    """{check name: number of seeds it fired on}."""
+    out: dict[str, int] = {}
+    for r in recs:
+        for name in (r.sanity or {}).get("flags", []):
+            out[name] = out.get(name, 0) + 1
+    return out
 
 
 def _groups(records: list[RunRecord], order: list[str]) -> dict[str, list[RunRecord]]:
@@ -100,25 +94,31 @@ def _groups(records: list[RunRecord], order: list[str]) -> dict[str, list[RunRec
     groups: dict[str, list[RunRecord]] = {}
     for rec in ordered:
         groups.setdefault(row_name(rec), []).append(rec)
-    return groups
+    return {name + (FLAG if flagged(recs) else ""): recs for name, recs in groups.items()}
 
 
 def table(groups: dict[str, list[RunRecord]], columns: list[Column], with_time: bool = False
           ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(display table: mean ± CI per cell and n; numeric table: mean, ci95 and n per column)."""
+    """(display table: mean [95 % interval] per cell, n, sanity; numeric table: mean, low, high, n)."""
     shown, numeric = [], []
     for name, recs in groups.items():
         disp = {"Method": name}
         num = {"method": name, "short": short_name(recs[0])}
         for col in columns:
-            mean, ci, _ = mean_ci([col.value(r) for r in recs])
-            disp[col.label] = _fmt(mean, ci, col.scale, col.digits)
-            num[f"{col.label} mean"], num[f"{col.label} ci95"] = mean, ci
+            iv = mean_ci([col.value(r) for r in recs], col.bounds)
+            disp[col.label] = _fmt(iv.mean, iv.low, iv.high, col.scale, col.digits)
+            num[f"{col.label} mean"], num[f"{col.label} low"], num[f"{col.label} high"] = iv.mean, iv.low, iv.high
         if with_time:
-            mean, ci, _ = mean_ci([r.timings.get("train_s", NAN) for r in recs])
-            disp["Train time (s)"] = _fmt(mean, ci, 1.0, 0)
-            num["train_s mean"], num["train_s ci95"] = mean, ci
+            times = [r.timings.get("train_s", NAN) for r in recs]
+            times = [t for t in times if t is not None and not math.isnan(t)]
+            median = statistics.median(times) if times else NAN
+            disp["Train time (s, median)"] = _fmt(median, scale=1.0, digits=0)
+            num["train_s median"] = median
         disp["n"] = num["n"] = len(recs)
+        if with_time:
+            flags = flagged(recs)
+            disp["Sanity"] = ", ".join(f"{k} ({v}/{len(recs)})" for k, v in flags.items()) if flags else (
+                "ok" if any(r.sanity for r in recs) else "–")
         shown.append(disp)
         numeric.append(num)
     return pd.DataFrame(shown), pd.DataFrame(numeric)
@@ -151,8 +151,8 @@ def transfer_columns(records) -> list[Column]:
 
 
 STRUCTURE_COLUMNS = [
-    Column("corr gap clean", ("structure", "clean", "corr_gap"), 1.0, 3),
-    Column("corr gap adv", ("structure", "adv", "corr_gap"), 1.0, 3),
+    Column("corr gap clean", ("structure", "clean", "corr_gap"), 1.0, 3, (0.0, 2.0)),
+    Column("corr gap adv", ("structure", "adv", "corr_gap"), 1.0, 3, (0.0, 2.0)),
     Column("CKA clean", ("structure", "clean", "cka"), 1.0, 3),
     Column("CKA adv", ("structure", "adv", "cka"), 1.0, 3),
     Column("agree clean %", ("structure", "clean", "agreement")),
@@ -162,21 +162,27 @@ STRUCTURE_COLUMNS = [
 
 
 def ablation_table(groups: dict[str, list[RunRecord]], reference: str, columns: list[Column]) -> pd.DataFrame:
-    """Each row's difference from the reference row (Welch 95 % interval); * where it excludes 0."""
+    """Each row's difference from the reference row over seeds: paired t-test where the seeds pair up
+    (Welch otherwise), 95 % interval of the mean difference, Holm-adjusted p over every comparison of
+    the table; * where the adjusted p < 0.05."""
     ref = next((recs for recs in groups.values() if recs[0].role == "student" and recs[0].method == reference), None)
     if ref is None:
         return pd.DataFrame()
-    rows = []
+    cells = []
     for name, recs in groups.items():
         if recs[0].role != "student" or recs is ref:
             continue
-        row = {"Variant": name, "n": len(recs)}
         for col in columns:
-            diff, ci = welch_diff([col.value(r) for r in recs], [col.value(r) for r in ref])
-            sure = not math.isnan(ci) and abs(diff) > ci
-            row[f"Δ {col.label}"] = _fmt(diff, ci, col.scale, col.digits, sign=True) + (" *" if sure else "")
-        rows.append(row)
-    return pd.DataFrame(rows)
+            d = paired_difference({r.seed: col.value(r) for r in recs}, {r.seed: col.value(r) for r in ref})
+            cells.append((name, len(recs), col, d))
+    adjusted = holm([d.p for *_, d in cells])
+    rows: dict[str, dict] = {}
+    for (name, n, col, d), p in zip(cells, adjusted):
+        row = rows.setdefault(name, {"Variant": name, "n": n, "test": d.test})
+        sure = not math.isnan(p) and p < 0.05
+        row[f"Δ {col.label}"] = _fmt(d.diff, d.low, d.high, col.scale, col.digits, sign=True) + (" *" if sure else "")
+        row[f"p {col.label} (Holm)"] = "–" if math.isnan(p) else f"{p:.3g}"
+    return pd.DataFrame(list(rows.values()))
 
 
 def published_table(groups: dict[str, list[RunRecord]], columns: list[Column]):
@@ -187,14 +193,19 @@ def published_table(groups: dict[str, list[RunRecord]], columns: list[Column]):
     for name, recs in groups.items():
         rec = recs[0]
         best, all_rows = published(rec.method_name, rec.role, rec.dataset, rec.arch)
+        reported = (rec.teacher or {}).get("reported") or {}
+        for metric in ("clean", "aa"):  # what the RobustBench zoo reports for this very model
+            if metric in reported:
+                best[metric] = {"value": f"{reported[metric]:.2f}", "source": reported["source"], "status": "verified"}
+        all_rows = all_rows or ([reported] if reported else [])
         row = {"Method": name}
         for col in columns:
             key = col.path[-1]
-            ours = mean_ci([col.value(r) for r in recs])[0]
+            ours = mean_ci([col.value(r) for r in recs]).mean
             ref = best.get(key)
-            row[f"{col.label} ours"] = _fmt(ours, NAN)
+            row[f"{col.label} ours"] = _fmt(ours)
             row[f"{col.label} published"] = ref["value"] if ref else "–"
-            row[f"{col.label} Δ"] = _fmt(ours - float(ref["value"]) / 100, NAN, sign=True) if ref else "–"
+            row[f"{col.label} Δ"] = _fmt(ours - float(ref["value"]) / 100, sign=True) if ref else "–"
         sources = sorted({f"{r['source']} ({r['status']})" for r in best.values()})
         row["source"] = "; ".join(sources) if sources else "–"
         matched |= bool(all_rows)
@@ -231,8 +242,10 @@ def _bars(num: pd.DataFrame, labels: list[str], path: Path, title: str, ylabel: 
     width = 0.8 / max(1, len(labels))
     for j, label in enumerate(labels):
         xs = [i + (j - (len(labels) - 1) / 2) * width for i in range(len(num))]
-        ci = num[f"{label} ci95"]
-        err = None if ci.isna().all() else [0 if math.isnan(c) else scale * c for c in ci]
+        mean, low, high = num[f"{label} mean"], num[f"{label} low"], num[f"{label} high"]
+        err = None if low.isna().all() else [
+            [0 if math.isnan(lo) else scale * (m - lo) for m, lo in zip(mean, low)],
+            [0 if math.isnan(hi) else scale * (hi - m) for m, hi in zip(mean, high)]]
         ax.bar(xs, scale * num[f"{label} mean"], width, yerr=err, label=label, capsize=2)
     ax.set_xticks(range(len(num)))
     ax.set_xticklabels(num["short"], fontsize=8, rotation=20 if len(num) > 5 else 0, ha="right" if len(num) > 5 else "center")
@@ -251,7 +264,7 @@ def _plot_curve(groups: dict[str, list[RunRecord]], path: Path) -> bool:
         eps = sorted({float(e) for r in recs for e in r.curve})
         if not eps:
             continue
-        means = [mean_ci([r.curve.get(f"{e:.6g}", NAN) for r in recs])[0] for e in eps]
+        means = [mean_ci([r.curve.get(f"{e:.6g}", NAN) for r in recs]).mean for e in eps]
         ax.plot(eps, [100 * m for m in means], marker="o", label=short_name(recs[0]),
                 linestyle="--" if recs[0].role == "teacher" else "-")
         drawn = True
@@ -294,7 +307,7 @@ def _plot_heatmaps(groups: dict[str, list[RunRecord]], path: Path) -> bool:
     for ax, (name, st) in zip(axes.flat, rows):
         gap = (pd.DataFrame(st["corr_teacher"]) - pd.DataFrame(st["corr_student"])).abs().to_numpy()
         im = ax.imshow(gap, vmin=0, vmax=1, cmap="magma")
-        ax.set_title(f"{name}\nmean {gap.mean():.3f}", fontsize=8)
+        ax.set_title(f"{name}\noff-diagonal mean {st['clean']['corr_gap']:.3f}", fontsize=8)
         ax.axis("on")
         ax.set_xticks([])
         ax.set_yticks([])
@@ -312,8 +325,21 @@ def _setup_lines(records: list[RunRecord], meta: dict) -> list[str]:
     cfg = students[0].config
     ev, at = cfg["eval"], cfg["attack"]
     aa = next((r.attack_settings.get("aa") for r in records if "aa" in r.attack_settings), None)
+    teachers = [r for r in records if r.role == "teacher"]
+    tcfg = cfg["teacher"]
+    if tcfg.get("kind", "trained") == "trained":
+        tt = tcfg["train"]
+        how = (f"trained here with `{tcfg['method']}` for {tt['epochs']} epochs ({tt['schedule']} schedule"
+               + (f", decay at {list(tt['milestones'])}" if tt["schedule"] == "step" else "")
+               + f", lr {tt['lr']}, batch {tt['batch_size']}), "
+               + ("one teacher per student seed" if tcfg.get("seed") is None else f"seed {tcfg['seed']}"))
+    else:
+        how = teacher_label(teachers[0]) if teachers else tcfg.get("kind", "")
+    code = sorted({(r.code or {}).get("train", "?") for r in students})
+    evals = sorted({(r.code or {}).get("eval", "?") for r in records})
+    commits = sorted({str((r.code or {}).get("commit") or r.git_commit) for r in records})
     lines = [f"- Dataset: `{students[0].dataset}`; student `{cfg['student_arch']}`; teacher "
-             f"`{cfg['teacher']['arch']}` ({cfg['teacher']['source']}, method `{cfg['teacher']['method']}`); "
+             f"`{tcfg['arch']}` ({how}); "
              f"{cfg['train']['epochs']} epochs; seeds: {sorted({r.seed for r in students})}; checkpoint: "
              + ("last epoch." if cfg["train"].get("checkpoint", "last") == "last" else
                 f"best PGD-20 accuracy on a {cfg['train']['val_fraction']:.0%} validation split of the training data "
@@ -329,8 +355,51 @@ def _setup_lines(records: list[RunRecord], meta: dict) -> list[str]:
     if stand_in:
         lines.append(f"- **Smoke run on synthetic stand-in data for {', '.join(stand_in)}** (the real files were "
                      "not found): it checks the path end to end; its numbers mean nothing.")
+    lines.append(f"- Code identity (bench/provenance.py): training code {', '.join(code)}; evaluation code "
+                 f"{', '.join(evals)}; git commit {', '.join(commits)}. A run is reused only while both digests "
+                 "match the code that runs.")
     if meta.get("command"):
         lines.append(f"- Reproduce: `{meta['command']}`")
+    return lines
+
+
+SANITY_TEXT = {
+    "iterative_weaker": "PGD-20 weaker than FGSM",
+    "blackbox_stronger": "Square (black-box) breaks images the white-box attacks missed",
+    "large_eps": "accuracy does not fall to about 0 at a large eps",
+    "not_converged": "PGD with more steps and restarts lowers accuracy markedly",
+    "zero_gradients": "inputs with an all-zero gradient",
+    "nondeterministic": "not deterministic in eval mode",
+}
+
+
+def sanity_lines(groups: dict[str, list[RunRecord]]) -> list[str]:
+    """The report's text on the checks: what each is, and every row where one fired."""
+    recs = [r for g in groups.values() for r in g if r.sanity]
+    if not recs:
+        return []
+    s = recs[0].sanity
+    checks = s.get("checks", {})
+    lines = ["## Sanity checks", "",
+             "Every evaluated model is checked for signs of an unreliable robustness number "
+             "(AutoAttack's checks.py; Carlini et al. 2019); thresholds are stored with each record "
+             "(`sanity` in runs.json), extra attacks run on the first "
+             f"{s.get('n', '?')} evaluated images:", ""]
+    for name, c in checks.items():
+        lines.append(f"- `{name}`: {SANITY_TEXT.get(name, name)} ({c['what']}; flagged above {c['threshold']:.3g}).")
+    lines.append("")
+    hits = [(name, flagged(g), g) for name, g in groups.items() if flagged(g)]
+    if not hits:
+        lines += ["No check fired on any row.", ""]
+        return lines
+    lines += ["**Rows marked ⚠ carry a robustness number that a check calls unreliable:**", ""]
+    for name, flags, g in hits:
+        for check, count in flags.items():
+            values = [r.sanity["checks"][check]["value"] for r in g if check in r.sanity.get("flags", [])]
+            lines.append(f"- {name}: `{check}` ({SANITY_TEXT.get(check, check)}) on {count} of {len(g)} seeds; "
+                         f"measured {', '.join(f'{v:.3g}' for v in values)}.")
+    warnings = sorted({w for g in groups.values() for r in g for w in (r.sanity or {}).get("autoattack_warnings", [])})
+    lines += [""] + [f"- AutoAttack warned: {w}" for w in warnings] + [""]
     return lines
 
 
@@ -370,7 +439,9 @@ def build_report(results_dir: Path, runset: str, reports_dir: Path) -> Path:
 
     notes = sorted({(r.method_name, r.note) for r in records if r.note})
     text = [f"# Run-set `{runset}`", "", *_setup_lines(records, meta), "",
-            "Accuracy in % (mean ± 95 % Student-t interval over seeds when n > 1; n = seeds).", "",
+            "Accuracy in %: mean over seeds [95 % Student-t interval of the mean, clipped to 0–100] when n > 1; "
+            "n = seeds; train time is the median over seeds; Sanity names the checks that fired (section below).",
+            "",
             markdown_table(shown), ""]
     text += [f"- `{name}`: {note}." for name, note in notes]
     text += [""] + [f"![{p}]({p})" for p in plots] + [""]
@@ -403,6 +474,8 @@ def build_report(results_dir: Path, runset: str, reports_dir: Path) -> Path:
                  "student (`bench/references.csv`; Δ = ours − published, in points).", "",
                  markdown_table(pub[0]), "", *pub[1], ""]
 
+    text += sanity_lines(groups)
+
     reference = meta.get("compare_to")
     if reference:
         key_cols = [c for c in acc_cols if c.path[-1] in ("clean", "pgd20", "aa")] + tr_cols[:2] + \
@@ -411,8 +484,11 @@ def build_report(results_dir: Path, runset: str, reports_dir: Path) -> Path:
         if not abl.empty:
             atomic_write_text(out / "ablation.csv", abl.to_csv(index=False))
             text += [f"## Ablation against `{reference}`", "",
-                     f"Each row's difference from `{reference}` (mean over seeds, ± 95 % Welch interval; "
-                     "accuracies in points, structure in raw units); * marks an interval that excludes 0.", "",
+                     f"Each row's difference from `{reference}`: mean over seeds [95 % interval of the mean "
+                     "difference]; accuracies in points, structure in raw units. Seeds share the initialisation "
+                     "across methods, so the test is a paired t-test over seeds (Welch's where the seeds do not "
+                     "pair; column `test`); p-values are Holm-adjusted over every comparison in this table, and "
+                     "* marks an adjusted p < 0.05.", "",
                      markdown_table(abl), ""]
     text += ["Files: `table.csv`, `table.tex`, `summary.csv` (means, intervals), `runs.csv` (per run and seed), "
              "`runs.json` (each run's full config, seed, versions and metrics)"

@@ -40,6 +40,9 @@ class RunRecord:
     created: str = ""
     eval_key: str = ""             # id of the evaluation settings the metrics come from
     data_info: dict = field(default_factory=dict)   # split, class subset, stand-in data
+    sanity: dict = field(default_factory=dict)      # bench.sanity checks: values, thresholds, flags
+    teacher: dict = field(default_factory=dict)     # what the teacher is (bench.teacher.TeacherInfo)
+    code: dict = field(default_factory=dict)        # digests of the training and evaluation code, commit
 
     def save(self, run_dir: Path) -> Path:
         path = Path(run_dir) / RECORD

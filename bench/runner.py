@@ -1,7 +1,6 @@
 """config -> data, models, teacher -> train -> evaluate -> results. No method names in here."""
 from __future__ import annotations
 
-import json
 import shutil
 import sys
 import time
@@ -10,20 +9,22 @@ from pathlib import Path
 
 import torch
 
-from bench.config import RunConfig, config_hash
+from bench.config import RunConfig, TrainedTeacher, config_hash, data_key
 from bench.data import ImageData, carve_validation, load_dataset
 from bench.errors import BenchError
 from bench.evaluate import evaluate
-from bench.io import atomic_save, atomic_write_json, load_weights
+from bench.io import atomic_save
 from bench.models import build_model
+from bench.provenance import eval_digest, train_digest
 from bench.results import RECORD, RunRecord, git_commit, now, package_versions
 from bench.structure import structure_metrics
+from bench.teacher import Teacher, get_teacher, prepare_model
 from bench.train import train_model
 from bench.transfer import transfer_metrics
 from methods import MethodSpec, parse_method
 from methods.base import Context
 
-TEACHERS_DIR = "teachers"
+EVAL_STATE = "eval-state"   # per-batch evaluation results of an unfinished evaluation
 
 
 def resolve_device(name: str) -> torch.device:
@@ -31,7 +32,10 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise BenchError(f"device {name!r} asked for, but CUDA is not available here")
-    return torch.device(name)
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise BenchError(f"unknown device {name!r}; use auto, cpu or cuda[:i]") from None
 
 
 def seed_everything(seed: int) -> None:
@@ -43,79 +47,18 @@ def _hashable(cfg: RunConfig) -> dict:
     d = asdict(cfg)
     for key in ("device", "eval", "probe", "structure", "preset"):
         d.pop(key)
-    d["data"].pop("data_dir")
-    d["data"].pop("download")
+    d["data"] = data_key(cfg.data)
     return d
 
 
 def eval_key(cfg: RunConfig) -> str:
-    """Id of the evaluation settings: a finished run is re-evaluated when they change."""
+    """Id of the evaluation settings and code: a finished run is re-evaluated when either changes."""
     return config_hash({"eval": asdict(cfg.eval), "probe": asdict(cfg.probe), "structure": cfg.structure,
-                        "seed": cfg.seed})
+                        "seed": cfg.seed, "code": eval_digest()})
 
 
 def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
-
-
-def prepare_model(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
-    """On the device, channels_last (faster convolutions with oneDNN on CPU and cuDNN on GPU)."""
-    return model.to(device).to(memory_format=torch.channels_last)
-
-
-def _context(data: ImageData, student_dim: int, teacher_dim, device, epochs: int, seed: int) -> Context:
-    return Context(num_classes=data.num_classes, n_train=len(data.y_train), train_labels=data.y_train,
-                   student_dim=student_dim, teacher_dim=teacher_dim, device=device, epochs=epochs, seed=seed)
-
-
-def get_teacher(cfg: RunConfig, data: ImageData, results: Path, device: torch.device, force: bool):
-    """Train (and cache) or load the teacher; returns (model, teacher_id, training seconds, spec)."""
-    tc = cfg.teacher
-    arch = tc.arch
-    if tc.source == "train":
-        spec = parse_method(tc.method)
-        if spec.cls.needs_teacher:
-            raise BenchError(f"teacher method {spec.name!r} itself needs a teacher; use e.g. pgd-at or trades")
-        train_cfg = replace(cfg.train, epochs=tc.epochs or cfg.train.epochs)
-        key = {"kind": "trained", "data": _hashable(cfg)["data"], "arch": arch, "method": spec.label,
-               "train": asdict(train_cfg), "attack": asdict(cfg.attack), "seed": tc.seed,
-               "mean": list(data.mean), "std": list(data.std)}
-        teacher_id = f"{spec.name}-{arch}-{config_hash(key)}"
-        tdir = results / TEACHERS_DIR / teacher_id
-        weights = tdir / "model.pt"
-        if force and tdir.exists():
-            shutil.rmtree(tdir)
-        seed_everything(tc.seed)
-        model = prepare_model(build_model(arch, data.num_classes, data.in_channels, data.mean, data.std), device)
-        if weights.exists():
-            meta = json.loads((tdir / "meta.json").read_text())
-            load_weights(model, weights, arch)
-            return model.eval(), teacher_id, float(meta["train_s"]), spec
-        _log(f"training teacher {teacher_id} ({spec.label}, {arch}, {train_cfg.epochs} epochs)")
-        method = spec.build(_context(data, model.feature_dim, None, device, train_cfg.epochs, tc.seed))
-        history = train_model(model, method, data, train_cfg, cfg.attack, None, tdir, device, cfg.bf16,
-                              desc="teacher")
-        train_s = sum(row["seconds"] for row in history)
-        atomic_save(model.state_dict(), weights)
-        atomic_write_json(tdir / "meta.json", {"train_s": train_s, "teacher_id": teacher_id, "key": key,
-                                               "history": history})
-        (tdir / "checkpoint.pt").unlink(missing_ok=True)
-        return model.eval(), teacher_id, train_s, spec
-    if tc.source.startswith("robustbench:"):  # a RobustBench zoo model, from its local model dir
-        from bench.zoo import load_robustbench_model
-
-        name = tc.source.split(":", 1)[1]
-        model = load_robustbench_model(name, data.name.partition("@")[0], "Linf")
-        if model.num_classes != data.num_classes:
-            raise BenchError(f"RobustBench model {name} has {model.num_classes} classes, {data.name} has "
-                             f"{data.num_classes}")
-        return prepare_model(model, device).eval(), f"robustbench-{name}", 0.0, parse_method("natural")
-    path = Path(tc.source)
-    model = build_model(arch, data.num_classes, data.in_channels, tc.mean, tc.std)
-    load_weights(model, path, arch)
-    digest = config_hash({"path": str(path.resolve()), "size": path.stat().st_size,
-                          "mtime": path.stat().st_mtime_ns, "arch": arch})
-    return prepare_model(model, device).eval(), f"file-{arch}-{digest}", 0.0, parse_method("natural")
 
 
 def load_targets(cfg: RunConfig, source: ImageData, device: torch.device) -> dict[str, ImageData]:
@@ -131,14 +74,18 @@ def load_targets(cfg: RunConfig, source: ImageData, device: torch.device) -> dic
     return targets
 
 
-def evaluate_all(model, data: ImageData, targets: dict[str, ImageData], teacher, cfg: RunConfig) -> dict:
-    """The protocol, transfer to each target, and (for students) structure against the teacher."""
-    ev = evaluate(model, data.x_test, data.y_test, cfg.eval, data.num_classes, cfg.seed)
+def evaluate_all(model, data: ImageData, targets: dict[str, ImageData], teacher, cfg: RunConfig,
+                 state_dir: Path | None = None, desc: str = "") -> dict:
+    """The protocol, transfer to each target, and (for students) structure against the teacher.
+    Per-batch results go to ``state_dir`` as they are computed, so a killed evaluation resumes."""
+    ev = evaluate(model, data.x_test, data.y_test, cfg.eval, data.num_classes, cfg.seed, state_dir, desc)
     n = ev["settings"]["n"]
     ev["transfer"] = {}
     for name, target in targets.items():
         t0 = time.perf_counter()
-        ev["transfer"][name] = transfer_metrics(model, target, cfg.probe, cfg.eval, cfg.seed)
+        sub = state_dir / f"transfer-{name}" if state_dir is not None else None
+        ev["transfer"][name] = transfer_metrics(model, target, cfg.probe, cfg.eval, cfg.seed, sub,
+                                                f"{desc}{name} ")
         ev["timings"][f"transfer_{name}"] = round(time.perf_counter() - t0, 3)
     ev["structure"] = {}
     if teacher is not None and cfg.structure:
@@ -149,18 +96,18 @@ def evaluate_all(model, data: ImageData, targets: dict[str, ImageData], teacher,
     return ev
 
 
-def _record(run_id, role, spec: MethodSpec, cfg: RunConfig, data: ImageData, arch, teacher_id,
-            ev: dict, history, train_s, extra=None) -> RunRecord:
+def _record(run_id, role, label: str, name: str, note: str, options: dict, cfg: RunConfig, data: ImageData,
+            arch, teacher: Teacher, ev: dict, history, train_s, code: str, extra=None) -> RunRecord:
     return RunRecord(
-        run_id=run_id, role=role, method=spec.label, method_name=spec.name,
-        options=asdict(spec.options), note=getattr(spec.cls, "note", ""), dataset=data.name, arch=arch,
-        teacher_id=teacher_id, seed=cfg.seed, config=asdict(cfg), eval_key=eval_key(cfg), data_info=data.info,
-        metrics=ev["metrics"], curve=ev["curve"], attack_settings=ev["settings"],
-        transfer=ev["transfer"], structure=ev["structure"],
+        run_id=run_id, role=role, method=label, method_name=name, options=options, note=note,
+        dataset=data.name, arch=arch, teacher_id=teacher.teacher_id, seed=cfg.seed, config=asdict(cfg),
+        eval_key=eval_key(cfg), data_info=data.info, metrics=ev["metrics"], curve=ev["curve"],
+        attack_settings=ev["settings"], transfer=ev["transfer"], structure=ev["structure"], sanity=ev["sanity"],
+        teacher=asdict(teacher.info), git_commit=git_commit(),
+        code={"train": code, "eval": eval_digest(), "commit": git_commit()},
         timings={"train_s": round(train_s, 2), "eval_s": round(sum(ev["timings"].values()), 2),
                  **{f"eval_{k}_s": v for k, v in ev["timings"].items()}},
-        history=history, extra=extra or {}, versions=package_versions(), git_commit=git_commit(),
-        created=now())
+        history=history, extra=extra or {}, versions=package_versions(), created=now())
 
 
 def _reusable(path: Path, key: str, force: bool) -> RunRecord | None:
@@ -170,12 +117,39 @@ def _reusable(path: Path, key: str, force: bool) -> RunRecord | None:
     return rec if rec.eval_key == key else None
 
 
+def _evaluate_and_save(run_dir: Path, model, data, targets, teacher_model, cfg: RunConfig, desc: str,
+                       make_record) -> RunRecord:
+    state = run_dir / EVAL_STATE / eval_key(cfg)
+    ev = evaluate_all(model, data, targets, teacher_model, cfg, state, desc)
+    rec = make_record(ev)
+    rec.save(run_dir)
+    shutil.rmtree(run_dir / EVAL_STATE, ignore_errors=True)  # the record now holds every number
+    return rec
+
+
+def _teacher_record(teacher: Teacher, cfg: RunConfig, data, targets, runset_dir: Path, force: bool) -> RunRecord:
+    teacher_cfg = replace(cfg, seed=teacher.seed)
+    tdir = runset_dir / f"teacher-{teacher.teacher_id}"
+    rec = _reusable(tdir / RECORD, eval_key(teacher_cfg), force)
+    if rec is not None:
+        return rec
+    _log(f"evaluating teacher {teacher.teacher_id}")
+    info = teacher.info
+    return _evaluate_and_save(
+        tdir, teacher.model, data, targets, None, teacher_cfg, "teacher ",
+        lambda ev: _record(tdir.name, "teacher", info.method, info.method.split(":")[0], "", {}, teacher_cfg, data,
+                           info.arch, teacher, ev, [], teacher.train_s, teacher.code,
+                           {"source": info.source, "reported": info.reported}))
+
+
 def run_methods(cfg: RunConfig, methods: list[str], runset: str, results: Path, seeds: tuple[int, ...] = (0,),
                 force: bool = False) -> list[RunRecord]:
-    """Train and evaluate each method variant for each seed, and the teacher as a reference row.
+    """Train and evaluate each method variant for each seed, and the teacher(s) as reference rows.
 
-    A finished run is reused when its evaluation settings match; when only those changed, the
-    trained weights are re-evaluated without training again.
+    A finished run is reused only when its config, its training code and its evaluation settings and
+    code all match; when only the evaluation side changed, the trained weights are re-evaluated
+    without training again. Changed training code (the harness, the models or the method's file)
+    gives a new run id, so the old run stays on disk untouched and is not reported.
     """
     specs = [parse_method(m) for m in methods]
     device = resolve_device(cfg.device)
@@ -189,52 +163,57 @@ def run_methods(cfg: RunConfig, methods: list[str], runset: str, results: Path, 
         train_data, val = carve_validation(data, cfg.train.val_fraction)
     runset_dir = results / runset
     records: list[RunRecord] = []
-
-    teacher, teacher_id, teacher_train_s, teacher_spec = get_teacher(cfg, data, results, device, force)
-    teacher.requires_grad_(False)
-    teacher_cfg = replace(cfg, seed=cfg.teacher.seed)
-    tdir = runset_dir / f"teacher-{teacher_id}"
-    rec = _reusable(tdir / RECORD, eval_key(teacher_cfg), force)
-    if rec is None:
-        _log(f"evaluating teacher {teacher_id}")
-        ev = evaluate_all(teacher, data, targets, None, teacher_cfg)
-        rec = _record(tdir.name, "teacher", teacher_spec, teacher_cfg, data, cfg.teacher.arch, teacher_id, ev,
-                      [], teacher_train_s, {"source": cfg.teacher.source})
-        rec.save(tdir)
-    records.append(rec)
+    teachers: dict[int | None, Teacher] = {}
+    per_seed = isinstance(cfg.teacher, TrainedTeacher) and cfg.teacher.seed is None
 
     for seed in seeds:
         seed_cfg = replace(cfg, seed=seed)
+        tkey = seed if per_seed else None
+        if tkey not in teachers:
+            teachers[tkey] = get_teacher(cfg, seed, data, results, device, force)
+            records.append(_teacher_record(teachers[tkey], cfg, data, targets, runset_dir, force))
+        teacher = teachers[tkey]
         for spec in specs:
-            key = {"method": spec.label, "config": _hashable(seed_cfg), "teacher": teacher_id}
-            run_dir = runset_dir / f"{spec.name}-{config_hash(key)}"
-            if force and run_dir.exists():
-                shutil.rmtree(run_dir)
-            rec = _reusable(run_dir / RECORD, eval_key(seed_cfg), force)
-            if rec is not None:
-                _log(f"{spec.label} seed {seed}: reusing finished run {run_dir.name} (--force to redo)")
-                records.append(rec)
-                continue
-            _log(f"{spec.label} seed {seed}: {seed_cfg.student_arch} on {data.name} ({run_dir.name})")
-            seed_everything(seed)
-            student = prepare_model(build_model(seed_cfg.student_arch, data.num_classes, data.in_channels,
-                                                data.mean, data.std), device)
-            t_model = teacher if spec.cls.needs_teacher else None
-            method = spec.build(_context(train_data, student.feature_dim, teacher.feature_dim, device,
-                                         cfg.train.epochs, seed))
-            history = train_model(student, method, train_data, cfg.train, cfg.attack, t_model, run_dir, device,
-                                  cfg.bf16, desc=f"{spec.label} s{seed}", val=val)
-            train_s = sum(row["seconds"] for row in history)  # all epochs, across resumptions
-            atomic_save(student.state_dict(), run_dir / "model.pt")  # the evaluated weights (export, eval)
-            ev = evaluate_all(student, data, targets, teacher, seed_cfg)
-            facts = method.facts()
-            if val is not None:
-                best = max(history, key=lambda row: row["val_pgd20"])  # first best, as training kept it
-                facts["checkpoint"] = {"policy": "best-val", "epoch": best["epoch"], "val_pgd20": best["val_pgd20"],
-                                       "val_n": len(val[1])}
-            rec = _record(run_dir.name, "student", spec, seed_cfg, data, cfg.student_arch, teacher_id, ev, history,
-                          train_s, facts)
-            rec.save(run_dir)
-            records.append(rec)
-            _log(f"{spec.label} seed {seed}: " + ", ".join(f"{k} {100 * v:.1f}" for k, v in ev["metrics"].items()))
+            records.append(_student(spec, seed_cfg, data, train_data, val, targets, teacher, runset_dir, device,
+                                    force))
     return records
+
+
+def _student(spec: MethodSpec, cfg: RunConfig, data, train_data, val, targets, teacher: Teacher,
+             runset_dir: Path, device, force: bool) -> RunRecord:
+    seed = cfg.seed
+    code = train_digest(spec.cls)
+    key = {"method": spec.label, "config": _hashable(cfg), "teacher": teacher.teacher_id, "code": code}
+    run_dir = runset_dir / f"{spec.name}-{config_hash(key)}"
+    if force and run_dir.exists():
+        shutil.rmtree(run_dir)
+    rec = _reusable(run_dir / RECORD, eval_key(cfg), force)
+    if rec is not None:
+        _log(f"{spec.label} seed {seed}: reusing finished run {run_dir.name} (same config and code; --force to redo)")
+        return rec
+    _log(f"{spec.label} seed {seed}: {cfg.student_arch} on {data.name} ({run_dir.name}, code {code})")
+    seed_everything(seed)
+    student = prepare_model(build_model(cfg.student_arch, data.num_classes, data.in_channels, data.mean, data.std),
+                            device)
+    t_model = teacher.model if spec.cls.needs_teacher else None
+    ctx = Context(num_classes=train_data.num_classes, n_train=len(train_data.y_train),
+                  train_labels=train_data.y_train, student_dim=student.feature_dim,
+                  teacher_dim=teacher.model.feature_dim, device=device, epochs=cfg.train.epochs, seed=seed)
+    method = spec.build(ctx)
+    history = train_model(student, method, train_data, cfg.train, cfg.attack, t_model, run_dir, device,
+                          cfg.bf16, desc=f"{spec.label} s{seed}", val=val)
+    train_s = sum(row["seconds"] for row in history)  # all epochs, across resumptions
+    atomic_save(student.state_dict(), run_dir / "model.pt")  # the evaluated weights (export, eval)
+    facts = method.facts()
+    if val is not None:
+        best = max(history, key=lambda row: row["val_pgd20"])  # first best, as training kept it
+        facts["checkpoint"] = {"policy": "best-val", "epoch": best["epoch"], "val_pgd20": best["val_pgd20"],
+                               "val_n": len(val[1])}
+    rec = _evaluate_and_save(
+        run_dir, student, data, targets, teacher.model, cfg, f"{spec.label} s{seed} ",
+        lambda ev: _record(run_dir.name, "student", spec.label, spec.name, getattr(spec.cls, "note", ""),
+                           asdict(spec.options), cfg, data, cfg.student_arch, teacher, ev, history, train_s, code,
+                           facts))
+    _log(f"{spec.label} seed {seed}: " + ", ".join(f"{k} {100 * v:.1f}" for k, v in rec.metrics.items())
+         + (f"; sanity flags: {', '.join(rec.sanity['flags'])}" if rec.sanity.get("flags") else ""))
+    return rec

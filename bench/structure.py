@@ -1,7 +1,7 @@
 """How much of the teacher's structure a student carries: pure functions on outputs, and their use.
 
-- class-correlation gap: mean |corr_T - corr_S| between the C x C correlation matrices of the
-  logits over a set of inputs;
+- class-correlation gap: mean |corr_T - corr_S| over the off-diagonal entries of the C x C
+  correlation matrices of the logits over a set of inputs;
 - linear CKA between penultimate features (Kornblith et al., ICML 2019);
 - prediction agreement, and how often the student's adversarial examples also fool the teacher.
 """
@@ -23,7 +23,10 @@ def class_correlation(logits: torch.Tensor) -> torch.Tensor:
 
 
 def correlation_gap(teacher_logits: torch.Tensor, student_logits: torch.Tensor) -> float:
-    return float((class_correlation(teacher_logits) - class_correlation(student_logits)).abs().mean())
+    """Mean |corr_T - corr_S| over the C(C-1) off-diagonal entries (the diagonal is 1 in both)."""
+    gap = (class_correlation(teacher_logits) - class_correlation(student_logits)).abs()
+    off = ~torch.eye(gap.shape[0], dtype=torch.bool, device=gap.device)
+    return float(gap[off].mean())
 
 
 def linear_cka(x: torch.Tensor, y: torch.Tensor) -> float:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -81,6 +82,8 @@ def train_model(student: nn.Module, method: Method, data: ImageData, train_cfg: 
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng"])
+        if torch.cuda.is_available() and state.get("cuda_rng"):
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
         start_epoch = int(state["epoch"]) + 1
         history = json.loads(state["history"])
         best = state.get("best", best)
@@ -133,10 +136,15 @@ def train_model(student: nn.Module, method: Method, data: ImageData, train_cfg: 
                 best = {"score": row["val_pgd20"], "epoch": epoch + 1,
                         "state": {k: v.detach().clone() for k, v in student.state_dict().items()}}
         history.append(row)
+        if bar.disable:  # no terminal (a cluster job's log): one line per epoch instead of a bar
+            print(f"{desc} epoch {epoch + 1}/{train_cfg.epochs}: " + ", ".join(
+                f"{k} {v:.4g}" for k, v in row.items() if k not in ("epoch", "seconds")), file=sys.stderr, flush=True)
         atomic_save({"student": student.state_dict(),
                      "extra": extra.state_dict() if extra is not None else {},
                      "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                     "rng": torch.get_rng_state(), "epoch": epoch, "history": json.dumps(history),
+                     "rng": torch.get_rng_state(),
+                     "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                     "epoch": epoch, "history": json.dumps(history),
                      "best": best}, ckpt_path)
         with open(log_path, "a") as fh:
             fh.write(json.dumps(row) + "\n")

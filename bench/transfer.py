@@ -14,7 +14,7 @@ from torch import nn
 
 from bench.config import EvalConfig, ProbeConfig
 from bench.data import ImageData, to_float
-from bench.evaluate import evaluate
+from bench.evaluate import evaluate, without_sanity
 from bench.models.base import BenchModel
 
 
@@ -69,11 +69,12 @@ def train_probe(backbone: BenchModel, target: ImageData, cfg: ProbeConfig, seed:
 
 
 def transfer_metrics(backbone: BenchModel, target: ImageData, cfg: ProbeConfig, eval_cfg: EvalConfig,
-                     seed: int = 0) -> dict:
+                     seed: int = 0, state_dir=None, desc: str = "") -> dict:
     """Clean and robust accuracy of the probed network on the target's test split."""
     probe = train_probe(backbone, target, cfg, seed)
     attacks = ("clean", *cfg.attacks)
-    ev = evaluate(probe, target.x_test, target.y_test, replace(eval_cfg, attacks=attacks, curve_eps=()),
-                  target.num_classes, seed)
+    ev = evaluate(probe, target.x_test, target.y_test,
+                  without_sanity(replace(eval_cfg, attacks=attacks, curve_eps=())), target.num_classes, seed,
+                  state_dir, desc)
     return {"metrics": ev["metrics"], "settings": {**ev["settings"], "probe": asdict(cfg)},
             "timings": ev["timings"], "classes": target.classes}

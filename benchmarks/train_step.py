@@ -26,7 +26,8 @@ from torchvision import transforms
 from bench.config import AttackConfig, TrainConfig
 from bench.data import load_dataset
 from bench.models import build_model
-from bench.runner import prepare_model, resolve_device
+from bench.runner import resolve_device
+from bench.teacher import prepare_model
 from bench.train import train_model
 from methods import parse_method
 from methods.base import Context

@@ -17,7 +17,7 @@ class CRD(Method):
     summary = "CE(S(x), y) + beta (NCE_student-anchor + NCE_teacher-anchor), class-aware negatives"
     needs_teacher = True
     schedule = "240 epochs, SGD 0.05, decay at 150/180/210, wd 5e-4, batch 64"
-    paper_train = {"epochs": 240, "lr": 0.05, "milestones": (150, 180, 210), "weight_decay": 5e-4, "batch_size": 64,
+    official_train = {"epochs": 240, "lr": 0.05, "milestones": (150, 180, 210), "weight_decay": 5e-4, "batch_size": 64,
                    "schedule": "step"}
 
     @dataclass(frozen=True)

@@ -4,7 +4,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bench.attacks import (ATTACKS, autoattack_eval, ce_loss, margin_loss, pgd_ascent, random_start,
+from bench.attacks import (ATTACKS, ce_loss, margin_loss, pgd_ascent, random_start,
                            whitebox_attack)
 from bench.data import to_float
 
@@ -76,10 +76,14 @@ def test_attacks_lower_accuracy_and_pgd_below_fgsm(trained_digits_model, digits)
 
 
 def test_autoattack_runs_and_is_below_clean(trained_digits_model, digits):
+    from bench.evaluate import EvalState, autoattack_flags
+
     x, y = to_float(digits.x_test[:16]), digits.y_test[:16]
-    robust, info = autoattack_eval(trained_digits_model, x, y, 0.1, 10, "standard", seed=0)
+    robust, after, info, _ = autoattack_flags(trained_digits_model, x, y, 0.1, 10, "standard", 0, 10, EvalState(None))
     assert robust.shape == (16,)
     assert info["n_target_classes"] == 9 and info["attacks"] == ["apgd-ce", "apgd-t", "fab-t", "square"]
+    accs = [after[a] for a in ["clean", *info["attacks"]]]
+    assert accs == sorted(accs, reverse=True) and accs[-1] == float(robust.float().mean())
     with torch.no_grad():
         clean = (trained_digits_model(x).argmax(1) == y)
     assert not (robust & ~clean).any()  # a misclassified clean point is never robust

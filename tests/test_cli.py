@@ -32,6 +32,7 @@ def fails_cleanly(capsys, argv, pattern):
     (["run", "--epochs", "0"], "--epochs 0 is outside"),
     (["run", "--n", "0"], "--n 0 is outside"),
     (["run", "--teacher", "/nonexistent.pt"], "does not exist"),
+    (["run", "--methods", "kd", "--device", "tpu"], "unknown device 'tpu'"),
     (["frobnicate"], "invalid choice"),
     ([], "choose a command"),
 ])
@@ -98,11 +99,12 @@ def test_end_to_end_run_report_and_eval(capsys, tmp_path):
                  "structure.csv", "correlation_heatmaps.png", "cka.png"):
         assert (out / name).stat().st_size > 0, name
     table = pd.read_csv(out / "table.csv")
-    assert list(table.columns) == ["Method", "Clean", "FGSM", "PGD-20", "CW∞", "AutoAttack", "Train time (s)", "n"]
+    assert list(table.columns) == ["Method", "Clean", "FGSM", "PGD-20", "CW∞", "AutoAttack", "Train time (s, median)",
+                                   "n", "Sanity"]
     assert table["Method"].tolist()[0].startswith("teacher (pgd-at")
     assert any("re-implemented from the paper's description" in m for m in table["Method"])
     assert table["n"].tolist() == [1, 2, 2, 2]  # one teacher; two seeds per student
-    assert all("±" in cell for cell in table["PGD-20"][1:])  # mean ± 95 % interval
+    assert all(cell.count("[") == 1 for cell in table["PGD-20"][1:])  # mean [95 % interval]
     assert set(pd.read_csv(out / "runs.csv")["seed"]) == {0, 1}  # per-seed values kept
     assert "\\begin{tabular}" in (out / "table.tex").read_text()
     transfer = pd.read_csv(out / "transfer.csv")

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from bench.config import EvalConfig, ProbeConfig
 from bench.data import load_dataset
-from bench.report import mean_ci, welch_diff
+from bench.report import mean_ci
 from bench.structure import class_correlation, correlation_gap, linear_cka, structure_metrics
 from bench.transfer import train_probe, transfer_metrics
 
@@ -35,6 +35,10 @@ def test_correlation_gap():
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(50, 5, generator=g)
     assert correlation_gap(logits, logits) == 0.0
+    # the diagonal (always 1 - 1 = 0) does not dilute the gap: C(C-1) off-diagonal entries count
+    other = torch.randn(50, 5, generator=torch.Generator().manual_seed(9))
+    gap = (class_correlation(logits) - class_correlation(other)).abs()
+    assert correlation_gap(logits, other) == pytest.approx(float(gap.sum() / 20), rel=1e-9)
     assert correlation_gap(logits, 3 * logits + 1) == pytest.approx(0.0, abs=1e-6)  # affine (float32 input)
     corr = class_correlation(logits)
     assert torch.allclose(corr.diagonal(), torch.ones(5, dtype=torch.float64))
@@ -78,8 +82,8 @@ def test_class_subsets(digits):
 
 
 def test_statistics():
-    mean, ci, n = mean_ci([1.0, 2.0, 3.0])
-    assert (mean, n) == (2.0, 3) and ci == pytest.approx(4.303 * 1 / math.sqrt(3), rel=1e-3)
-    assert math.isnan(mean_ci([0.5])[1])
-    diff, half = welch_diff([1.0, 2.0, 3.0], [1.0, 2.0, 3.0])
-    assert diff == 0.0 and half > 0
+    iv = mean_ci([1.0, 2.0, 3.0])
+    assert (iv.mean, iv.n) == (2.0, 3) and iv.high - iv.mean == pytest.approx(4.303 * 1 / math.sqrt(3), rel=1e-3)
+    assert math.isnan(mean_ci([0.5]).low)
+    clipped = mean_ci([0.97, 1.0, 0.99], (0.0, 1.0))  # an accuracy interval never leaves [0, 1]
+    assert clipped.high == 1.0 and clipped.low < clipped.mean < 1.0

@@ -1,0 +1,92 @@
+"""Checks that flag an unreliable robustness number, for every evaluated model.
+
+Each check is documented where it comes from (AutoAttack's ``checks.py``, Croce and Hein 2020;
+Carlini et al. 2019, "On Evaluating Adversarial Robustness", section 5 and its checklist) and
+returns its measured value, its threshold and whether it fired. Thresholds live in
+``bench.config.SanityConfig`` and are recorded with the result.
+
+- ``iterative_weaker``: an iterative attack must be at least as strong as a single step; PGD-20
+  accuracy above FGSM accuracy (+ margin) points to masked or obfuscated gradients (Carlini 5.3).
+- ``blackbox_stronger``: Square (a black-box attack) should find almost nothing after the white-box
+  attacks; the fraction of images it still breaks after APGD-CE, APGD-T and FAB-T (AutoAttack's
+  ``check_square_sr``, there with a 0.2 % margin) means the gradients mislead the white-box attacks.
+- ``large_eps``: at a large radius (``large_eps_factor`` x eps, at most 0.5) PGD-20 must reach
+  almost 0 % accuracy; a model that stays accurate where the image can be nearly erased is not
+  being attacked properly (Carlini 5.2, "unbounded attacks should reach 100 % success").
+- ``not_converged``: PGD with many more steps and restarts (on top of PGD-20's own result) must not
+  lower accuracy markedly; if it does, PGD-20 had not converged and its number is optimistic
+  (Carlini 5.4, "increase iterations and restarts").
+- ``zero_gradients``: images whose input gradient of the loss is exactly zero cannot be attacked by
+  gradients (AutoAttack's ``check_zero_gradients``: quantisation, saturated softmax).
+- ``nondeterministic``: two eval-mode passes on the same images must agree (AutoAttack's
+  ``check_randomized``); a randomised defence needs EOT attacks (AutoAttack version "rand").
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bench.attacks import AttackSpec, ATTACKS
+from bench.config import EvalConfig
+
+
+def _check(value: float | None, threshold: float, fired: bool, what: str) -> dict:
+    return {"value": value, "threshold": threshold, "flagged": bool(fired), "what": what}
+
+
+def zero_gradient_fraction(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> float:
+    zero = 0
+    for i in range(0, len(x), batch_size):
+        xb = x[i:i + batch_size].clone().requires_grad_(True)
+        with torch.enable_grad():
+            grad, = torch.autograd.grad(F.cross_entropy(model(xb), y[i:i + batch_size], reduction="sum"), xb)
+        zero += int((grad.flatten(1).abs().sum(1) == 0).sum())
+    return zero / max(len(x), 1)
+
+
+@torch.no_grad()
+def max_logit_difference(model: nn.Module, x: torch.Tensor) -> tuple[float, bool]:
+    a, b = model(x), model(x)
+    return float((a - b).abs().max()) if len(x) else 0.0, bool((a.argmax(1) != b.argmax(1)).any())
+
+
+def sanity_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: EvalConfig, flags: dict,
+                  aa_after: dict, aa_warnings: list, seed: int, state, desc: str = "") -> dict:
+    """Run every check that the evaluated attacks allow; {"checks": {...}, "flags": [...], ...}."""
+    from bench.evaluate import attack_flags
+
+    s, eps = cfg.sanity, cfg.eps
+    m = len(x) if s.n is None else min(s.n, len(x))
+    xs, ys = x[:m], y[:m]
+    checks = {}
+    if "fgsm" in flags and "pgd20" in flags:
+        gap = float(flags["pgd20"].float().mean() - flags["fgsm"].float().mean())
+        checks["iterative_weaker"] = _check(gap, s.iterative_margin, gap > s.iterative_margin,
+                                            "PGD-20 accuracy minus FGSM accuracy")
+    if "square" in aa_after and len(aa_after) > 2:
+        white = min(v for k, v in aa_after.items() if k not in ("square",))
+        found = white - aa_after["square"]
+        checks["blackbox_stronger"] = _check(found, s.blackbox_margin, found > s.blackbox_margin,
+                                             "fraction of images Square breaks after the white-box attacks")
+    big = min(s.large_eps_factor * eps, 0.5)
+    acc_big = float(attack_flags(model, xs, ys, ATTACKS.get("pgd20"), big, cfg.batch_size, seed,
+                                 f"sanity-eps{big:.6g}", state, desc).float().mean())
+    checks["large_eps"] = _check(acc_big, s.large_eps_max_acc, acc_big > s.large_eps_max_acc,
+                                 f"PGD-20 accuracy at eps {big:.4g}")
+    if "pgd20" in flags:
+        strong = AttackSpec(f"pgd{s.strong_steps}x{s.strong_restarts}", "ce", s.strong_steps, 0.25, "uniform",
+                            s.strong_restarts)
+        survive = attack_flags(model, xs, ys, strong, eps, cfg.batch_size, seed, f"sanity-{strong.name}", state, desc)
+        base = flags["pgd20"][:m]
+        drop = float(base.float().mean() - (base & survive).float().mean())
+        checks["not_converged"] = _check(drop, s.convergence_margin, drop > s.convergence_margin,
+                                         f"accuracy PGD-20 minus worst of PGD-20 and {strong.name}")
+    zero = zero_gradient_fraction(model, xs, ys, cfg.batch_size)
+    checks["zero_gradients"] = _check(zero, s.zero_grad_max, zero > s.zero_grad_max,
+                                      "fraction of images with an all-zero input gradient")
+    diff, flips = max_logit_difference(model, xs[:cfg.batch_size])
+    checks["nondeterministic"] = _check(diff, s.determinism_tol, diff > s.determinism_tol or flips,
+                                        "largest |logit difference| between two eval-mode passes")
+    return {"checks": checks, "flags": [k for k, c in checks.items() if c["flagged"]], "n": m,
+            "autoattack_warnings": list(aa_warnings)}
