@@ -230,11 +230,12 @@ PRESETS: dict[str, Preset] = {
     "gacd-ablation": Preset(replace(_DIGITS, preset="gacd-ablation"), methods=GACD_ABLATION, seeds=(0, 1, 2),
                             compare_to="gacd", description="each reconstructed GACD choice switched alone, 3 seeds"),
     # CI regression: the default data and threat model, shorter schedules, one teacher per seed (so
-    # the teacher row has a seed spread too), AutoAttack on the first 100 test images, no eps-curve;
-    # compared with results/baselines/regress.json.
+    # the teacher row has a seed spread too), AutoAttack and the sanity attacks on the first 50 and
+    # 100 test images, no eps-curve; compared with results/baselines/regress.json.
     "regress": Preset(replace(_DIGITS, preset="regress", train=replace(_DIGITS.train, epochs=20),
-                              teacher=replace(_DIGITS.teacher, train=TrainConfig(epochs=30), seed=None),
-                              eval=replace(_DIGITS.eval, aa_n=100, curve_eps=())),
+                              teacher=replace(_DIGITS.teacher, train=TrainConfig(epochs=20), seed=None),
+                              eval=replace(_DIGITS.eval, aa_n=50, curve_eps=(),
+                                           sanity=replace(_DIGITS.eval.sanity, n=100))),
                       methods=("gacd", "ard", "pgd-at", "crd"), seeds=(0, 1, 2),
                       description="CI regression preset (python -m bench regress)"),
     "cifar10": Preset(_CIFAR10, description="CIFAR-10, ResNet-18 student, eps 8/255, ARD's schedule as its code "

@@ -367,7 +367,7 @@ SANITY_TEXT = {
     "iterative_weaker": "PGD-20 weaker than FGSM",
     "blackbox_stronger": "Square (black-box) breaks images the white-box attacks missed",
     "large_eps": "accuracy does not fall to about 0 at a large eps",
-    "not_converged": "PGD with more steps and restarts lowers accuracy markedly",
+    "not_converged": "PGD with more steps and restarts breaks images every evaluation attack missed",
     "zero_gradients": "inputs with an all-zero gradient",
     "nondeterministic": "not deterministic in eval mode",
 }
