@@ -187,10 +187,10 @@ def build_parser() -> Parser:
 
 
 def _eval_config(base, args):
+    from dataclasses import replace
+
     from bench.config import override
     from bench.evaluate import check_attacks
-
-    from dataclasses import replace
 
     cfg = override(base, attacks=tuple(args.attacks) if args.attacks else None, eps=args.eps, n=args.n,
                    aa_n=args.aa_n, aa_version=args.aa_version)
@@ -327,7 +327,10 @@ def cmd_eval(args) -> int:
     dc = _data_config(DataConfig(), args, args.dataset)
     eps_source = "--eps" if args.eps is not None else f"the default for {dc.name}"
     args.eps = args.eps if args.eps is not None else default_eps(dc.name)
-    cfg = _eval_config(EvalConfig(batch_size=args.batch_size or EvalConfig.batch_size), args)
+    base = EvalConfig()
+    base = EvalConfig(batch_size=args.batch_size or base.batch_size,  # the curve keeps its shape around eps
+                      curve_eps=tuple(round(e * args.eps / base.eps, 6) for e in base.curve_eps))
+    cfg = _eval_config(base, args)
     zoo = args.checkpoint.startswith("robustbench:")
     if not zoo:
         if not args.arch:

@@ -22,7 +22,7 @@ import pandas as pd  # noqa: E402
 from bench.errors import BenchError  # noqa: E402
 from bench.io import atomic_write_json, atomic_write_text  # noqa: E402
 from bench.results import RunRecord, load_records  # noqa: E402
-from bench.stats import NAN, Interval, holm, interval, paired_difference  # noqa: E402
+from bench.stats import NAN, holm, interval, paired_difference  # noqa: E402
 
 COLUMNS = {"clean": "Clean", "fgsm": "FGSM", "pgd20": "PGD-20", "cw": "CW∞", "aa": "AutoAttack"}
 RUNSET_FILE = "runset.json"
@@ -43,10 +43,6 @@ class Column:
                 return NAN
             node = node[key]
         return float(node) if node is not None else NAN
-
-
-def mean_ci(values: list[float], bounds: tuple[float, float] | None = None) -> Interval:
-    return interval(values, bounds)
 
 
 FLAG = " ⚠"
@@ -97,7 +93,7 @@ def _groups(records: list[RunRecord], order: list[str]) -> dict[str, list[RunRec
     return {name + (FLAG if flagged(recs) else ""): recs for name, recs in groups.items()}
 
 
-def table(groups: dict[str, list[RunRecord]], columns: list[Column], with_time: bool = False
+def table(groups: dict[str, list[RunRecord]], columns: list[Column], main: bool = False
           ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(display table: mean [95 % interval] per cell, n, sanity; numeric table: mean, low, high, n)."""
     shown, numeric = [], []
@@ -105,17 +101,17 @@ def table(groups: dict[str, list[RunRecord]], columns: list[Column], with_time: 
         disp = {"Method": name}
         num = {"method": name, "short": short_name(recs[0])}
         for col in columns:
-            iv = mean_ci([col.value(r) for r in recs], col.bounds)
+            iv = interval([col.value(r) for r in recs], col.bounds)
             disp[col.label] = _fmt(iv.mean, iv.low, iv.high, col.scale, col.digits)
             num[f"{col.label} mean"], num[f"{col.label} low"], num[f"{col.label} high"] = iv.mean, iv.low, iv.high
-        if with_time:
+        if main:  # the run-set's main table also shows the train time and the sanity flags
             times = [r.timings.get("train_s", NAN) for r in recs]
             times = [t for t in times if t is not None and not math.isnan(t)]
             median = statistics.median(times) if times else NAN
             disp["Train time (s, median)"] = _fmt(median, scale=1.0, digits=0)
             num["train_s median"] = median
         disp["n"] = num["n"] = len(recs)
-        if with_time:
+        if main:
             flags = flagged(recs)
             disp["Sanity"] = ", ".join(f"{k} ({v}/{len(recs)})" for k, v in flags.items()) if flags else (
                 "ok" if any(r.sanity for r in recs) else "–")
@@ -201,7 +197,7 @@ def published_table(groups: dict[str, list[RunRecord]], columns: list[Column]):
         row = {"Method": name}
         for col in columns:
             key = col.path[-1]
-            ours = mean_ci([col.value(r) for r in recs]).mean
+            ours = interval([col.value(r) for r in recs]).mean
             ref = best.get(key)
             row[f"{col.label} ours"] = _fmt(ours)
             row[f"{col.label} published"] = ref["value"] if ref else "–"
@@ -264,7 +260,7 @@ def _plot_curve(groups: dict[str, list[RunRecord]], path: Path) -> bool:
         eps = sorted({float(e) for r in recs for e in r.curve})
         if not eps:
             continue
-        means = [mean_ci([r.curve.get(f"{e:.6g}", NAN) for r in recs]).mean for e in eps]
+        means = [interval([r.curve.get(f"{e:.6g}", NAN) for r in recs]).mean for e in eps]
         ax.plot(eps, [100 * m for m in means], marker="o", label=short_name(recs[0]),
                 linestyle="--" if recs[0].role == "teacher" else "-")
         drawn = True
@@ -327,7 +323,7 @@ def _setup_lines(records: list[RunRecord], meta: dict) -> list[str]:
     aa = next((r.attack_settings.get("aa") for r in records if "aa" in r.attack_settings), None)
     teachers = [r for r in records if r.role == "teacher"]
     tcfg = cfg["teacher"]
-    if tcfg.get("kind", "trained") == "trained":
+    if tcfg.get("kind", "trained") == "trained" and "train" in tcfg:
         tt = tcfg["train"]
         how = (f"trained here with `{tcfg['method']}` for {tt['epochs']} epochs ({tt['schedule']} schedule"
                + (f", decay at {list(tt['milestones'])}" if tt["schedule"] == "step" else "")
@@ -416,7 +412,7 @@ def build_report(results_dir: Path, runset: str, reports_dir: Path) -> Path:
     students = {k: v for k, v in groups.items() if v[0].role == "student"}
 
     acc_cols, tr_cols = accuracy_columns(records), transfer_columns(records)
-    shown, numeric = table(groups, acc_cols, with_time=True)
+    shown, numeric = table(groups, acc_cols, main=True)
     tr_shown, tr_num = table(groups, tr_cols)
     st_shown, st_num = table(students, STRUCTURE_COLUMNS)
     has_structure = any(r.structure for r in records)

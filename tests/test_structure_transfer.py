@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from bench.config import EvalConfig, ProbeConfig
 from bench.data import load_dataset
-from bench.report import mean_ci
+from bench.stats import interval as mean_ci
 from bench.structure import class_correlation, correlation_gap, linear_cka, structure_metrics
 from bench.transfer import train_probe, transfer_metrics
 
