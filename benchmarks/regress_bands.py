@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
 from bench.config import get_preset
 from bench.regress import BASELINE_DIR, compare, format_table, run_regression
