@@ -312,6 +312,8 @@ def cmd_paper(args) -> int:
 
 
 def cmd_eval(args) -> int:
+    import shutil
+
     import pandas as pd
     import torch
 
@@ -378,8 +380,7 @@ def cmd_eval(args) -> int:
               "git_commit": git_commit(), "created": now()}
     atomic_write_json(out / "record.json", record)
     atomic_write_text(out / "table.md", table + "\n")
-    import shutil
-    shutil.rmtree(out / "eval-state", ignore_errors=True)
+    shutil.rmtree(out / "eval-state", ignore_errors=True)  # the record now holds every number
     print(table)
     print(f"written: {out}/record.json, {out}/table.md")
     return 0

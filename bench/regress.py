@@ -73,6 +73,13 @@ def _sd(values: list[float]) -> float:
     return statistics.stdev(values) if len(values) > 1 and max(values) > min(values) else 0.0
 
 
+def _pooled_sd(samples: list[list[float]]) -> tuple[float, int]:
+    """Pooled standard deviation of several samples and its degrees of freedom."""
+    parts = [v for v in samples if len(v) > 1]
+    df = sum(len(v) - 1 for v in parts)
+    return (math.sqrt(sum((len(v) - 1) * _sd(v) ** 2 for v in parts) / df) if df else 0.0), df
+
+
 def bands(values: dict[str, dict[str, list[float]]], now: dict[str, dict[str, list[float]]] | None = None,
           floor: float = FLOOR, family_alpha: float = FAMILY_ALPHA) -> dict[tuple[str, str], Band]:
     """The allowed band of every (row, metric) of a baseline's per-seed values, given this run's.
@@ -86,20 +93,15 @@ def bands(values: dict[str, dict[str, list[float]]], now: dict[str, dict[str, li
     now = now or {}
     m = sum(len(metrics) for metrics in values.values())
     q = 1 - family_alpha / m
-    pooled: dict[str, tuple[float, int]] = {}
-    for metric in {k for metrics in values.values() for k in metrics}:
-        parts = [v for metrics in values.values() if len(v := metrics.get(metric, [])) > 1]
-        df = sum(len(v) - 1 for v in parts)
-        pooled[metric] = (math.sqrt(sum((len(v) - 1) * _sd(v) ** 2 for v in parts) / df) if df else 0.0, df)
+    pooled = {metric: _pooled_sd([metrics.get(metric, []) for metrics in values.values()])
+              for metric in {k for metrics in values.values() for k in metrics}}
     out = {}
     for row, metrics in values.items():
         for metric, vals in metrics.items():
             n = len(vals)
             mean = sum(vals) / n
             got = now.get(row, {}).get(metric) or []
-            parts = [v for v in (vals, got) if len(v) > 1]
-            df_own = sum(len(v) - 1 for v in parts)
-            own = math.sqrt(sum((len(v) - 1) * _sd(v) ** 2 for v in parts) / df_own) if df_own else 0.0
+            own, df_own = _pooled_sd([vals, got])
             sd_pooled, df_pooled = pooled[metric]
             scale = math.sqrt(1 / n + 1 / max(len(got), 1)) if got else math.sqrt(2 / n)
             margin = max(_t(q, df_own) * own if df_own else 0.0, _t(q, df_pooled) * sd_pooled if df_pooled else 0.0) * scale
