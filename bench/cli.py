@@ -90,11 +90,39 @@ def _add_eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-sanity", action="store_true", help="skip the sanity checks (bench/sanity.py)")
 
 
+def _add_grid_args(p: argparse.ArgumentParser) -> None:
+    """How a (methods x seeds) grid runs: in this process (default), as local jobs, or on Slurm."""
+    g = p.add_argument_group("scaling out (submitit; see README 'Scaling out')")
+    g.add_argument("--executor", choices=["inline", "local", "slurm"], default="inline",
+                   help="inline: one run after another in this process (default); local: submitit jobs on this "
+                        "machine, one per GPU (or --jobs N on CPU); slurm: a job array on a Slurm cluster")
+    g.add_argument("--gpus", type=_int_range(1, 1024, "--gpus"), help="local: GPUs to use, one job each "
+                                                                         "(default: every visible GPU)")
+    g.add_argument("--jobs", type=_int_range(1, 1024, "--jobs"), help="local on a CPU-only machine: jobs side by side")
+    g.add_argument("--partition", help="slurm partition")
+    g.add_argument("--time", help="slurm time limit per job (minutes, HH:MM:SS or D-HH:MM:SS; default 24:00:00); "
+                                  "a job that reaches it is requeued and resumes")
+    g.add_argument("--gpus-per-job", type=_int_range(0, 64, "--gpus-per-job"), default=1)
+    g.add_argument("--cpus-per-job", type=_int_range(1, 1024, "--cpus-per-job"))
+    g.add_argument("--mem", type=_int_range(1, 100000, "--mem"), help="slurm memory per job, GB")
+    g.add_argument("--account", help="slurm account")
+    g.add_argument("--qos", help="slurm QOS")
+    g.add_argument("--sbatch", action="append", help="an extra #SBATCH line as key=value (repeatable), "
+                                                      "e.g. --sbatch constraint=a100")
+    g.add_argument("--array-parallelism", type=_int_range(1, 100000, "--array-parallelism"), default=256,
+                   help="slurm: at most this many array tasks at once")
+    g.add_argument("--no-report", action="store_true", help="write results only (jobs of a grid; "
+                                                            "`bench report RUNSET` builds it later)")
+    g.add_argument("--only-teacher", action="store_true", help="train (or load) and evaluate the teacher(s), "
+                                                               "then stop (the teacher job of a grid)")
+
+
 def build_parser() -> Parser:
     parser = Parser(prog="bench", description="Adversarially robust knowledge distillation, one protocol.")
     sub = parser.add_subparsers(dest="command", parser_class=Parser)
 
-    run = sub.add_parser("run", help="train and evaluate students (and a teacher), write results and a report")
+    run = sub.add_parser("run", help="train and evaluate students (and a teacher), write results and a report",
+                         allow_abbrev=False)
     run.add_argument("--methods", type=_names,
                      help="comma list; options as gacd:reweight=none:estimator=infonce (default: the preset's, "
                           f"{DEFAULT_METHODS} for digits)")
@@ -128,7 +156,10 @@ def build_parser() -> Parser:
     run.add_argument("--results", default="results", help="results directory")
     run.add_argument("--reports", default="reports", help="reports directory")
     run.add_argument("--force", action="store_true", help="redo finished runs (and the teacher)")
+    run.add_argument("--dry-run", action="store_true", help="print the jobs a grid would run (count, each job's "
+                                                            "command, estimated hours) and stop")
     _add_eval_args(run)
+    _add_grid_args(run)
 
     ev = sub.add_parser("eval", help="evaluate any checkpoint under the suite's protocol")
     ev.add_argument("--checkpoint", required=True, help="a state_dict file (loaded with weights_only=True), or "
@@ -170,7 +201,8 @@ def build_parser() -> Parser:
     exp.add_argument("--out", default="exports", help="output folder (default exports/)")
     exp.add_argument("--name", help="model name (default: bench_<method>_<run id>)")
 
-    pap = sub.add_parser("paper", help="paper-table presets (full CIFAR protocol on GPUs), with published numbers")
+    pap = sub.add_parser("paper", help="paper-table presets (full CIFAR protocol on GPUs), with published numbers",
+                         allow_abbrev=False)
     pap.add_argument("name", nargs="?", help="cifar10-resnet18, cifar10-mobilenetv2, cifar100-resnet18")
     pap.add_argument("--list", action="store_true", help="list the presets and their hyper-parameters")
     pap.add_argument("--dry-run", action="store_true", help="print the plan and a cost estimate from a "
@@ -181,6 +213,13 @@ def build_parser() -> Parser:
     pap.add_argument("--results", default="results")
     pap.add_argument("--reports", default="reports")
     pap.add_argument("--force", action="store_true")
+    pap.add_argument("--methods", type=_names, help="run a slice: these of the preset's methods (default: all)")
+    pap.add_argument("--seeds", type=_seeds, help="run a slice: these seeds (default: the preset's, 0,1,2)")
+    _add_grid_args(pap)
+
+    st = sub.add_parser("status", help="where each run of a run-set stands: done, running, failed, missing")
+    st.add_argument("runset")
+    st.add_argument("--results", default="results")
 
     sub.add_parser("list", help="methods, datasets, architectures and attacks")
     return parser
@@ -249,22 +288,107 @@ def cmd_run(args) -> int:
 
 
 def _run_and_report(cfg, methods: list[str], seeds, runset: str, compare_to, args) -> int:
-    from bench.io import atomic_write_json
-    from bench.report import RUNSET_FILE, build_report
+    from bench.report import build_report
     from bench.runner import run_methods
     from methods import parse_method
 
+    if args.executor != "inline" or getattr(args, "dry_run", False):
+        return _run_grid(cfg, methods, seeds, runset, compare_to, args)
     results = Path(args.results)
     t0 = time.perf_counter()
     meta = {"command": "python -m bench " + shlex.join(args.argv), "methods": [parse_method(m).label for m in methods],
-            "seeds": list(seeds), "compare_to": compare_to, "config": asdict(cfg)}
-    records = run_methods(cfg, methods, runset, results, seeds=seeds, force=args.force)
-    # the run-set is what this command asked for; older runs in the folder stay, unreported
-    atomic_write_json(results / runset / RUNSET_FILE, {**meta, "runs": [r.run_id for r in records]})
+            "compare_to": compare_to}
+    records = run_methods(cfg, methods, runset, results, seeds=seeds, force=args.force, meta=meta,
+                          only_teacher=args.only_teacher)
+    if args.no_report:
+        print(f"{len(records)} run(s) finished in {results / runset} ({time.perf_counter() - t0:.0f} s); "
+              f"`python -m bench report {runset}` builds the report")
+        return 0
     out = build_report(results, runset, Path(args.reports))
     print((out / "README.md").read_text())
     print(f"report: {out}/README.md  (wall time {time.perf_counter() - t0:.0f} s)")
     return 0
+
+
+def _run_grid(cfg, methods: list[str], seeds, runset: str, compare_to, args) -> int:
+    """The grid as submitit jobs (bench.executors): print them (--dry-run), run them here, or submit."""
+    from bench.config import Preset
+    from bench.executors import SlurmOptions, check_slurm, command, make_grid, parse_sbatch, parse_time, run_local, submit_slurm
+    from bench.runner import prepare_runset, resolve_device
+    from bench.status import format_status, runset_status
+    from methods import parse_method
+
+    results, reports = Path(args.results), Path(args.reports)
+    grid = make_grid(args.argv, methods, seeds, runset, results, reports)
+    if args.dry_run:
+        from bench.plan import estimate
+
+        device = resolve_device(cfg.device)
+        rows, _ = estimate(Preset(cfg, tuple(methods), tuple(seeds)), [parse_method(m) for m in methods], device)
+        hours = {r["method"]: r["train_h"] + r["eval_h"] for r in rows}
+        unit = "GPU-h" if device.type == "cuda" else f"h on this {device.type}"
+        print(f"{args.executor}: {len(grid.runs) + 2} jobs for run-set {runset} ({len(methods)} methods x "
+              f"{len(seeds)} seeds, the teacher first, the report last); hours from bench/plan.py, measured on {device}")
+        print(f"  teacher  {command(grid.teacher)}")
+        total = rows[-1]["eval_h"]
+        for method, _seed, argv in grid.runs:
+            h = hours[parse_method(method).label]
+            total += h
+            print(f"  {h:7.2f} {unit}  {command(argv)}")
+        print(f"  report   {command(grid.report)}")
+        print(f"estimate: {total:.1f} {unit} in all (the teacher's training not included)")
+        return 0
+    meta = {"command": "python -m bench " + shlex.join(args.argv), "methods": [parse_method(m).label for m in methods],
+            "compare_to": compare_to}
+    if args.executor == "slurm":
+        check_slurm()
+    prepare_runset(cfg, methods, runset, results, seeds, meta, force=args.force)
+    if args.executor == "slurm":
+        opts = SlurmOptions(partition=args.partition, time_min=parse_time(args.time) if args.time else 24 * 60,
+                            gpus_per_job=args.gpus_per_job, cpus_per_job=args.cpus_per_job, mem_gb=args.mem,
+                            account=args.account, qos=args.qos, sbatch=parse_sbatch(args.sbatch),
+                            array_parallelism=args.array_parallelism)
+        ids = submit_slurm(grid, opts)
+        print(f"submitted: teacher job {ids['teacher']}; array {ids['array']} ({len(ids['runs'])} runs, after the "
+              f"teacher); report job {ids['report']} (after the array); submitit logs in {ids['folder']}")
+        print(f"follow it with `python -m bench status {runset}`; the report lands in {reports / runset}/README.md")
+        return 0
+    import torch
+
+    gpus = torch.cuda.device_count() if cfg.device in ("auto", "cuda") else 0
+    if args.gpus:
+        if args.gpus > gpus:
+            raise BenchError(f"--gpus {args.gpus}: only {gpus} GPU(s) visible here")
+        gpus = args.gpus
+    workers = gpus or args.jobs or 1
+    t0 = time.perf_counter()
+    failures = run_local(grid, workers, gpus=bool(gpus))
+    print(format_status(runset_status(results, runset)))
+    for f in failures:
+        print(f"bench: job failed: {f}", file=sys.stderr)
+    if not args.no_report:
+        from bench.report import build_report
+
+        out = build_report(results, runset, reports)
+        print(f"report: {out}/README.md  (wall time {time.perf_counter() - t0:.0f} s, {workers} jobs)")
+    return 1 if failures else 0
+
+
+def _paper_slice(preset, methods, seeds):
+    """The preset's methods (each at its official variant) and seeds that ``--methods``/``--seeds`` name."""
+    from dataclasses import replace
+
+    from methods import parse_method
+
+    chosen = list(preset.methods)
+    if methods:
+        chosen = []
+        for m in methods:
+            match = [p for p in preset.methods if p == m or (":" not in m and parse_method(p).name == m)]
+            if not match:
+                raise BenchError(f"method {m!r} is not in this paper preset; its methods: {', '.join(preset.methods)}")
+            chosen += [p for p in match if p not in chosen]
+    return replace(preset, methods=tuple(chosen), seeds=tuple(seeds) if seeds else preset.seeds)
 
 
 def cmd_paper(args) -> int:
@@ -287,9 +411,10 @@ def cmd_paper(args) -> int:
     preset = PAPER_PRESETS[args.name]
     if args.scale == "smoke":
         preset = smoke(preset)
+    preset = _paper_slice(preset, args.methods, args.seeds)
     cfg = override(preset.config, device=args.device)
     specs = [parse_method(m) for m in preset.methods]
-    if args.dry_run:
+    if args.dry_run and args.executor == "inline":
         from bench.plan import estimate
         from bench.runner import resolve_device
 
@@ -388,9 +513,24 @@ def cmd_eval(args) -> int:
 
 def cmd_report(args) -> int:
     from bench.report import build_report
+    from bench.status import runset_status
 
     out = build_report(Path(args.results), args.runset, Path(args.reports))
+    missing = [r for r in runset_status(Path(args.results), args.runset) if r["state"] != "done"]
+    if missing:
+        print(f"{len(missing)} planned run(s) not finished (not in the report): "
+              + ", ".join(f"{r['method']} seed {r['seed']} ({r['state']})" for r in missing))
     print(f"report: {out}/README.md")
+    return 0
+
+
+def cmd_status(args) -> int:
+    from bench.runset import RUNSET_FILE
+    from bench.status import format_status, runset_status
+
+    if not (Path(args.results) / args.runset / RUNSET_FILE).exists():
+        raise BenchError(f"no run-set {args.runset!r} under {args.results}/ (no {RUNSET_FILE})")
+    print(format_status(runset_status(Path(args.results), args.runset)))
     return 0
 
 
@@ -497,7 +637,7 @@ def cmd_export(args) -> int:
 
 
 COMMANDS = {"run": cmd_run, "eval": cmd_eval, "report": cmd_report, "regress": cmd_regress, "export": cmd_export,
-            "paper": cmd_paper, "list": cmd_list}
+            "paper": cmd_paper, "list": cmd_list, "status": cmd_status}
 
 
 def main(argv: list[str] | None = None) -> int:

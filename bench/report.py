@@ -21,11 +21,11 @@ import pandas as pd  # noqa: E402
 
 from bench.errors import BenchError  # noqa: E402
 from bench.io import atomic_write_json, atomic_write_text  # noqa: E402
-from bench.results import RunRecord, load_records  # noqa: E402
+from bench.results import RECORD, RunRecord, load_records  # noqa: E402
+from bench.runset import RUNSET_FILE, entries  # noqa: E402,F401  (RUNSET_FILE: where reports read the manifest)
 from bench.stats import NAN, holm, interval, paired_difference  # noqa: E402
 
 COLUMNS = {"clean": "Clean", "fgsm": "FGSM", "pgd20": "PGD-20", "cw": "CW∞", "aa": "AutoAttack"}
-RUNSET_FILE = "runset.json"
 
 
 @dataclass(frozen=True)
@@ -354,8 +354,12 @@ def _setup_lines(records: list[RunRecord], meta: dict) -> list[str]:
     lines.append(f"- Code identity (bench/provenance.py): training code {', '.join(code)}; evaluation code "
                  f"{', '.join(evals)}; git commit {', '.join(commits)}. A run is reused only while both digests "
                  "match the code that runs.")
-    if meta.get("command"):
-        lines.append(f"- Reproduce: `{meta['command']}`")
+    commands = meta.get("commands") or ([meta["command"]] if meta.get("command") else [])
+    if len(commands) == 1:
+        lines.append(f"- Reproduce: `{commands[0]}`")
+    elif commands:
+        lines.append("- Reproduce (the run-set was built by these commands, in order): "
+                     + "; ".join(f"`{c}`" for c in commands))
     return lines
 
 
@@ -406,6 +410,7 @@ def build_report(results_dir: Path, runset: str, reports_dir: Path) -> Path:
     records = load_records(runset_dir, meta.get("runs"))
     if not records:
         raise BenchError(f"no finished runs in {runset_dir}; run `python -m bench run` first")
+    missing = [e for e in entries(meta) if not (runset_dir / e.run_id / RECORD).exists()]
     out = Path(reports_dir) / runset
     out.mkdir(parents=True, exist_ok=True)
     groups = _groups(records, meta.get("methods", []))
@@ -439,6 +444,11 @@ def build_report(results_dir: Path, runset: str, reports_dir: Path) -> Path:
             "n = seeds; train time is the median over seeds; Sanity names the checks that fired (section below).",
             "",
             markdown_table(shown), ""]
+    if missing:
+        text += [f"**Missing: {len(missing)} planned run(s) have no finished record yet** (`python -m bench status "
+                 f"{runset}` says why); the table holds the others:", ""]
+        text += [f"- {e.role} `{e.method}`" + (f" seed {e.seed}" if e.seed is not None else "") + f" ({e.run_id})"
+                 for e in missing] + [""]
     text += [f"- `{name}`: {note}." for name, note in notes]
     text += [""] + [f"![{p}]({p})" for p in plots] + [""]
 

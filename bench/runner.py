@@ -18,7 +18,9 @@ from bench.models import build_model
 from bench.provenance import eval_digest, train_digest
 from bench.results import RECORD, RunRecord, git_commit, now, package_versions
 from bench.structure import structure_metrics
-from bench.teacher import Teacher, get_teacher, prepare_model
+from bench.runset import Entry, lock_for, merge_manifest
+from bench.status import mark_failed, mark_running
+from bench.teacher import TEACHERS_DIR, Teacher, describe, get_teacher, prepare_model, teacher_id
 from bench.train import train_model
 from bench.transfer import transfer_metrics
 from methods import MethodSpec, parse_method
@@ -130,21 +132,83 @@ def _evaluate_and_save(run_dir: Path, model, data, targets, teacher_model, cfg: 
 def _teacher_record(teacher: Teacher, cfg: RunConfig, data, targets, runset_dir: Path, force: bool) -> RunRecord:
     teacher_cfg = replace(cfg, seed=teacher.seed)
     tdir = runset_dir / f"teacher-{teacher.teacher_id}"
-    rec = _reusable(tdir / RECORD, eval_key(teacher_cfg), force)
-    if rec is not None:
-        return rec
-    _log(f"evaluating teacher {teacher.teacher_id}")
-    info = teacher.info
-    return _evaluate_and_save(
-        tdir, teacher.model, data, targets, None, teacher_cfg, "teacher ",
-        lambda ev: _record(tdir.name, "teacher", info.method, info.method.split(":")[0], "", {}, teacher_cfg, data,
-                           info.arch, teacher, ev, [], teacher.train_s, teacher.code,
-                           {"source": info.source, "reported": info.reported}))
+    with lock_for(tdir):  # another job may be evaluating this teacher: wait, then reuse its record
+        rec = _reusable(tdir / RECORD, eval_key(teacher_cfg), force)
+        if rec is not None:
+            return rec
+        _log(f"evaluating teacher {teacher.teacher_id}")
+        info = teacher.info
+        mark_running(tdir, "teacher evaluation")
+        try:
+            return _evaluate_and_save(
+                tdir, teacher.model, data, targets, None, teacher_cfg, "teacher ",
+                lambda ev: _record(tdir.name, "teacher", info.method, info.method.split(":")[0], "", {}, teacher_cfg,
+                                   data, info.arch, teacher, ev, [], teacher.train_s, teacher.code,
+                                   {"source": info.source, "reported": info.reported}))
+        except Exception as err:
+            mark_failed(tdir, err)
+            raise
+
+
+def student_run_id(spec: MethodSpec, cfg: RunConfig, teacher_id: str) -> str:
+    """A student run's folder name: its method, config, seed, teacher and training code."""
+    key = {"method": spec.label, "config": _hashable(cfg), "teacher": teacher_id, "code": train_digest(spec.cls)}
+    return f"{spec.name}-{config_hash(key)}"
+
+
+def _per_seed_teacher(cfg: RunConfig) -> bool:
+    return isinstance(cfg.teacher, TrainedTeacher) and cfg.teacher.seed is None
+
+
+def plan(cfg: RunConfig, specs: list[MethodSpec], seeds, data: ImageData) -> list[Entry]:
+    """Every run a (methods x seeds) grid consists of, teacher rows included, without running any."""
+    out, teachers = [], set()
+    label = describe(cfg.teacher, data.name).method
+    for seed in seeds:
+        tid = teacher_id(cfg, seed, data)
+        tkey = seed if _per_seed_teacher(cfg) else None
+        if tkey not in teachers:
+            teachers.add(tkey)
+            out.append(Entry("teacher", label, tkey, f"teacher-{tid}", tid))
+        for spec in specs:
+            out.append(Entry("student", spec.label, seed, student_run_id(spec, replace(cfg, seed=seed), tid), tid))
+    return out
+
+
+def _load(cfg: RunConfig, device: torch.device) -> ImageData:
+    data = load_dataset(cfg.data.name, cfg.data.data_dir, cfg.data.download, cfg.data.image_size,
+                        cfg.data.stand_in, cfg.data.train_limit).to(device)
+    if "stand_in" in data.info:
+        _log(f"{data.name}: files not found, using a synthetic stand-in (smoke scale; numbers are meaningless)")
+    return data
+
+
+def prepare_runset(cfg: RunConfig, methods: list[str], runset: str, results: Path, seeds, meta: dict,
+                   force: bool = False) -> list[Entry]:
+    """Plan a grid and merge it into the run-set's manifest before any job starts (so `bench status`
+    knows every run from the first minute); with ``force``, remove the grid's finished runs and
+    trained teachers first, so that the jobs redo them exactly once."""
+    specs = [parse_method(m) for m in methods]
+    data = _load(cfg, torch.device("cpu"))
+    planned = plan(cfg, specs, seeds, data)
+    runset_dir = results / runset
+    if force:
+        trained = isinstance(cfg.teacher, TrainedTeacher)
+        for path in [runset_dir / e.run_id for e in planned] + \
+                    ([results / TEACHERS_DIR / e.teacher_id for e in planned if e.role == "teacher"] if trained else []):
+            with lock_for(path):
+                shutil.rmtree(path, ignore_errors=True)
+    merge_manifest(runset_dir, planned, {"methods": [s.label for s in specs], "config": asdict(cfg), **meta})
+    return planned
 
 
 def run_methods(cfg: RunConfig, methods: list[str], runset: str, results: Path, seeds: tuple[int, ...] = (0,),
-                force: bool = False) -> list[RunRecord]:
+                force: bool = False, meta: dict | None = None, only_teacher: bool = False) -> list[RunRecord]:
     """Train and evaluate each method variant for each seed, and the teacher(s) as reference rows.
+
+    The grid is planned first and merged into the run-set's manifest (``bench.runset``), so any number
+    of processes can share one run-set: each run folder, each teacher and each teacher row is owned by
+    one process at a time (a file lock); a process that finds one taken waits, then reuses the result.
 
     A finished run is reused only when its config, its training code and its evaluation settings and
     code all match; when only the evaluation side changed, the trained weights are re-evaluated
@@ -153,25 +217,25 @@ def run_methods(cfg: RunConfig, methods: list[str], runset: str, results: Path, 
     """
     specs = [parse_method(m) for m in methods]
     device = resolve_device(cfg.device)
-    data = load_dataset(cfg.data.name, cfg.data.data_dir, cfg.data.download, cfg.data.image_size,
-                        cfg.data.stand_in, cfg.data.train_limit).to(device)
-    if "stand_in" in data.info:
-        _log(f"{data.name}: files not found, using a synthetic stand-in (smoke scale; numbers are meaningless)")
+    data = _load(cfg, device)
+    runset_dir = results / runset
+    merge_manifest(runset_dir, plan(cfg, specs, seeds, data),
+                   {"methods": [s.label for s in specs], "config": asdict(cfg), **(meta or {})})
     targets = load_targets(cfg, data, device)
     train_data, val = data, None
     if cfg.train.checkpoint == "best-val":
         train_data, val = carve_validation(data, cfg.train.val_fraction)
-    runset_dir = results / runset
     records: list[RunRecord] = []
     teachers: dict[int | None, Teacher] = {}
-    per_seed = isinstance(cfg.teacher, TrainedTeacher) and cfg.teacher.seed is None
 
     for seed in seeds:
         seed_cfg = replace(cfg, seed=seed)
-        tkey = seed if per_seed else None
+        tkey = seed if _per_seed_teacher(cfg) else None
         if tkey not in teachers:
             teachers[tkey] = get_teacher(cfg, seed, data, results, device, force)
             records.append(_teacher_record(teachers[tkey], cfg, data, targets, runset_dir, force))
+        if only_teacher:
+            continue
         teacher = teachers[tkey]
         for spec in specs:
             records.append(_student(spec, seed_cfg, data, train_data, val, targets, teacher, runset_dir, device,
@@ -181,16 +245,27 @@ def run_methods(cfg: RunConfig, methods: list[str], runset: str, results: Path, 
 
 def _student(spec: MethodSpec, cfg: RunConfig, data, train_data, val, targets, teacher: Teacher,
              runset_dir: Path, device, force: bool) -> RunRecord:
+    run_dir = runset_dir / student_run_id(spec, cfg, teacher.teacher_id)
+    with lock_for(run_dir):  # one process trains a run; another that wants it waits, then reuses it
+        if force and run_dir.exists():
+            shutil.rmtree(run_dir)
+        rec = _reusable(run_dir / RECORD, eval_key(cfg), force)
+        if rec is not None:
+            _log(f"{spec.label} seed {cfg.seed}: reusing finished run {run_dir.name} (same config and code; "
+                 "--force to redo)")
+            return rec
+        mark_running(run_dir, f"{spec.label} seed {cfg.seed}")
+        try:
+            return _train_and_evaluate(spec, cfg, data, train_data, val, targets, teacher, run_dir, device)
+        except Exception as err:
+            mark_failed(run_dir, err)
+            raise
+
+
+def _train_and_evaluate(spec: MethodSpec, cfg: RunConfig, data, train_data, val, targets, teacher: Teacher,
+                        run_dir: Path, device) -> RunRecord:
     seed = cfg.seed
     code = train_digest(spec.cls)
-    key = {"method": spec.label, "config": _hashable(cfg), "teacher": teacher.teacher_id, "code": code}
-    run_dir = runset_dir / f"{spec.name}-{config_hash(key)}"
-    if force and run_dir.exists():
-        shutil.rmtree(run_dir)
-    rec = _reusable(run_dir / RECORD, eval_key(cfg), force)
-    if rec is not None:
-        _log(f"{spec.label} seed {seed}: reusing finished run {run_dir.name} (same config and code; --force to redo)")
-        return rec
     _log(f"{spec.label} seed {seed}: {cfg.student_arch} on {data.name} ({run_dir.name}, code {code})")
     seed_everything(seed)
     student = prepare_model(build_model(cfg.student_arch, data.num_classes, data.in_channels, data.mean, data.std),

@@ -124,41 +124,63 @@ def get_teacher(cfg: RunConfig, seed: int, data: ImageData, results: Path, devic
         path = Path(tc.path)
         model = build_model(tc.arch, data.num_classes, data.in_channels, tc.mean, tc.std)
         load_weights(model, path, tc.arch)
-        digest = config_hash({"path": str(path.resolve()), "size": path.stat().st_size,
-                              "mtime": path.stat().st_mtime_ns, "arch": tc.arch})
-        teacher = Teacher(prepare_model(model, device), f"file-{tc.arch}-{digest}", 0.0, info, 0)
+        teacher = Teacher(prepare_model(model, device), teacher_id(cfg, seed, data), 0.0, info, 0)
     teacher.model.eval().requires_grad_(False)
     return teacher
 
 
-def _trained(cfg: RunConfig, tc: TrainedTeacher, seed: int, data: ImageData, results: Path,
-             device: torch.device, force: bool, info: TeacherInfo) -> Teacher:
-    from bench.train import train_model
+def teacher_id(cfg: RunConfig, seed: int, data: ImageData) -> str:
+    """The id of the teacher a student with ``seed`` is trained against, without loading or training it."""
+    tc = cfg.teacher
+    if isinstance(tc, TrainedTeacher):
+        return _trained_key(cfg, tc, seed if tc.seed is None else tc.seed, data)[0]
+    if isinstance(tc, ZooTeacher):
+        return f"robustbench-{tc.name}"
+    path = Path(tc.path)
+    digest = config_hash({"path": str(path.resolve()), "size": path.stat().st_size,
+                          "mtime": path.stat().st_mtime_ns, "arch": tc.arch})
+    return f"file-{tc.arch}-{digest}"
 
+
+def _trained_key(cfg: RunConfig, tc: TrainedTeacher, seed: int, data: ImageData) -> tuple[str, dict, str]:
     spec = parse_method(tc.method)
     code = train_digest(spec.cls)
     key = {"kind": "trained", "data": data_key(cfg.data), "arch": tc.arch, "method": spec.label,
            "train": asdict(tc.train), "attack": asdict(cfg.attack), "seed": seed,
            "mean": list(data.mean), "std": list(data.std), "code": code}
-    teacher_id = f"{spec.name}-{tc.arch}-{config_hash(key)}"
+    return f"{spec.name}-{tc.arch}-{config_hash(key)}", key, code
+
+
+def _trained(cfg: RunConfig, tc: TrainedTeacher, seed: int, data: ImageData, results: Path,
+             device: torch.device, force: bool, info: TeacherInfo) -> Teacher:
+    """Load the cached teacher, or train it. A file lock makes exactly one process train a given
+    teacher; every other process that needs it waits here, then loads what that one saved."""
+    from bench.runset import lock_for
+    from bench.train import train_model
+
+    spec = parse_method(tc.method)
+    teacher_id, key, code = _trained_key(cfg, tc, seed, data)
     tdir = results / TEACHERS_DIR / teacher_id
     weights = tdir / "model.pt"
-    if force and tdir.exists():
-        shutil.rmtree(tdir)
     torch.manual_seed(seed)
     model = prepare_model(build_model(tc.arch, data.num_classes, data.in_channels, data.mean, data.std), device)
-    if weights.exists():
-        meta = json.loads((tdir / "meta.json").read_text())
-        load_weights(model, weights, tc.arch)
-        return Teacher(model, teacher_id, float(meta["train_s"]), info, seed, code)
-    _log(f"training teacher {teacher_id} ({spec.label}, {tc.arch}, {tc.train.epochs} epochs, seed {seed})")
-    ctx = Context(num_classes=data.num_classes, n_train=len(data.y_train), train_labels=data.y_train,
-                  student_dim=model.feature_dim, teacher_dim=None, device=device, epochs=tc.train.epochs, seed=seed)
-    history = train_model(model, spec.build(ctx), data, replace(tc.train, checkpoint="last"), cfg.attack, None,
-                          tdir, device, cfg.bf16, desc=f"teacher s{seed}")
-    train_s = sum(row["seconds"] for row in history)
-    atomic_save(model.state_dict(), weights)
-    atomic_write_json(tdir / "meta.json", {"train_s": train_s, "teacher_id": teacher_id, "key": key,
-                                           "history": history})
-    (tdir / "checkpoint.pt").unlink(missing_ok=True)
-    return Teacher(model, teacher_id, train_s, info, seed, code)
+    with lock_for(tdir):
+        if force and tdir.exists():
+            shutil.rmtree(tdir)
+        if weights.exists():
+            meta = json.loads((tdir / "meta.json").read_text())
+            load_weights(model, weights, tc.arch)
+            return Teacher(model, teacher_id, float(meta["train_s"]), info, seed, code)
+        _log(f"training teacher {teacher_id} ({spec.label}, {tc.arch}, {tc.train.epochs} epochs, seed {seed})")
+        ctx = Context(num_classes=data.num_classes, n_train=len(data.y_train), train_labels=data.y_train,
+                      student_dim=model.feature_dim, teacher_dim=None, device=device, epochs=tc.train.epochs,
+                      seed=seed)
+        history = train_model(model, spec.build(ctx), data, replace(tc.train, checkpoint="last"), cfg.attack, None,
+                              tdir, device, cfg.bf16, desc=f"teacher s{seed}")
+        train_s = sum(row["seconds"] for row in history)
+        atomic_save(model.state_dict(), weights)
+        atomic_write_json(tdir / "meta.json", {"train_s": train_s, "teacher_id": teacher_id, "key": key,
+                                               "history": history})
+        (tdir / "checkpoint.pt").unlink(missing_ok=True)
+        return Teacher(model, teacher_id, train_s, info, seed, code)
+

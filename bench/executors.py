@@ -1,0 +1,218 @@
+"""Run a (methods x seeds) grid as jobs on submitit: every GPU of this machine, N CPU jobs, or Slurm.
+
+Every job is a `python -m bench` command a user could type (``--dry-run`` prints them), run inside a
+submitit job by :class:`BenchJob`; the run-set's manifest, per-run locks and the teacher lock
+(``bench.runset``, ``bench.teacher``) make the jobs safe to run side by side on one results folder.
+
+* ``local``: one worker job per GPU (pinned with ``CUDA_VISIBLE_DEVICES`` by submitit's local
+  executor), or ``--jobs N`` workers on a CPU-only machine. Each worker walks the grid in order and
+  takes every (method, seed) no other worker holds (a non-blocking claim lock), so the GPUs stay busy
+  until the grid is done; the submitting process waits and then builds the report.
+* ``slurm``: the teacher as one job, the grid as a job array that depends on it (``afterok``) and the
+  report as a job that depends on the array (``afterany``). Jobs are ``Checkpointable``: a preempted or
+  timed-out job is requeued by submitit and resumes from its last finished epoch.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shlex
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import submitit
+
+from bench.errors import BenchError
+
+# options that choose the executor (or the grid slice) and never reach a job's own command
+EXECUTOR_OPTIONS = {"--executor": 1, "--jobs": 1, "--gpus": 1, "--partition": 1, "--time": 1, "--gpus-per-job": 1,
+                    "--cpus-per-job": 1, "--mem": 1, "--account": 1, "--qos": 1, "--sbatch": 1, "--array-parallelism": 1,
+                    "--dry-run": 0, "--force": 0, "--methods": 1, "--seeds": 1, "--n-seeds": 1, "--no-report": 0,
+                    "--only-teacher": 0}
+FOREVER_MIN = 60 * 24 * 30   # submitit's local executor kills a job after timeout_min (default 2)
+
+
+@dataclass(frozen=True)
+class SlurmOptions:
+    partition: str | None = None
+    time_min: int = 24 * 60
+    gpus_per_job: int = 1
+    cpus_per_job: int | None = None
+    mem_gb: int | None = None
+    account: str | None = None
+    qos: str | None = None
+    sbatch: dict = field(default_factory=dict)   # extra "#SBATCH --key=value" lines
+    array_parallelism: int = 256
+
+
+@dataclass(frozen=True)
+class Grid:
+    """The jobs of one grid: each a `python -m bench` argument list."""
+    teacher: list[str]
+    runs: list[tuple[str, int, list[str]]]     # (method, seed, argv)
+    report: list[str]
+    runset: str
+    results: Path
+
+
+def parse_time(text: str) -> int:
+    """Slurm's time formats (MM, HH:MM:SS, D-HH:MM[:SS]) to minutes."""
+    m = re.fullmatch(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?", text.strip())
+    if not m:
+        raise BenchError(f"--time {text!r} is not a Slurm time (minutes, HH:MM:SS or D-HH:MM:SS)")
+    days, a, b, c = (int(g) if g else None for g in m.groups())
+    if b is None and days is None:
+        return a                                  # minutes
+    hours, minutes, seconds = (a, b or 0, c or 0) if c is not None or days is not None else (0, a, b)
+    return max(1, (days or 0) * 1440 + hours * 60 + minutes + (1 if seconds else 0))
+
+
+def parse_sbatch(lines: list[str] | None) -> dict:
+    out = {}
+    for line in lines or []:
+        key, sep, value = line.strip().lstrip("-").partition("=")
+        if not key:
+            raise BenchError(f"--sbatch {line!r}: write key=value, e.g. --sbatch constraint=a100")
+        out[key] = value if sep else ""
+    return out
+
+
+def strip_options(argv: list[str]) -> list[str]:
+    """``argv`` without the executor's own options and the grid's --methods/--seeds."""
+    out, i = [], 0
+    while i < len(argv):
+        name = argv[i].split("=", 1)[0]
+        if name in EXECUTOR_OPTIONS:
+            i += 1 + (EXECUTOR_OPTIONS[name] if "=" not in argv[i] else 0)
+            continue
+        out.append(argv[i])
+        i += 1
+    return out
+
+
+def make_grid(argv: list[str], methods: list[str], seeds, runset: str, results: Path, reports: Path) -> Grid:
+    base = strip_options(argv)
+    seed_list = ",".join(str(s) for s in seeds)
+    teacher = [*base, "--methods", methods[0], "--seeds", seed_list, "--only-teacher", "--no-report"]
+    runs = [(m, s, [*base, "--methods", m, "--seeds", str(s), "--no-report"]) for s in seeds for m in methods]
+    report = ["report", runset, "--results", str(results), "--reports", str(reports)]
+    return Grid(teacher, runs, report, runset, Path(results))
+
+
+def command(argv: list[str]) -> str:
+    return "python -m bench " + shlex.join(argv)
+
+
+class BenchJob(submitit.helpers.Checkpointable):
+    """One `python -m bench` command as a submitit job. ``Checkpointable``: when Slurm preempts it or
+    its time runs out, submitit requeues the same command, which resumes from the last finished epoch."""
+
+    def __call__(self, argv: list[str], workdir: str, threads: int | None = None) -> int:
+        os.chdir(workdir)
+        if threads:
+            import torch
+            torch.set_num_threads(threads)
+        from bench.cli import main
+
+        print(command(argv), file=sys.stderr, flush=True)
+        code = main(argv)
+        if code != 0:
+            raise RuntimeError(f"`{command(argv)}` exited with status {code}")
+        return code
+
+
+class LocalWorker(BenchJob):
+    """Takes, in grid order, every run no other worker holds, until none is left."""
+
+    def __call__(self, items: list[list[str]], claims: str, workdir: str, threads: int | None = None) -> list[str]:
+        from filelock import FileLock, Timeout
+
+        failed = []
+        for argv in items:
+            claim = FileLock(str(Path(claims) / hashlib.sha256(command(argv).encode()).hexdigest()[:16]) + ".lock",
+                             timeout=0)
+            try:
+                claim.acquire()
+            except Timeout:
+                continue                       # another worker has it
+            try:
+                super().__call__(argv, workdir, threads)
+            except Exception as err:       # the run's status.json holds the traceback; go on with the grid
+                print(f"failed: {err}", file=sys.stderr, flush=True)
+                failed.append(command(argv))
+            finally:
+                claim.release()
+        if failed:
+            raise RuntimeError(f"{len(failed)} run(s) failed: " + "; ".join(failed))
+        return failed
+
+
+def _folder(grid: Grid) -> Path:
+    return grid.results / grid.runset / ".submitit"
+
+
+def run_local(grid: Grid, workers: int, gpus: bool) -> list[str]:
+    """Start ``workers`` jobs (one per GPU when ``gpus``) and wait for them; returns failures."""
+    folder = _folder(grid)
+    claims = folder / "claims"
+    claims.mkdir(parents=True, exist_ok=True)
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    executor = submitit.LocalExecutor(folder=folder)
+    items = [argv for _, _, argv in grid.runs]
+    jobs = []
+    for w in range(workers):
+        executor.update_parameters(timeout_min=FOREVER_MIN, gpus_per_node=1 if gpus else 0,
+                                   visible_gpus=(w,) if gpus else ())
+        jobs.append(executor.submit(LocalWorker(), items, str(claims), os.getcwd(), threads))
+        print(f"worker {w} ({'GPU ' + str(w) if gpus else f'{threads} CPU threads'}): job {jobs[-1].job_id}, "
+              f"log {jobs[-1].paths.stderr}", file=sys.stderr, flush=True)
+    failures = []
+    for w, job in enumerate(jobs):
+        try:
+            job.result()
+        except Exception as err:  # submitit re-raises the job's error with its traceback
+            lines = [ln for ln in str(err).strip().splitlines() if ln.strip()]
+            failures.append(f"worker {w}: {lines[-1] if lines else err} (log {job.paths.stderr})")
+    return failures
+
+
+def check_slurm() -> None:
+    """Fail before any work where there is no Slurm to submit to."""
+    import shutil
+
+    if shutil.which("sbatch") is None or shutil.which("srun") is None:
+        raise BenchError("--executor slurm: sbatch/srun not found, this is not a Slurm login node "
+                         "(use --executor local here, or --dry-run to see the jobs)")
+
+
+def _slurm_executor(grid: Grid, opts: SlurmOptions, name: str, gpus: int, dependency: str | None):
+    try:
+        executor = submitit.AutoExecutor(folder=_folder(grid), cluster="slurm")
+    except RuntimeError as err:  # submitit: srun not found
+        raise BenchError(f"--executor slurm: {err} (use --executor local here, or --dry-run to see the jobs)") from None
+    extra = dict(opts.sbatch)
+    if dependency:  # a job whose dependency failed is cancelled rather than left pending forever
+        extra.update({"dependency": dependency, "kill-on-invalid-dep": "yes"})
+    params = {"timeout_min": opts.time_min, "slurm_partition": opts.partition, "slurm_account": opts.account,
+              "slurm_qos": opts.qos, "cpus_per_task": opts.cpus_per_job, "mem_gb": opts.mem_gb,
+              "gpus_per_node": gpus or None, "slurm_array_parallelism": opts.array_parallelism,
+              "slurm_signal_delay_s": 120, "name": name, "slurm_additional_parameters": extra}
+    executor.update_parameters(**{k: v for k, v in params.items() if v is not None})
+    return executor
+
+
+def submit_slurm(grid: Grid, opts: SlurmOptions) -> dict:
+    """Submit teacher -> array -> report with dependencies; returns the job ids."""
+    cwd = os.getcwd()
+    teacher = _slurm_executor(grid, opts, f"bench-{grid.runset}-teacher", opts.gpus_per_job, None).submit(
+        BenchJob(), grid.teacher, cwd)
+    executor = _slurm_executor(grid, opts, f"bench-{grid.runset}", opts.gpus_per_job, f"afterok:{teacher.job_id}")
+    with executor.batch():
+        runs = [executor.submit(BenchJob(), argv, cwd) for _, _, argv in grid.runs]
+    array_id = runs[0].job_id.split("_")[0]
+    report = _slurm_executor(grid, opts, f"bench-{grid.runset}-report", 0, f"afterany:{array_id}").submit(
+        BenchJob(), grid.report, cwd)
+    return {"teacher": teacher.job_id, "array": array_id, "runs": [j.job_id for j in runs], "report": report.job_id,
+            "folder": str(_folder(grid))}
