@@ -32,14 +32,16 @@ def random_start(x: torch.Tensor, eps: float, start: Start,
 
 
 def pgd_ascent(objective: Objective, x: torch.Tensor, eps: float, step: float, steps: int,
-               start: Start = "uniform", generator: torch.Generator | None = None) -> torch.Tensor:
+               start: Start = "uniform", generator: torch.Generator | None = None,
+               x_init: torch.Tensor | None = None) -> torch.Tensor:
     """Signed-gradient ascent on ``objective`` inside the L-inf eps-ball; returns a detached x_adv.
 
     Gradients are taken with respect to the input only, so no parameter gradient accumulates.
+    ``x_init``: a start drawn elsewhere (a DDP rank's rows of the global batch's random start).
     """
     x = x.detach()
     lo, hi = (x - eps).clamp_(min=0.0), (x + eps).clamp_(max=1.0)  # the ball and the box, once
-    x_adv = torch.clamp(random_start(x, eps, start, generator), lo, hi)
+    x_adv = torch.clamp(random_start(x, eps, start, generator) if x_init is None else x_init, lo, hi)
     for _ in range(steps):
         x_adv.requires_grad_(True)
         with torch.enable_grad():

@@ -76,10 +76,23 @@ def _seeds(text: str) -> tuple[int, ...]:
     return seeds
 
 
+def _shard(text: str) -> tuple[int, int]:
+    i, sep, k = text.partition("/")
+    try:
+        index, count = int(i), int(k)
+    except ValueError:
+        raise BenchError(f"--shard {text!r}: write i/k, e.g. 0/4") from None
+    if not sep or not 0 <= index < count:
+        raise BenchError(f"--shard {text!r}: need 0 <= i < k")
+    return index, count
+
+
 def _add_eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--attacks", type=_names, help="comma list of clean,fgsm,pgd20,cw,aa")
     p.add_argument("--eps", type=parse_eps, help="L-inf radius on [0,1] pixels, e.g. 0.2 or 8/255")
-    p.add_argument("--n", type=_int_range(1, 10**7, "--n"), help="evaluate on the first N test images")
+    p.add_argument("--n", "--n-images", dest="n", type=_int_range(1, 10**7, "--n"),
+                   help="evaluate on the first N test images (--n-images under torchrun, whose parser reads --n "
+                        "as its own)")
     p.add_argument("--aa-n", type=_int_range(1, 10**7, "--aa-n"), help="AutoAttack on the first N test images")
     p.add_argument("--aa-version", choices=["standard", "plus", "rand"], help="AutoAttack version")
     p.add_argument("--data-dir", help="where torchvision datasets are (default $BENCH_DATA_DIR or ~/.cache/bench/data)")
@@ -115,6 +128,8 @@ def _add_grid_args(p: argparse.ArgumentParser) -> None:
                                                             "`bench report RUNSET` builds it later)")
     g.add_argument("--only-teacher", action="store_true", help="train (or load) and evaluate the teacher(s), "
                                                                "then stop (the teacher job of a grid)")
+    g.add_argument("--sync-bn", action="store_true", help="under torchrun: batch-norm statistics over the whole "
+                                                          "global batch (SyncBatchNorm, CUDA only)")
 
 
 def build_parser() -> Parser:
@@ -172,6 +187,10 @@ def build_parser() -> Parser:
                                   "evaluation resumes from its per-batch state there")
     ev.add_argument("--batch-size", type=_int_range(1, 65536, "--batch-size"),
                     help="evaluation batch (default 500), also the unit of resumable progress")
+    ev.add_argument("--shard", type=_shard, help="i/k: attack only the i-th of k round-robin shares of the batches "
+                                                 "into --out (jobs side by side); the same command without --shard "
+                                                 "then merges them (identical to an unsharded run). Automatic under "
+                                                 "torchrun")
     _add_eval_args(ev)
 
     rep = sub.add_parser("report", help="rebuild reports/RUNSET from results/RUNSET")
@@ -288,18 +307,34 @@ def cmd_run(args) -> int:
 
 
 def _run_and_report(cfg, methods: list[str], seeds, runset: str, compare_to, args) -> int:
+    from dataclasses import replace
+
     from bench.report import build_report
     from bench.runner import run_methods
     from methods import parse_method
 
+    from bench import distributed
+
     if args.executor != "inline" or getattr(args, "dry_run", False):
+        if distributed.world_size() > 1:
+            raise BenchError("under torchrun a command is one run over its ranks: use --executor inline (default)")
         return _run_grid(cfg, methods, seeds, runset, compare_to, args)
+    if args.sync_bn:
+        import torch
+
+        if distributed.world_size() == 1:
+            raise BenchError("--sync-bn is for one run over several GPUs: start it with torchrun --nproc-per-node N")
+        if not torch.cuda.is_available():
+            raise BenchError("--sync-bn needs CUDA (PyTorch's SyncBatchNorm does not run on CPU)")
+        cfg = replace(cfg, sync_bn=True)
     results = Path(args.results)
     t0 = time.perf_counter()
     meta = {"command": "python -m bench " + shlex.join(args.argv), "methods": [parse_method(m).label for m in methods],
             "compare_to": compare_to}
     records = run_methods(cfg, methods, runset, results, seeds=seeds, force=args.force, meta=meta,
                           only_teacher=args.only_teacher)
+    if not distributed.is_main():  # rank 0 writes the report
+        return 0
     if args.no_report:
         print(f"{len(records)} run(s) finished in {results / runset} ({time.perf_counter() - t0:.0f} s); "
               f"`python -m bench report {runset}` builds the report")
@@ -442,6 +477,7 @@ def cmd_eval(args) -> int:
     import pandas as pd
     import torch
 
+    from bench import distributed
     from bench.config import DataConfig, EvalConfig
     from bench.data import default_eps, load_dataset
     from bench.evaluate import evaluate
@@ -467,7 +503,7 @@ def cmd_eval(args) -> int:
             raise BenchError(f"checkpoint {args.checkpoint} does not exist")
     if (args.mean is None) != (args.std is None):
         raise BenchError("give both --mean and --std, or neither")
-    device = resolve_device(args.device or "auto")
+    device = distributed.init(resolve_device(args.device or "auto"))
     if zoo:
         from bench.zoo import load_robustbench_model, locate_robustbench_model
 
@@ -493,8 +529,19 @@ def cmd_eval(args) -> int:
           f"{cfg.n or len(data.y_test)} test images", file=sys.stderr)
     out = Path(args.out) if args.out else Path("reports") / "eval" / stem
     torch.manual_seed(args.seed or 0)
-    # per-batch results land in out/eval-state as they are computed: a killed evaluation resumes there
-    ev = evaluate(model, data.x_test, data.y_test, cfg, data.num_classes, args.seed or 0, out / "eval-state")
+    # per-batch results land in out/eval-state as they are computed: a killed evaluation resumes there,
+    # and shards (--shard, or torchrun's ranks) fill it side by side
+    state = out / "eval-state"
+    shard = args.shard or distributed.eval_shard()
+    if shard is not None:
+        part = evaluate(model, data.x_test, data.y_test, cfg, data.num_classes, args.seed or 0, state, shard=shard)
+        print(f"shard {shard[0]}/{shard[1]}: {part['batches']} batch(es) written to {state}", file=sys.stderr)
+        distributed.barrier()
+        if args.shard is not None or not distributed.is_main():
+            if args.shard is not None:
+                print(f"run the command again without --shard (same --out) to merge the shards into {out}/record.json")
+            return 0
+    ev = evaluate(model, data.x_test, data.y_test, cfg, data.num_classes, args.seed or 0, state)
     row = {"Model": label, **{COLUMNS[k]: f"{100 * v:.2f}" for k, v in ev["metrics"].items()},
            "eps": f"{cfg.eps:.6g}", "images": ev["settings"]["n"]}
     if ev["sanity"]:

@@ -167,6 +167,7 @@ class RunConfig:
     seed: int = 0
     device: str = "auto"              # auto: cuda when available, else cpu
     bf16: bool = False                # bf16 autocast on CUDA
+    sync_bn: bool = False             # under torchrun: batch-norm statistics over the global batch (CUDA)
 
 
 def config_hash(obj) -> str:

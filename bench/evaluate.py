@@ -91,11 +91,20 @@ class Progress:
         return seconds
 
 
+def mine(index: int, shard: tuple[int, int] | None) -> bool:
+    """Whether batch ``index`` belongs to ``shard`` = (i, k): batches are dealt round-robin."""
+    return shard is None or index % shard[1] == shard[0]
+
+
 def attack_flags(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: AttackSpec, eps: float,
-                 batch_size: int, seed: int, key: str, state: EvalState, desc: str = "") -> torch.Tensor:
-    """Per-image correctness (bool) under a white-box attack, batch by batch, resumable."""
+                 batch_size: int, seed: int, key: str, state: EvalState, desc: str = "",
+                 shard: tuple[int, int] | None = None) -> torch.Tensor:
+    """Per-image correctness (bool) under a white-box attack, batch by batch, resumable. With
+    ``shard``, only that shard's batches are attacked (and returned)."""
     flags, progress = [], Progress(desc, key, len(x))
     for index, i in enumerate(range(0, len(x), batch_size)):
+        if not mine(index, shard):
+            continue
         xb, yb = x[i:i + batch_size], y[i:i + batch_size]
         stored = state.get(f"{key}-{index:05d}")
         if stored is None:
@@ -123,7 +132,8 @@ class _Collect(logging.Handler):
 
 
 def autoattack_flags(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, num_classes: int,
-                     version: str, seed: int, batch_size: int, state: EvalState, desc: str = ""):
+                     version: str, seed: int, batch_size: int, state: EvalState, desc: str = "",
+                     shard: tuple[int, int] | None = None):
     """AutoAttack (pyautoattack), per batch and per attack; returns (per-image robustness, accuracy
     after each attack, settings, AutoAttack's own warnings). The model must be in eval mode; target
     classes are min(9, C-1) for APGD-T and FAB-T."""
@@ -142,6 +152,8 @@ def autoattack_flags(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: fl
     progress = Progress(desc, AA_NAME, len(x))
     try:
         for index, i in enumerate(range(0, len(x), batch_size)):
+            if not mine(index, shard):
+                continue
             xb, yb = x[i:i + batch_size], y[i:i + batch_size]
             key = f"aa-{index:05d}"
             done = state.get(key) or {}
@@ -166,8 +178,8 @@ def autoattack_flags(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: fl
     finally:
         adversary.attacks_to_run = attacks
         logger.removeHandler(collect)
-    robust = torch.cat(robust_parts)
-    progress.close(float(robust.float().mean()))
+    robust = torch.cat(robust_parts) if robust_parts else torch.zeros(0, dtype=torch.bool, device=y.device)
+    progress.close(float(robust.float().mean()) if len(robust) else None)
     settings = {"name": AA_NAME, "package": "pyautoattack", "version": version, "seed": seed, "eps": eps,
                 "norm": "Linf", "attacks": attacks, "n_target_classes": n_targets, "n": len(x),
                 "batch_size": batch_size}
@@ -175,12 +187,21 @@ def autoattack_flags(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: fl
 
 
 def evaluate(model: nn.Module, x_test_u8: torch.Tensor, y_test: torch.Tensor, cfg: EvalConfig,
-             num_classes: int, seed: int = 0, state_dir: Path | None = None, desc: str = "") -> dict:
+             num_classes: int, seed: int = 0, state_dir: Path | None = None, desc: str = "",
+             shard: tuple[int, int] | None = None) -> dict:
     """Evaluate ``model`` (put in eval mode) on the first ``cfg.n`` test images.
 
     Returns {"metrics": {name: acc}, "curve": {eps: acc}, "settings": {...}, "timings": {...},
     "sanity": {...}} (sanity empty when ``cfg.sanity.enabled`` is false).
+
+    ``shard=(i, k)``: attack only the i-th of k round-robin shares of the batches (clean, FGSM, PGD,
+    CW, AutoAttack, the curve), write them to ``state_dir`` and return {"shard": ..., "batches": ...}.
+    An unsharded call on the same ``state_dir`` then finds every batch done and merges them; each batch
+    draws its randomness from its own (seed, attack, batch) generator, so the merged result is the
+    unsharded one, number for number.
     """
+    if shard is not None and state_dir is None:
+        raise BenchError("a sharded evaluation needs a state folder to write its batches to")
     from bench.sanity import sanity_checks
 
     check_attacks(cfg.attacks)
@@ -193,16 +214,16 @@ def evaluate(model: nn.Module, x_test_u8: torch.Tensor, y_test: torch.Tensor, cf
     for name in cfg.attacks:
         t0 = time.perf_counter()
         if name == "clean":
-            flags["clean"] = predict(model, x, cfg.batch_size) == y
+            flags["clean"] = predict(model, x, cfg.batch_size) == y  # one forward pass: never sharded
             settings["clean"] = {"n": n}
         elif name == AA_NAME:
             n_aa = n if cfg.aa_n is None else min(cfg.aa_n, n)
             flags[name], aa_after, settings[name], aa_warnings = autoattack_flags(
                 model, x[:n_aa], y[:n_aa], cfg.eps, num_classes, cfg.aa_version, cfg.aa_seed, cfg.batch_size,
-                state, desc)
+                state, desc, shard)
         else:
             spec = ATTACKS.get(name)
-            flags[name] = attack_flags(model, x, y, spec, cfg.eps, cfg.batch_size, seed, name, state, desc)
+            flags[name] = attack_flags(model, x, y, spec, cfg.eps, cfg.batch_size, seed, name, state, desc, shard)
             settings[name] = {**spec.settings(cfg.eps), "n": n}
         metrics[name] = float(flags[name].float().mean())
         timings[name] = round(time.perf_counter() - t0, 3)
@@ -213,9 +234,12 @@ def evaluate(model: nn.Module, x_test_u8: torch.Tensor, y_test: torch.Tensor, cf
         for eps in cfg.curve_eps:
             key = f"curve@{eps:.6g}"
             curve[f"{eps:.6g}"] = float(attack_flags(model, x, y, spec, eps, cfg.batch_size, seed, key, state,
-                                                     desc).float().mean())
+                                                     desc, shard).float().mean())
         settings["curve"] = {**spec.settings(0.0), "eps": list(cfg.curve_eps), "n": n}
         timings["curve"] = round(time.perf_counter() - t0, 3)
+    if shard is not None:  # the merge (an unsharded call) computes the metrics and the sanity checks
+        return {"shard": list(shard), "batches": sum(mine(b, shard) for b in range(-(-n // cfg.batch_size))),
+                "timings": timings}
     sanity = {}
     if cfg.sanity.enabled:
         t0 = time.perf_counter()

@@ -4,11 +4,14 @@ from __future__ import annotations
 import shutil
 import sys
 import time
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
+from torch import nn
 
+from bench import distributed
 from bench.config import RunConfig, TrainedTeacher, config_hash, data_key
 from bench.data import ImageData, carve_validation, load_dataset
 from bench.errors import BenchError
@@ -47,9 +50,11 @@ def seed_everything(seed: int) -> None:
 def _hashable(cfg: RunConfig) -> dict:
     """The parts of a config that change the trained weights (not where it ran, not evaluation)."""
     d = asdict(cfg)
-    for key in ("device", "eval", "probe", "structure", "preset"):
+    for key in ("device", "eval", "probe", "structure", "preset", "sync_bn"):
         d.pop(key)
     d["data"] = data_key(cfg.data)
+    if distributed.world_size() > 1:  # batch-norm statistics per rank (or synced) change the weights
+        d["ranks"] = {"world_size": distributed.world_size(), "sync_bn": cfg.sync_bn}
     return d
 
 
@@ -60,7 +65,8 @@ def eval_key(cfg: RunConfig) -> str:
 
 
 def _log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+    if distributed.is_main():  # under torchrun, rank 0 speaks for the run
+        print(msg, file=sys.stderr, flush=True)
 
 
 def load_targets(cfg: RunConfig, source: ImageData, device: torch.device) -> dict[str, ImageData]:
@@ -121,24 +127,42 @@ def _reusable(path: Path, key: str, force: bool) -> RunRecord | None:
 
 def _evaluate_and_save(run_dir: Path, model, data, targets, teacher_model, cfg: RunConfig, desc: str,
                        make_record) -> RunRecord:
+    """Evaluate and write the record. Under torchrun every rank attacks its share of the test batches
+    into the shared state folder, then rank 0 merges them, runs the rest and writes the record."""
     state = run_dir / EVAL_STATE / eval_key(cfg)
-    ev = evaluate_all(model, data, targets, teacher_model, cfg, state, desc)
-    rec = make_record(ev)
-    rec.save(run_dir)
-    shutil.rmtree(run_dir / EVAL_STATE, ignore_errors=True)  # the record now holds every number
-    return rec
+    shard = distributed.eval_shard()
+    if shard is not None:
+        evaluate(model, data.x_test, data.y_test, cfg.eval, data.num_classes, cfg.seed, state, desc, shard=shard)
+        distributed.barrier()
+    rec = None
+    if distributed.is_main():
+        ev = evaluate_all(model, data, targets, teacher_model, cfg, state, desc)
+        rec = make_record(ev)
+        rec.save(run_dir)
+        shutil.rmtree(run_dir / EVAL_STATE, ignore_errors=True)  # the record now holds every number
+    return distributed.broadcast_object(rec)
+
+
+@contextmanager
+def _owned(path: Path):
+    """Own ``path`` (a run or teacher-row folder) against other processes: its lock, taken by rank 0
+    alone under torchrun (the other ranks follow rank 0's decisions)."""
+    with (lock_for(path) if distributed.is_main() else nullcontext()):
+        yield
 
 
 def _teacher_record(teacher: Teacher, cfg: RunConfig, data, targets, runset_dir: Path, force: bool) -> RunRecord:
     teacher_cfg = replace(cfg, seed=teacher.seed)
     tdir = runset_dir / f"teacher-{teacher.teacher_id}"
-    with lock_for(tdir):  # another job may be evaluating this teacher: wait, then reuse its record
-        rec = _reusable(tdir / RECORD, eval_key(teacher_cfg), force)
+    with _owned(tdir):  # another job may be evaluating this teacher: wait, then reuse its record
+        rec = distributed.broadcast_object(_reusable(tdir / RECORD, eval_key(teacher_cfg), force)
+                                           if distributed.is_main() else None)
         if rec is not None:
             return rec
         _log(f"evaluating teacher {teacher.teacher_id}")
         info = teacher.info
-        mark_running(tdir, "teacher evaluation")
+        if distributed.is_main():
+            mark_running(tdir, "teacher evaluation")
         try:
             return _evaluate_and_save(
                 tdir, teacher.model, data, targets, None, teacher_cfg, "teacher ",
@@ -216,11 +240,12 @@ def run_methods(cfg: RunConfig, methods: list[str], runset: str, results: Path, 
     gives a new run id, so the old run stays on disk untouched and is not reported.
     """
     specs = [parse_method(m) for m in methods]
-    device = resolve_device(cfg.device)
+    device = distributed.init(resolve_device(cfg.device))
     data = _load(cfg, device)
     runset_dir = results / runset
-    merge_manifest(runset_dir, plan(cfg, specs, seeds, data),
-                   {"methods": [s.label for s in specs], "config": asdict(cfg), **(meta or {})})
+    if distributed.is_main():
+        merge_manifest(runset_dir, plan(cfg, specs, seeds, data),
+                       {"methods": [s.label for s in specs], "config": asdict(cfg), **(meta or {})})
     targets = load_targets(cfg, data, device)
     train_data, val = data, None
     if cfg.train.checkpoint == "best-val":
@@ -246,15 +271,18 @@ def run_methods(cfg: RunConfig, methods: list[str], runset: str, results: Path, 
 def _student(spec: MethodSpec, cfg: RunConfig, data, train_data, val, targets, teacher: Teacher,
              runset_dir: Path, device, force: bool) -> RunRecord:
     run_dir = runset_dir / student_run_id(spec, cfg, teacher.teacher_id)
-    with lock_for(run_dir):  # one process trains a run; another that wants it waits, then reuses it
-        if force and run_dir.exists():
+    main = distributed.is_main()
+    with _owned(run_dir):  # one process trains a run; another that wants it waits, then reuses it
+        if force and run_dir.exists() and main:
             shutil.rmtree(run_dir)
-        rec = _reusable(run_dir / RECORD, eval_key(cfg), force)
+        rec = distributed.broadcast_object(_reusable(run_dir / RECORD, eval_key(cfg), force) if main else None)
         if rec is not None:
             _log(f"{spec.label} seed {cfg.seed}: reusing finished run {run_dir.name} (same config and code; "
                  "--force to redo)")
             return rec
-        mark_running(run_dir, f"{spec.label} seed {cfg.seed}")
+        if main:
+            mark_running(run_dir, f"{spec.label} seed {cfg.seed}")
+        distributed.barrier()  # rank 0 has cleared (--force) and claimed the folder
         try:
             return _train_and_evaluate(spec, cfg, data, train_data, val, targets, teacher, run_dir, device)
         except Exception as err:
@@ -270,6 +298,8 @@ def _train_and_evaluate(spec: MethodSpec, cfg: RunConfig, data, train_data, val,
     seed_everything(seed)
     student = prepare_model(build_model(cfg.student_arch, data.num_classes, data.in_channels, data.mean, data.std),
                             device)
+    if cfg.sync_bn and distributed.active():
+        student = nn.SyncBatchNorm.convert_sync_batchnorm(student)
     t_model = teacher.model if spec.cls.needs_teacher else None
     ctx = Context(num_classes=train_data.num_classes, n_train=len(train_data.y_train),
                   train_labels=train_data.y_train, student_dim=student.feature_dim,
@@ -278,8 +308,15 @@ def _train_and_evaluate(spec: MethodSpec, cfg: RunConfig, data, train_data, val,
     history = train_model(student, method, train_data, cfg.train, cfg.attack, t_model, run_dir, device,
                           cfg.bf16, desc=f"{spec.label} s{seed}", val=val)
     train_s = sum(row["seconds"] for row in history)  # all epochs, across resumptions
-    atomic_save(student.state_dict(), run_dir / "model.pt")  # the evaluated weights (export, eval)
+    if distributed.is_main():
+        atomic_save(student.state_dict(), run_dir / "model.pt")  # the evaluated weights (export, eval)
     facts = method.facts()
+    if distributed.active():  # one run over several processes: what each step really was
+        facts["distributed"] = {"world_size": distributed.world_size(), "backend": torch.distributed.get_backend(),
+                                "global_batch": cfg.train.batch_size,
+                                "per_rank_batch": -(-cfg.train.batch_size // distributed.world_size()),
+                                "lr": cfg.train.lr, "sync_bn": cfg.sync_bn,
+                                "note": "each rank trains on its rows of every global batch; gradients averaged"}
     if val is not None:
         best = max(history, key=lambda row: row["val_pgd20"])  # first best, as training kept it
         facts["checkpoint"] = {"policy": "best-val", "epoch": best["epoch"], "val_pgd20": best["val_pgd20"],

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from filelock import Timeout
 
+from bench import distributed
 from bench.io import atomic_write_json
 from bench.results import RECORD, now
 from bench.runset import entries, lock_for, read_manifest
@@ -40,10 +41,14 @@ def job_info() -> dict:
 
 
 def mark_running(run_dir: Path, what: str) -> None:
+    if not distributed.is_main():  # under torchrun rank 0 speaks for the run
+        return
     atomic_write_json(Path(run_dir) / STATUS, {"state": "running", "what": what, "since": now(), **job_info()})
 
 
 def mark_failed(run_dir: Path, error: BaseException) -> None:
+    if not distributed.is_main():
+        return
     lines = "".join(traceback.format_exception(error)).rstrip().splitlines()
     atomic_write_json(Path(run_dir) / STATUS, {"state": "failed", "when": now(), "error": lines[-TAIL:],
                                                **job_info()})

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from bench import distributed
 from bench.config import FileTeacher, RunConfig, TeacherConfig, TrainedTeacher, ZooTeacher, config_hash, data_key
 from bench.data import ImageData
 from bench.errors import BenchError
@@ -148,13 +149,18 @@ def _trained_key(cfg: RunConfig, tc: TrainedTeacher, seed: int, data: ImageData)
     key = {"kind": "trained", "data": data_key(cfg.data), "arch": tc.arch, "method": spec.label,
            "train": asdict(tc.train), "attack": asdict(cfg.attack), "seed": seed,
            "mean": list(data.mean), "std": list(data.std), "code": code}
+    if distributed.world_size() > 1:  # trained over several ranks: per-rank batch-norm statistics
+        key["ranks"] = {"world_size": distributed.world_size(), "sync_bn": cfg.sync_bn}
     return f"{spec.name}-{tc.arch}-{config_hash(key)}", key, code
 
 
 def _trained(cfg: RunConfig, tc: TrainedTeacher, seed: int, data: ImageData, results: Path,
              device: torch.device, force: bool, info: TeacherInfo) -> Teacher:
     """Load the cached teacher, or train it. A file lock makes exactly one process train a given
-    teacher; every other process that needs it waits here, then loads what that one saved."""
+    teacher; every other process that needs it waits here, then loads what that one saved. Under
+    torchrun rank 0 holds the lock and all ranks train the teacher together."""
+    from contextlib import nullcontext
+
     from bench.runset import lock_for
     from bench.train import train_model
 
@@ -164,10 +170,11 @@ def _trained(cfg: RunConfig, tc: TrainedTeacher, seed: int, data: ImageData, res
     weights = tdir / "model.pt"
     torch.manual_seed(seed)
     model = prepare_model(build_model(tc.arch, data.num_classes, data.in_channels, data.mean, data.std), device)
-    with lock_for(tdir):
-        if force and tdir.exists():
+    main = distributed.is_main()
+    with (lock_for(tdir) if main else nullcontext()):
+        if force and tdir.exists() and main:
             shutil.rmtree(tdir)
-        if weights.exists():
+        if distributed.broadcast_object(weights.exists() if main else None):
             meta = json.loads((tdir / "meta.json").read_text())
             load_weights(model, weights, tc.arch)
             return Teacher(model, teacher_id, float(meta["train_s"]), info, seed, code)
@@ -178,9 +185,11 @@ def _trained(cfg: RunConfig, tc: TrainedTeacher, seed: int, data: ImageData, res
         history = train_model(model, spec.build(ctx), data, replace(tc.train, checkpoint="last"), cfg.attack, None,
                               tdir, device, cfg.bf16, desc=f"teacher s{seed}")
         train_s = sum(row["seconds"] for row in history)
-        atomic_save(model.state_dict(), weights)
-        atomic_write_json(tdir / "meta.json", {"train_s": train_s, "teacher_id": teacher_id, "key": key,
-                                               "history": history})
-        (tdir / "checkpoint.pt").unlink(missing_ok=True)
+        if main:
+            atomic_save(model.state_dict(), weights)
+            atomic_write_json(tdir / "meta.json", {"train_s": train_s, "teacher_id": teacher_id, "key": key,
+                                                   "history": history})
+            (tdir / "checkpoint.pt").unlink(missing_ok=True)
+        distributed.barrier()
         return Teacher(model, teacher_id, train_s, info, seed, code)
 

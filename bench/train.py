@@ -12,7 +12,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from bench.attacks import ATTACKS, pgd_ascent, whitebox_attack
+from bench import distributed
+from bench.attacks import ATTACKS, pgd_ascent, random_start, whitebox_attack
 from bench.config import AttackConfig, TrainConfig
 from bench.data import ImageData, augment, to_float
 from bench.errors import BenchError
@@ -34,9 +35,12 @@ def adversarial_examples(method: Method, batch: Batch, cfg: AttackConfig) -> tor
     inner = method.inner
     student = batch.student
     student.train(inner.student_mode == "train")
+    x_init = None
+    if batch.shard is not None:  # the global batch's random start (one draw, as in one process), our rows
+        x_init = random_start(batch.shard.x, cfg.eps, inner.start)[batch.shard.part]
     try:
         return pgd_ascent(lambda xa: method.inner_objective(batch, xa), batch.x, cfg.eps,
-                          cfg.step_ratio * cfg.eps, cfg.steps, inner.start)
+                          cfg.step_ratio * cfg.eps, cfg.steps, inner.start, x_init=x_init)
     finally:
         student.train(True)
 
@@ -62,11 +66,20 @@ def train_model(student: nn.Module, method: Method, data: ImageData, train_cfg: 
     With ``val`` (uint8 images, labels) the weights of the epoch with the best validation PGD-20
     accuracy are kept (checkpoint policy best-val); otherwise the last epoch's.
     Returns the per-epoch log (also written to run_dir/log.jsonl).
+
+    Under torchrun every rank runs this with the same seed: each takes its rows of every global
+    batch (``bench.distributed.Shard``), gradients are averaged over ranks after backward, and only
+    rank 0 writes checkpoints and the log. The global batch and the learning rate are the config's.
     """
     extra = method.modules()
     if extra is not None:
         extra.to(device)
     params = list(student.parameters()) + (list(extra.parameters()) if extra is not None else [])
+    ddp = distributed.active()
+    main = distributed.is_main()
+    distributed.broadcast_state(student)
+    if extra is not None:
+        distributed.broadcast_state(extra)
     opt, sched = make_optimizer(params, train_cfg)
     if teacher is not None:
         teacher.eval()
@@ -74,7 +87,8 @@ def train_model(student: nn.Module, method: Method, data: ImageData, train_cfg: 
     history: list[dict] = []
     start_epoch = 0
     best: dict = {"score": -1.0, "epoch": 0, "state": None}
-    if ckpt_path.exists():  # resume where the last run stopped
+    if distributed.broadcast_object(ckpt_path.exists() if main else None):  # resume where the last run stopped
+        # (under torchrun rank 0 decides, and every rank reads rank 0's checkpoint: one shared folder)
         state = load_checkpoint(ckpt_path)
         student.load_state_dict(state["student"])
         if extra is not None:
@@ -106,13 +120,18 @@ def train_model(student: nn.Module, method: Method, data: ImageData, train_cfg: 
             idx = perm[i * bs:(i + 1) * bs]
             x = to_float(augment(data.x_train[idx], data.pad, data.flip)).contiguous(
                 memory_format=torch.channels_last)
-            batch = Batch(x, data.y_train[idx], idx, student, teacher, epoch)
+            y, shard = data.y_train[idx], None
+            if ddp:  # every rank drew the global batch; it trains on its own rows
+                shard = distributed.Shard.of(x, y, idx)
+                x, y, idx = x[shard.part], y[shard.part], idx[shard.part]
+            batch = Batch(x, y, idx, student, teacher, epoch, shard=shard)
             with autocast:
                 x_adv = adversarial_examples(method, batch, attack_cfg) if method.inner else None
                 terms = method.losses(batch, x_adv)
                 loss = sum(terms.values())
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss * shard.weight if ddp else loss).backward()
+            distributed.average_gradients(params)
             opt.step()
             seen += len(idx)
             for k, v in (*terms.items(), ("loss", loss)):
@@ -123,6 +142,12 @@ def train_model(student: nn.Module, method: Method, data: ImageData, train_cfg: 
                 bar.set_postfix({k: f"{float(v) / seen:.3f}" for k, v in sums.items()} |
                                 {"img/s": f"{seen / (now - t0):.0f}"})
         sched.step()
+        if ddp:  # the log holds the global batch's means; batch-norm statistics are rank 0's (as DDP)
+            sums = {k: distributed.all_reduce_sum(v) for k, v in sums.items()}
+            seen = int(distributed.all_reduce_sum(torch.tensor(float(seen), device=device)))
+            distributed.broadcast_state(student)
+            if extra is not None:
+                distributed.broadcast_state(extra)
         sums = {k: float(v) for k, v in sums.items()}
         if not all(math.isfinite(v) for v in sums.values()):
             raise BenchError(f"{desc}: training diverged, loss is not finite at epoch {epoch + 1} "
@@ -136,6 +161,8 @@ def train_model(student: nn.Module, method: Method, data: ImageData, train_cfg: 
                 best = {"score": row["val_pgd20"], "epoch": epoch + 1,
                         "state": {k: v.detach().clone() for k, v in student.state_dict().items()}}
         history.append(row)
+        if not main:
+            continue
         if bar.disable:  # no terminal (a cluster job's log): one line per epoch instead of a bar
             print(f"{desc} epoch {epoch + 1}/{train_cfg.epochs}: " + ", ".join(
                 f"{k} {v:.4g}" for k, v in row.items() if k not in ("epoch", "seconds")), file=sys.stderr, flush=True)

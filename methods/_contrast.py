@@ -48,6 +48,14 @@ def info_nce(query: torch.Tensor, keys: torch.Tensor, tau: float,
     return F.cross_entropy(logits, torch.arange(len(query), device=query.device), reduction="none")
 
 
+def info_nce_at(query: torch.Tensor, keys: torch.Tensor, tau: float, targets: torch.Tensor,
+                keep: torch.Tensor) -> torch.Tensor:
+    """InfoNCE per query where query i's positive is ``keys[targets[i]]`` and ``keep`` (B, N) says
+    which keys take part (the positive included): queries of one rank against a global batch."""
+    logits = (query @ keys.t() / tau).masked_fill(~keep, float("-inf"))
+    return F.cross_entropy(logits, targets, reduction="none")
+
+
 def other_class_mask(y: torch.Tensor) -> torch.Tensor:
     return y[:, None] != y[None, :]
 
@@ -74,8 +82,12 @@ class MemoryBank(nn.Module):
         # samples only repeats negatives, so K is capped there.
         self.k = int(min(k, n_data - int(counts.max())))
 
-    def negatives(self, idx: torch.Tensor) -> torch.Tensor:
-        """(B, K) indices of samples from classes other than each sample's own, uniformly."""
+    def negatives(self, idx: torch.Tensor, shard=None) -> torch.Tensor:
+        """(B, K) indices of samples from classes other than each sample's own, uniformly. Under
+        torchrun (``shard``) every rank draws for the global batch, as one process would, and keeps
+        its rows, so the ranks' random streams stay equal."""
+        if shard is not None:
+            return self.negatives(shard.idx)[shard.part]
         y = self.labels[idx.cpu()].to(idx.device)
         start, count = self.class_start[y], self.class_count[y]
         pool = self.n_data - count
@@ -83,14 +95,28 @@ class MemoryBank(nn.Module):
         r = torch.where(r >= start[:, None], r + count[:, None], r)
         return self.sorted_idx[r]
 
-    def scores(self, query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
-        """exp(<query, key>/tau)/Z for keys (B, K+1, d); fixes Z on the first call."""
+    def scores(self, query: torch.Tensor, keys: torch.Tensor, shard=None) -> torch.Tensor:
+        """exp(<query, key>/tau)/Z for keys (B, K+1, d); fixes Z on the first call (from the whole
+        global batch under torchrun, so every rank fixes the same Z)."""
         out = torch.exp(torch.bmm(keys, query.unsqueeze(2)).squeeze(2) / self.tau)
         if self.z < 0:
-            self.z.fill_(float(out.detach().mean()) * self.n_data)
+            if shard is None:
+                self.z.fill_(float(out.detach().mean()) * self.n_data)
+            else:
+                from bench.distributed import all_reduce_sum
+
+                total = all_reduce_sum(torch.stack([out.detach().sum().double(),
+                                                    torch.tensor(out.numel(), dtype=torch.double, device=out.device)]))
+                self.z.fill_(float(total[0] / total[1]) * self.n_data)
         return out / self.z
 
     @torch.no_grad()
-    def update(self, idx: torch.Tensor, emb: torch.Tensor) -> None:
+    def update(self, idx: torch.Tensor, emb: torch.Tensor, shard=None) -> None:
+        """Momentum update of the rows ``idx``; under torchrun with every rank's rows (all-gathered),
+        so the banks stay identical across ranks."""
+        if shard is not None:
+            from bench.distributed import gather_rows
+
+            idx, emb = shard.idx, gather_rows(emb.detach(), shard)
         mixed = self.bank[idx] * self.momentum + emb.detach() * (1 - self.momentum)
         self.bank[idx] = F.normalize(mixed, dim=1)

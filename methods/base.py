@@ -53,6 +53,7 @@ class Batch:
     teacher: nn.Module | None
     epoch: int               # 0-based
     cache: dict = field(default_factory=dict)  # per-batch values a method computes once
+    shard: Any = None        # bench.distributed.Shard under torchrun: the global batch this is a part of
 
     @cached_property
     def teacher_features(self) -> torch.Tensor:

@@ -47,11 +47,11 @@ class CRD(Method):
         f_s = batch.student.features(batch.x)
         v_s, v_t = h["embed_s"](f_s), h["embed_t"](batch.teacher_features)
         # Positive and negatives both come from the banks (index 0 is the sample itself).
-        keys_idx = torch.cat([idx[:, None], h["bank_s"].negatives(idx)], 1)
-        p_s = h["bank_t"].scores(v_s, h["bank_t"].bank[keys_idx])   # student anchor, teacher bank
-        p_t = h["bank_s"].scores(v_t, h["bank_s"].bank[keys_idx])   # teacher anchor, student bank
+        keys_idx = torch.cat([idx[:, None], h["bank_s"].negatives(idx, batch.shard)], 1)
+        p_s = h["bank_t"].scores(v_s, h["bank_t"].bank[keys_idx], batch.shard)   # student anchor, teacher bank
+        p_t = h["bank_s"].scores(v_t, h["bank_s"].bank[keys_idx], batch.shard)   # teacher anchor, student bank
         n = self.ctx.n_train
         nce = nce_loss(p_s[:, 0], p_s[:, 1:], n).mean() + nce_loss(p_t[:, 0], p_t[:, 1:], n).mean()
-        h["bank_s"].update(idx, v_s)
-        h["bank_t"].update(idx, v_t)
+        h["bank_s"].update(idx, v_s, batch.shard)
+        h["bank_t"].update(idx, v_t, batch.shard)
         return {"ce": F.cross_entropy(batch.student.head(f_s), batch.y), "nce": self.options.beta * nce}

@@ -30,18 +30,25 @@ from torch import nn
 
 from bench.attacks import ce_loss
 from methods import register
-from methods._contrast import Embed, MemoryBank, info_nce, nce_loss, other_class_mask
+from methods._contrast import Embed, MemoryBank, info_nce, info_nce_at, nce_loss, other_class_mask
 from methods.base import InnerMax, Method, kl_div
 
 
-def teacher_weights(teacher_logits: torch.Tensor, y: torch.Tensor, mode: str, power: float) -> torch.Tensor:
-    """Per-sample reliability weights of the teacher, normalised to mean 1 (all-zero stays zero)."""
+def teacher_weights(teacher_logits: torch.Tensor, y: torch.Tensor, mode: str, power: float,
+                    shard=None) -> torch.Tensor:
+    """Per-sample reliability weights of the teacher, normalised to mean 1 over the batch (the global
+    batch under torchrun; all-zero stays zero)."""
     if mode == "none":
         return torch.ones(len(y), device=y.device)
     p_true = F.softmax(teacher_logits, 1).gather(1, y[:, None]).squeeze(1)
     w = {"teacher-prob": p_true, "teacher-correct": (teacher_logits.argmax(1) == y).float(),
          "teacher-prob-pow": p_true.pow(power)}[mode]
-    return w / w.mean().clamp_min(1e-12)
+    if shard is None:
+        return w / w.mean().clamp_min(1e-12)
+    from bench.distributed import all_reduce_sum
+
+    total = all_reduce_sum(torch.stack([w.sum(), torch.tensor(float(len(w)), device=w.device)]))
+    return w / (total[0] / total[1]).clamp_min(1e-12)
 
 
 @register
@@ -90,20 +97,35 @@ class GACD(Method):
         """Per-sample contrastive loss between teacher anchors v_t and student embeddings v_s."""
         o, h = self.options, self.heads
         if o.estimator == "infonce":
+            if batch.shard is not None:  # under torchrun the negatives are the whole global batch's
+                return self._infonce_sharded(batch, v_s, v_t)
             mask = other_class_mask(batch.y)
             loss = info_nce(v_t, v_s, o.tau, mask)
             if o.anchor == "symmetric":
                 loss = loss + info_nce(v_s, v_t, o.tau, mask)
             return loss
         if "negatives" not in batch.cache:  # one draw per batch, shared by the attack and the loss
-            neg = h["bank_s"].negatives(batch.idx)
+            neg = h["bank_s"].negatives(batch.idx, batch.shard)
             batch.cache["negatives"] = {side: h[side].bank[neg] for side in ("bank_s", "bank_t")}
         neg_keys = batch.cache["negatives"]
-        p = h["bank_s"].scores(v_t, torch.cat([v_s[:, None], neg_keys["bank_s"]], 1))
+        p = h["bank_s"].scores(v_t, torch.cat([v_s[:, None], neg_keys["bank_s"]], 1), batch.shard)
         loss = nce_loss(p[:, 0], p[:, 1:], self.ctx.n_train)
         if o.anchor == "symmetric":
-            p = h["bank_t"].scores(v_s, torch.cat([v_t[:, None], neg_keys["bank_t"]], 1))
+            p = h["bank_t"].scores(v_s, torch.cat([v_t[:, None], neg_keys["bank_t"]], 1), batch.shard)
             loss = loss + nce_loss(p[:, 0], p[:, 1:], self.ctx.n_train)
+        return loss
+
+    def _infonce_sharded(self, batch, v_s: torch.Tensor, v_t: torch.Tensor) -> torch.Tensor:
+        """In-batch InfoNCE over the global batch: this rank's anchors against every rank's keys."""
+        from bench.distributed import gather_rows
+
+        o, shard = self.options, batch.shard
+        own = torch.arange(shard.part.start, shard.part.stop, device=v_s.device)
+        keep = other_class_mask(shard.y)[shard.part]
+        keep[torch.arange(len(own)), own] = True   # the positive
+        loss = info_nce_at(v_t, gather_rows(v_s, shard), o.tau, own, keep)
+        if o.anchor == "symmetric":
+            loss = loss + info_nce_at(v_s, gather_rows(v_t, shard), o.tau, own, keep)
         return loss
 
     def inner_objective(self, batch, x_adv):
@@ -120,12 +142,12 @@ class GACD(Method):
         f_s = batch.student.features(x_adv)
         logits = batch.student.head(f_s)
         v_s, v_t = self.heads["embed_s"](f_s), self.heads["embed_t"](batch.teacher_features)
-        w = teacher_weights(batch.teacher_logits, batch.y, o.reweight, o.power)
+        w = teacher_weights(batch.teacher_logits, batch.y, o.reweight, o.power, batch.shard)
         terms = {"ce_adv": F.cross_entropy(logits, batch.y),
                  "contrast": o.beta * (w * self._contrastive(batch, v_s, v_t)).mean()}
         if o.alpha > 0:
             terms["kd_adv"] = o.alpha * o.t ** 2 * kl_div(logits, batch.teacher_logits, o.t)
         if o.estimator == "nce":
-            self.heads["bank_s"].update(batch.idx, v_s)
-            self.heads["bank_t"].update(batch.idx, v_t)
+            self.heads["bank_s"].update(batch.idx, v_s, batch.shard)
+            self.heads["bank_t"].update(batch.idx, v_t, batch.shard)
         return terms
