@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from bench import distributed
-from bench.config import FileTeacher, RunConfig, TeacherConfig, TrainedTeacher, ZooTeacher, config_hash, data_key
+from bench.config import RunConfig, TeacherConfig, TrainedTeacher, ZooTeacher, config_hash, data_key
 from bench.data import ImageData
 from bench.errors import BenchError
 from bench.io import atomic_save, atomic_write_json, load_weights

@@ -150,7 +150,7 @@ def descendants(pid: int) -> list[int]:
 def test_local_executor_grid_survives_a_killed_job(tmp_path):
     """2 methods x 2 seeds on two submitit local jobs: the teacher is trained once and the report holds
     all four runs; a job killed mid-grid is finished by resubmitting, without redoing finished runs."""
-    argv = ["run", "--methods", "ard,crd", "--seeds", "0,1", *TINY, "--epochs", "4", "--name", "grid",
+    argv = ["run", "--methods", "ard,crd", "--seeds", "0,1", *TINY, "--epochs", "2", "--name", "grid",
             "--results", str(tmp_path / "r"), "--reports", str(tmp_path / "p"), "--executor", "local", "--jobs", "2"]
     proc = subprocess.Popen([sys.executable, "-m", "bench", *argv], cwd=ROOT, text=True, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
