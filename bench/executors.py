@@ -161,12 +161,15 @@ def run_local(grid: Grid, workers: int, gpus: bool) -> list[str]:
     threads = max(1, (os.cpu_count() or 1) // workers)
     executor = submitit.LocalExecutor(folder=folder)
     items = [argv for _, _, argv in grid.runs]
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
+    # submitit pins a job with CUDA_VISIBLE_DEVICES=<id>: keep a restriction this process already has
+    ids = [int(v) for v in visible.split(",")] if re.fullmatch(r"\d+(,\d+)*", visible) else list(range(workers))
     jobs = []
     for w in range(workers):
         executor.update_parameters(timeout_min=FOREVER_MIN, gpus_per_node=1 if gpus else 0,
-                                   visible_gpus=(w,) if gpus else ())
+                                   visible_gpus=(ids[w],) if gpus else ())
         jobs.append(executor.submit(LocalWorker(), items, str(claims), os.getcwd(), threads))
-        print(f"worker {w} ({'GPU ' + str(w) if gpus else f'{threads} CPU threads'}): job {jobs[-1].job_id}, "
+        print(f"worker {w} ({'GPU ' + str(ids[w]) if gpus else f'{threads} CPU threads'}): job {jobs[-1].job_id}, "
               f"log {jobs[-1].paths.stderr}", file=sys.stderr, flush=True)
     failures = []
     for w, job in enumerate(jobs):

@@ -147,7 +147,7 @@ def descendants(pid: int) -> list[int]:
     return out
 
 
-def test_local_executor_grid_survives_a_killed_job(tmp_path):
+def test_local_executor_grid_survives_a_killed_job(capsys, tmp_path):
     """2 methods x 2 seeds on two submitit local jobs: the teacher is trained once and the report holds
     all four runs; a job killed mid-grid is finished by resubmitting, without redoing finished runs."""
     argv = ["run", "--methods", "ard,crd", "--seeds", "0,1", *TINY, "--epochs", "2", "--name", "grid",
@@ -165,8 +165,7 @@ def test_local_executor_grid_survives_a_killed_job(tmp_path):
     out, err = proc.communicate(timeout=600)
     assert proc.returncode == 1 and "job failed" in err
     finished = {p.parent.name: p.stat().st_mtime_ns for p in grid.glob("*/record.json")}
-    status = bench("status", "grid", "--results", str(tmp_path / "r"))
-    assert status.returncode == 0 and "runs:" in status.stdout
+    assert main(["status", "grid", "--results", str(tmp_path / "r")]) == 0 and "runs:" in capsys.readouterr().out
     assert len(finished) < 5, "the killed job had nothing left to do: the test did not test"
 
     again = bench(*argv)
@@ -178,10 +177,11 @@ def test_local_executor_grid_survives_a_killed_job(tmp_path):
     assert sorted((r["method"], r["seed"]) for r in runs if r["role"] == "student") == \
         [("ard", 0), ("ard", 1), ("crd", 0), ("crd", 1)]
     assert len(list((tmp_path / "r" / "teachers").glob("*/model.pt"))) == 1
-    assert "5 runs: 5 done" in bench("status", "grid", "--results", str(tmp_path / "r")).stdout
+    assert main(["status", "grid", "--results", str(tmp_path / "r")]) == 0
+    assert "5 runs: 5 done" in capsys.readouterr().out
 
 
-def test_slurm_array_with_dependencies(tmp_path):
+def test_slurm_array_with_dependencies(capsys, tmp_path):
     """Against stand-ins for sbatch/srun: teacher job, an array that waits for it, a report job after it."""
     bin_dir, seen = tmp_path / "bin", tmp_path / "sbatch"
     bin_dir.mkdir()
@@ -205,8 +205,8 @@ def test_slurm_array_with_dependencies(tmp_path):
             assert f"#SBATCH {line}" in text, line
     assert "gpus-per-node" not in report
     assert "6 runs" in out.stdout
-    status = bench("status", "s", "--results", str(tmp_path / "r"))
-    assert "7 runs: 7 missing" in status.stdout   # planned before any job ran
+    assert main(["status", "s", "--results", str(tmp_path / "r")]) == 0
+    assert "7 runs: 7 missing" in capsys.readouterr().out   # planned before any job ran
 
 
 def test_dry_run_lists_every_job_of_a_paper_slice():
@@ -222,3 +222,14 @@ def test_dry_run_lists_every_job_of_a_paper_slice():
 def test_paper_slice_rejects_a_method_outside_the_preset(capsys):
     assert main(["paper", "cifar10-resnet18", "--methods", "nosuch", "--dry-run"]) == 2
     assert "not in this paper preset" in capsys.readouterr().err
+
+
+def test_status_shows_a_failed_run_with_the_end_of_its_log(capsys, tmp_path):
+    where = ["--results", str(tmp_path / "r")]
+    assert main(["run", "--methods", "pgd-at", "--seeds", "0", *TINY, "--lr", "1e12", "--name", "f", *where,
+                 "--reports", str(tmp_path / "p")]) == 2          # the student diverges
+    capsys.readouterr()
+    assert main(["status", "f", *where]) == 0
+    out = capsys.readouterr().out
+    assert "done        teacher" in out and "failed      student pgd-at" in out
+    assert "training diverged" in out and "1 failed" in out
