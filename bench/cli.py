@@ -278,6 +278,10 @@ def cmd_run(args) -> int:
         parse_method(m)
     if args.seeds and args.n_seeds:
         raise BenchError("give --seeds or --n-seeds, not both")
+    if args.seed is not None:  # one seed: the same as --seeds N
+        if args.seeds or args.n_seeds:
+            raise BenchError("give --seed or --seeds/--n-seeds, not both")
+        args.seeds = (args.seed,)
     seeds = args.seeds or (tuple(range(args.n_seeds)) if args.n_seeds else preset.seeds)
     cfg = preset.config
     teacher = parse_teacher(args.teacher, cfg.teacher, arch=args.teacher_arch, method=args.teacher_method,
@@ -694,7 +698,7 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
         args.argv = argv
         if not args.command:
-            raise BenchError("choose a command: run, eval, report, list (see python -m bench --help)")
+            raise BenchError(f"choose a command: {', '.join(COMMANDS)} (see python -m bench --help)")
         return COMMANDS[args.command](args)
     except BenchError as err:
         print(f"bench: error: {err}", file=sys.stderr)

@@ -29,7 +29,7 @@ from bench.errors import BenchError
 # options that choose the executor (or the grid slice) and never reach a job's own command
 EXECUTOR_OPTIONS = {"--executor": 1, "--jobs": 1, "--gpus": 1, "--partition": 1, "--time": 1, "--gpus-per-job": 1,
                     "--cpus-per-job": 1, "--mem": 1, "--account": 1, "--qos": 1, "--sbatch": 1, "--array-parallelism": 1,
-                    "--dry-run": 0, "--force": 0, "--methods": 1, "--seeds": 1, "--n-seeds": 1, "--no-report": 0,
+                    "--dry-run": 0, "--force": 0, "--methods": 1, "--seeds": 1, "--n-seeds": 1, "--seed": 1, "--no-report": 0,
                     "--only-teacher": 0}
 FOREVER_MIN = 60 * 24 * 30   # submitit's local executor kills a job after timeout_min (default 2)
 

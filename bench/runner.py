@@ -33,14 +33,19 @@ EVAL_STATE = "eval-state"   # per-batch evaluation results of an unfinished eval
 
 
 def resolve_device(name: str) -> torch.device:
+    """auto, cpu, cuda or cuda:i (and mps where PyTorch has it); anything else is one clear error."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise BenchError(f"device {name!r} asked for, but CUDA is not available here")
-    try:
+    kind, _, index = name.partition(":")
+    if kind == "cuda":
+        if not torch.cuda.is_available():
+            raise BenchError(f"device {name!r} asked for, but CUDA is not available here")
+        if index and not (index.isdigit() and int(index) < torch.cuda.device_count()):
+            raise BenchError(f"device {name!r}: this machine has cuda:0 to cuda:{torch.cuda.device_count() - 1}")
         return torch.device(name)
-    except RuntimeError:
-        raise BenchError(f"unknown device {name!r}; use auto, cpu or cuda[:i]") from None
+    if name == "cpu" or (name == "mps" and torch.backends.mps.is_available()):
+        return torch.device(name)
+    raise BenchError(f"unknown or unavailable device {name!r}; use auto, cpu or cuda[:i]")
 
 
 def seed_everything(seed: int) -> None:

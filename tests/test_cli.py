@@ -32,9 +32,12 @@ def fails_cleanly(capsys, argv, pattern):
     (["run", "--epochs", "0"], "--epochs 0 is outside"),
     (["run", "--n", "0"], "--n 0 is outside"),
     (["run", "--teacher", "/nonexistent.pt"], "does not exist"),
-    (["run", "--methods", "kd", "--device", "tpu"], "unknown device 'tpu'"),
+    (["run", "--methods", "kd", "--device", "tpu"], "unknown or unavailable device 'tpu'"),
+    (["run", "--methods", "kd", "--device", "xla"], "unknown or unavailable device 'xla'"),   # was a traceback
+    (["run", "--methods", "kd", "--device", "meta"], "unknown or unavailable device 'meta'"),  # was a traceback
+    (["run", "--seed", "1", "--seeds", "0,1"], "give --seed or --seeds/--n-seeds, not both"),
     (["frobnicate"], "invalid choice"),
-    ([], "choose a command"),
+    ([], "choose a command: run, eval, report, regress, export, paper, list, status"),
 ])
 def test_bad_input_one_line_exit_2(capsys, argv, pattern):
     fails_cleanly(capsys, argv, pattern)
@@ -179,3 +182,10 @@ def test_carve_validation_is_stratified_and_disjoint(digits):
     assert len(train.y_train) + len(yv) == len(digits.y_train)
     assert torch.bincount(yv, minlength=10).min() >= 12
     assert torch.equal(train.x_test, digits.x_test)  # the test split is untouched
+
+
+def test_run_seed_is_the_seed_it_says(capsys):
+    """`run --seed 3` used to be accepted and ignored (the preset's seeds ran)."""
+    assert main(["run", "--methods", "kd", "--seed", "3", "--dry-run"]) == 0
+    jobs = [line for line in capsys.readouterr().out.splitlines() if "--no-report" in line and "--only-teacher" not in line]
+    assert len(jobs) == 1 and "--seeds 3 " in jobs[0] + " " and "--seed 3" not in jobs[0].replace("--seeds", "")
