@@ -53,15 +53,6 @@ def eval_shard() -> tuple[int, int] | None:
     return (rank(), world_size()) if world_size() > 1 else None
 
 
-def all_gather_cat(t: torch.Tensor) -> torch.Tensor:
-    """Concatenate ``t`` from every rank along dim 0 (equal shapes), in rank order; no gradient."""
-    if not active():
-        return t
-    parts = [torch.empty_like(t) for _ in range(dist.get_world_size())]
-    dist.all_gather(parts, t.contiguous())
-    return torch.cat(parts)
-
-
 def broadcast_object(obj):
     """Rank 0's ``obj`` on every rank."""
     if not active():
