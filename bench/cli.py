@@ -265,7 +265,8 @@ def _data_config(base, args, dataset=None):
 
 
 def cmd_run(args) -> int:
-    from bench.config import get_preset, override, parse_teacher
+    from bench.config import override, parse_teacher
+    from bench.presets import get_preset
     from bench.data import default_eps
     from bench.models import ARCHS
     from bench.runner import resolve_device
@@ -351,7 +352,7 @@ def _run_and_report(cfg, methods: list[str], seeds, runset: str, compare_to, arg
 
 def _run_grid(cfg, methods: list[str], seeds, runset: str, compare_to, args) -> int:
     """The grid as submitit jobs (bench.executors): print them (--dry-run), run them here, or submit."""
-    from bench.config import Preset
+    from bench.presets import Preset
     from bench.executors import SlurmOptions, check_slurm, command, make_grid, parse_sbatch, parse_time, run_local, submit_slurm
     from bench.runner import prepare_runset, resolve_device
     from bench.status import format_status, runset_status
@@ -433,7 +434,8 @@ def _paper_slice(preset, methods, seeds):
 def cmd_paper(args) -> int:
     import json
 
-    from bench.config import PAPER_PRESETS, override, smoke
+    from bench.config import override
+    from bench.presets import PAPER_PRESETS, smoke
     from methods import parse_method
 
     if args.list or not args.name:
@@ -587,7 +589,7 @@ def cmd_status(args) -> int:
 
 def cmd_list(args) -> int:
     from bench.attacks import ATTACKS
-    from bench.config import all_presets
+    from bench.presets import all_presets
     from bench.data import DATASETS
     from bench.models import ARCHS
     from methods import METHODS
@@ -620,7 +622,8 @@ def cmd_list(args) -> int:
 def cmd_regress(args) -> int:
     import json
 
-    from bench.config import RunConfig, get_preset, override
+    from bench.config import RunConfig, override
+    from bench.presets import get_preset
     from bench.regress import BASELINE_DIR, compare, config_changes, format_table, run_regression, write_baseline
 
     preset = get_preset(args.preset)

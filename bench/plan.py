@@ -16,7 +16,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from bench.config import Preset
+from bench.presets import Preset
 from bench.models import build_model
 
 AA_PASSES = 1500

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import time
 
-from bench.config import get_preset
+from bench.presets import get_preset
 from bench.regress import BASELINE_DIR, compare, format_table, run_regression
 
 

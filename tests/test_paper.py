@@ -3,7 +3,7 @@ import json
 
 import pandas as pd
 
-from bench import config
+from bench import presets
 from bench.cli import main
 
 
@@ -18,13 +18,13 @@ def test_paper_list_and_unknown(capsys):
 
 
 def test_paper_presets_record_the_protocol():
-    p = config.PAPER_PRESETS["cifar10-resnet18"]
+    p = presets.PAPER_PRESETS["cifar10-resnet18"]
     assert p.config.teacher.name == "Zhang2019Theoretically" and p.config.student_arch == "resnet18"
     assert {m.split(":")[0] for m in p.methods} == {"natural", "pgd-at", "trades", "kd", "ard", "crd", "rslad", "iad",
                                                     "adaad", "gacd"}
     assert p.config.eval.n == 10000 and p.config.eval.aa_n == 10000 and p.config.probe.targets == ("cifar100", "stl10")
-    assert config.PAPER_PRESETS["cifar100-resnet18"].config.teacher.name == "Chen2021LTD_WRN34_10"
-    s = config.smoke(p)
+    assert presets.PAPER_PRESETS["cifar100-resnet18"].config.teacher.name == "Chen2021LTD_WRN34_10"
+    s = presets.smoke(p)
     assert s.config.student_arch == "resnet18-tiny" and s.config.train.epochs == 1 and s.config.data.stand_in
 
 
@@ -38,8 +38,8 @@ def test_paper_dry_run_prints_plan_and_estimate(capsys):
 
 def test_paper_smoke_end_to_end_with_published_columns(capsys, tmp_path, monkeypatch):
     monkeypatch.setenv("BENCH_DATA_DIR", str(tmp_path / "no-data"))  # the real files are absent: stand-ins
-    slim = dataclasses.replace(config.PAPER_PRESETS["cifar10-resnet18"], methods=("ard:scale=0.1", "gacd"))
-    monkeypatch.setitem(config.PAPER_PRESETS, "cifar10-resnet18", slim)
+    slim = dataclasses.replace(presets.PAPER_PRESETS["cifar10-resnet18"], methods=("ard:scale=0.1", "gacd"))
+    monkeypatch.setitem(presets.PAPER_PRESETS, "cifar10-resnet18", slim)
     assert main(["paper", "cifar10-resnet18", "--scale", "smoke", "--results", str(tmp_path / "r"),
                  "--reports", str(tmp_path / "p")]) == 0
     out = tmp_path / "p" / "cifar10-resnet18-smoke"

@@ -15,10 +15,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench import config
+from bench import presets as catalogue
 from bench.cli import main
-from bench.config import (EvalConfig, FileTeacher, SanityConfig, TrainedTeacher, ZooTeacher, all_presets,
-                          official_train, official_variant, parse_teacher, teacher_from_dict)
+from bench.config import EvalConfig, FileTeacher, SanityConfig, TrainedTeacher, ZooTeacher, parse_teacher, teacher_from_dict
+from bench.presets import all_presets, official_train, official_variant
 from bench.models.base import BenchModel
 from methods import Batch, Context, parse_method
 
@@ -115,12 +115,12 @@ def test_official_variants_reproduce_the_official_loss(name, dataset, classes):
 
 
 def test_paper_presets_run_every_method_at_its_official_magnitude():
-    for preset in config.PAPER_PRESETS.values():
+    for preset in catalogue.PAPER_PRESETS.values():
         dataset = preset.config.data.name
-        assert preset.methods == tuple(official_variant(m, dataset) for m in config.PAPER_METHODS)
-    assert "ard:scale=0.1" in config.PAPER_PRESETS["cifar10-resnet18"].methods
-    assert "ard:scale=0.01" in config.PAPER_PRESETS["cifar100-resnet18"].methods
-    assert "adaad" in config.PAPER_PRESETS["cifar100-resnet18"].methods  # batchmean there already
+        assert preset.methods == tuple(official_variant(m, dataset) for m in catalogue.PAPER_METHODS)
+    assert "ard:scale=0.1" in catalogue.PAPER_PRESETS["cifar10-resnet18"].methods
+    assert "ard:scale=0.01" in catalogue.PAPER_PRESETS["cifar100-resnet18"].methods
+    assert "adaad" in catalogue.PAPER_PRESETS["cifar100-resnet18"].methods  # batchmean there already
 
 
 # --- 3. schedules as the official scripts run them ---------------------------------------------------
@@ -158,7 +158,7 @@ def test_code_schedules_give_the_scripts_learning_rates(name, script):
 def test_paper_form_and_per_dataset_schedules():
     assert official_train("ard", "cifar10", "paper").milestones == (100, 150)
     assert official_train("ard", "cifar100").batch_size == 256 and official_train("ard", "cifar10").batch_size == 128
-    assert config.PAPER_PRESETS["cifar100-resnet18"].config.train.batch_size == 256
+    assert catalogue.PAPER_PRESETS["cifar100-resnet18"].config.train.batch_size == 256
     assert "cifar10-ard-paper" in all_presets() and "cifar10-rslad-paper" not in all_presets()
 
 
