@@ -81,7 +81,7 @@ ATTACKS: Registry[AttackSpec] = Registry("attack")
 ATTACKS.add("fgsm", AttackSpec("fgsm", "ce", 1, 1.0, "none"))
 ATTACKS.add("pgd20", AttackSpec("pgd20", "ce", 20, 0.25, "uniform"))
 ATTACKS.add("cw", AttackSpec("cw", "margin", 30, 0.25, "uniform"))
-AA_NAME = "aa"  # AutoAttack; listed by the CLI next to ATTACKS, run by ``bench.evaluate.autoattack_flags``
+AA_NAME = "aa"  # AutoAttack; listed by the CLI next to ATTACKS, run by ``bench.evaluation.autoattack_flags``
 
 
 def whitebox_attack(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, spec: AttackSpec,

@@ -248,7 +248,7 @@ def _eval_config(base, args):
     from dataclasses import replace
 
     from bench.config import override
-    from bench.evaluate import check_attacks
+    from bench.evaluation import check_attacks
 
     cfg = override(base, attacks=tuple(args.attacks) if args.attacks else None, eps=args.eps, n=args.n,
                    aa_n=args.aa_n, aa_version=args.aa_version)
@@ -486,7 +486,7 @@ def cmd_eval(args) -> int:
     from bench import distributed
     from bench.config import DataConfig, EvalConfig
     from bench.data import default_eps, load_dataset
-    from bench.evaluate import evaluate
+    from bench.evaluation import evaluate
     from bench.io import atomic_write_json, atomic_write_text, load_weights
     from bench.models import ARCHS, build_model
     from bench.report import COLUMNS, markdown_table

@@ -15,7 +15,7 @@ from bench import distributed
 from bench.config import RunConfig, TrainedTeacher, config_hash, data_key
 from bench.data import ImageData, carve_validation, load_dataset
 from bench.errors import BenchError
-from bench.evaluate import evaluate
+from bench.evaluation import evaluate
 from bench.io import atomic_save
 from bench.models import build_model
 from bench.provenance import eval_digest, train_digest

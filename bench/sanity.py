@@ -57,7 +57,7 @@ def max_logit_difference(model: nn.Module, x: torch.Tensor) -> tuple[float, bool
 def sanity_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: EvalConfig, flags: dict,
                   aa_after: dict, aa_warnings: list, seed: int, state, desc: str = "") -> dict:
     """Run every check that the evaluated attacks allow; {"checks": {...}, "flags": [...], ...}."""
-    from bench.evaluate import attack_flags
+    from bench.evaluation import attack_flags
 
     s, eps = cfg.sanity, cfg.eps
     m = len(x) if s.n is None else min(s.n, len(x))

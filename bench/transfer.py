@@ -14,7 +14,7 @@ from torch import nn
 
 from bench.config import EvalConfig, ProbeConfig
 from bench.data import ImageData, to_float
-from bench.evaluate import evaluate, without_sanity
+from bench.evaluation import evaluate, without_sanity
 from bench.models.base import BenchModel
 
 

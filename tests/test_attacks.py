@@ -76,7 +76,7 @@ def test_attacks_lower_accuracy_and_pgd_below_fgsm(trained_digits_model, digits)
 
 
 def test_autoattack_runs_and_is_below_clean(trained_digits_model, digits):
-    from bench.evaluate import EvalState, autoattack_flags
+    from bench.evaluation import EvalState, autoattack_flags
 
     x, y = to_float(digits.x_test[:8]), digits.y_test[:8]
     robust, after, info, _ = autoattack_flags(trained_digits_model, x, y, 0.1, 10, "standard", 0, 10, EvalState(None))

@@ -316,7 +316,7 @@ class Quantised(nn.Module):
 
 
 def test_masked_gradients_are_flagged(trained_digits_model, digits):
-    from bench.evaluate import evaluate
+    from bench.evaluation import evaluate
 
     cfg = EvalConfig(eps=0.1, attacks=("clean", "fgsm", "pgd20"), n=100,
                      sanity=SanityConfig(n=100, strong_steps=20, strong_restarts=1))
