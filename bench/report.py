@@ -1,9 +1,11 @@
-"""Tables (Markdown, CSV, LaTeX) and plots for a run-set, rebuilt from results/ alone.
+r"""Tables (Markdown, CSV, LaTeX) and figures (drawn by bench/plots.py) for a run-set, rebuilt from
+results/ alone.
 
 Every table cell is the mean over seeds with its 95 % Student-t interval, clipped to the quantity's
-range, as ``mean [low, high]`` when n > 1 (bench/stats.py, scipy.stats); train time is the median.
-The CSVs keep the per-seed values. A row whose sanity checks fired (bench/sanity.py) is marked ⚠ in
-every table and named in the text.
+range, as ``mean [low, high]`` when n > 1 (bench/stats.py, scipy.stats); the LaTeX tables write the
+same interval in math mode (``$m \pm h$``, or ``$m^{+a}_{-b}$`` where clipping made it asymmetric);
+train time is the median. The CSVs keep the per-seed values. A row whose sanity checks fired
+(bench/sanity.py) is marked ⚠ in every table (``$^\dagger$`` in LaTeX) and named in the text.
 """
 from __future__ import annotations
 
