@@ -1,29 +1,30 @@
-"""Tables (Markdown, CSV, LaTeX) and plots for a run-set, rebuilt from results/ alone.
+r"""Tables (Markdown, CSV, LaTeX) and figures (drawn by bench/plots.py) for a run-set, rebuilt from
+results/ alone.
 
 Every table cell is the mean over seeds with its 95 % Student-t interval, clipped to the quantity's
-range, as ``mean [low, high]`` when n > 1 (bench/stats.py, scipy.stats); train time is the median.
-The CSVs keep the per-seed values. A row whose sanity checks fired (bench/sanity.py) is marked ⚠ in
-every table and named in the text.
+range, as ``mean [low, high]`` when n > 1 (bench/stats.py, scipy.stats); the LaTeX tables write the
+same interval in math mode (``$m \pm h$``, or ``$m^{+a}_{-b}$`` where clipping made it asymmetric);
+train time is the median. The CSVs keep the per-seed values. A row whose sanity checks fired
+(bench/sanity.py) is marked ⚠ in every table (``$^\dagger$`` in LaTeX) and named in the text.
 """
 from __future__ import annotations
 
 import json
 import math
+import re
 import statistics
+import unicodedata
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import matplotlib
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from bench.errors import BenchError  # noqa: E402
-from bench.io import atomic_write_json, atomic_write_text  # noqa: E402
-from bench.results import RECORD, RunRecord, load_records  # noqa: E402
-from bench.runset import RUNSET_FILE, entries  # noqa: E402,F401  (RUNSET_FILE: where reports read the manifest)
-from bench.stats import NAN, holm, interval, paired_difference  # noqa: E402
+from bench import plots
+from bench.errors import BenchError
+from bench.io import atomic_write_json, atomic_write_text
+from bench.results import RECORD, RunRecord, load_records
+from bench.runset import RUNSET_FILE, entries  # noqa: F401  (RUNSET_FILE: where reports read the manifest)
+from bench.stats import LEVEL, NAN, holm, interval, paired_difference
 
 COLUMNS = {"clean": "Clean", "fgsm": "FGSM", "pgd20": "PGD-20", "cw": "CW∞", "aa": "AutoAttack"}
 
@@ -128,6 +129,70 @@ def markdown_table(df: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+# --- LaTeX ----------------------------------------------------------------------------------------
+
+_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+                  "<": r"\textless{}", ">": r"\textgreater{}", "|": r"\textbar{}"}
+# what the report's text holds beyond ASCII, in LaTeX that compiles with the default fonts
+_LATEX_UNICODE = {"∞": r"$\infty$", "ε": r"$\epsilon$", "Δ": r"$\Delta$", "±": r"$\pm$", "×": r"$\times$",
+                  "·": r"$\cdot$", "≈": r"$\approx$", "−": "-", "–": "--", "—": "---", "⚠": r"$^\dagger$"}
+LATEX_FLAG = r"$^\dagger$"
+_NUMBER = re.compile(r"^(–|[-+]?\d[\d.]*)$")   # a plain number or no value: right-aligned
+
+
+def latex_escape(text) -> str:
+    """Text as LaTeX source: specials escaped, known symbols in math mode, anything else non-ASCII
+    reduced to ASCII (accents dropped) or written as its Unicode name in brackets."""
+    out = []
+    for ch in str(text):
+        if ch in _LATEX_SPECIAL:
+            out.append(_LATEX_SPECIAL[ch])
+        elif ch in _LATEX_UNICODE:
+            out.append(_LATEX_UNICODE[ch])
+        elif ord(ch) < 128:
+            out.append(ch)
+        else:
+            plain = unicodedata.normalize("NFKD", ch).encode("ascii", "ignore").decode()
+            out.append(latex_escape(plain) if plain else f"[{unicodedata.name(ch, f'U+{ord(ch):04X}')}]")
+    return "".join(out)
+
+
+def latex_cell(mean: float, low: float, high: float, scale: float = 100.0, digits: int = 1) -> str:
+    r"""``$m \pm h$`` for a symmetric interval; ``$m^{+a}_{-b}$`` where clipping to the range made it
+    asymmetric; ``$m$`` without one (n = 1); ``--`` for no value."""
+    if math.isnan(mean):
+        return "--"
+    f = f".{digits}f"
+    text = f"{scale * mean:{f}}"
+    if math.isnan(low):
+        return f"${text}$"
+    up, down = f"{scale * (high - mean):{f}}", f"{scale * (mean - low):{f}}"
+    return f"${text} \\pm {up}$" if up == down else f"${text}^{{+{up}}}_{{-{down}}}$"
+
+
+def latex_table(shown: pd.DataFrame, numeric: pd.DataFrame, columns: list[Column]) -> str:
+    """A booktabs tabular of the display table, each interval cell in math mode from the numeric
+    table (the same clipped interval as the Markdown), pure ASCII."""
+    by_label = {c.label: c for c in columns}
+    cells, align = {}, ""
+    for name in shown.columns:
+        col = by_label.get(name)
+        if col is None:
+            cells[latex_escape(name)] = [latex_escape(v) for v in shown[name]]
+            align += "r" if all(_NUMBER.match(str(v)) for v in shown[name]) else "l"
+        else:
+            cells[latex_escape(name)] = [latex_cell(m, lo, hi, col.scale, col.digits) for m, lo, hi in
+                                         zip(numeric[f"{name} mean"], numeric[f"{name} low"], numeric[f"{name} high"])]
+            align += "r"
+    head = [f"% Mean over n seeds $\\pm$ the half-width of its {100 * LEVEL:g} percent Student-t interval; "
+            "where clipping to the range made it asymmetric, mean^{+up}_{-down}.",
+            "% Needs \\usepackage{booktabs}."]
+    if any(LATEX_FLAG in v for v in cells.get("Method", [])):
+        head.append(f"% {LATEX_FLAG}: a sanity check fired on this row (see the report's Sanity checks).")
+    return "\n".join(head) + "\n" + pd.DataFrame(cells).to_latex(index=False, escape=False, column_format=align)
+
+
 def _targets(records: list[RunRecord]) -> list[str]:
     return list(dict.fromkeys(t for r in records for t in r.transfer))
 
@@ -224,94 +289,30 @@ def per_run_frame(records: list[RunRecord], columns: list[Column]) -> pd.DataFra
     return pd.DataFrame(rows)
 
 
-# --- plots --------------------------------------------------------------------------------------
+# --- figures --------------------------------------------------------------------------------------
 
-def _save(fig, path: Path) -> None:
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+def report_figures(groups: dict[str, list[RunRecord]], records: list[RunRecord], acc_cols: list[Column]
+                   ) -> tuple[dict[str, str], dict]:
+    """(palette: {row name: colour}, {figure stem: matplotlib Figure}) for every figure of the report,
+    all drawn in the one palette."""
+    rows = [plots.Row(name, short_name(recs[0]), recs[0].role == "teacher", tuple(recs)) for name, recs in groups.items()]
+    students = [row for row in rows if not row.teacher]
+    pal = plots.palette(rows)
 
+    def cells(rows, cols):
+        return {row.name: {c.label: interval([c.value(r) for r in row.records], c.bounds) for c in cols} for row in rows}
 
-def _bars(num: pd.DataFrame, labels: list[str], path: Path, title: str, ylabel: str, scale: float,
-          ylim: float | None) -> None:
-    fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(num) + 2), 4))
-    width = 0.8 / max(1, len(labels))
-    for j, label in enumerate(labels):
-        xs = [i + (j - (len(labels) - 1) / 2) * width for i in range(len(num))]
-        mean, low, high = num[f"{label} mean"], num[f"{label} low"], num[f"{label} high"]
-        err = None if low.isna().all() else [
-            [0 if math.isnan(lo) else scale * (m - lo) for m, lo in zip(mean, low)],
-            [0 if math.isnan(hi) else scale * (hi - m) for m, hi in zip(mean, high)]]
-        ax.bar(xs, scale * num[f"{label} mean"], width, yerr=err, label=label, capsize=2)
-    ax.set_xticks(range(len(num)))
-    ax.set_xticklabels(num["short"], fontsize=8, rotation=20 if len(num) > 5 else 0, ha="right" if len(num) > 5 else "center")
-    ax.set_ylabel(ylabel)
-    if ylim:
-        ax.set_ylim(0, ylim)
-    ax.legend(fontsize=7, ncol=len(labels), loc="upper center", bbox_to_anchor=(0.5, -0.12), frameon=False)
-    ax.set_title(title)
-    _save(fig, path)
-
-
-def _plot_curve(groups: dict[str, list[RunRecord]], path: Path) -> bool:
-    fig, ax = plt.subplots(figsize=(6, 4))
-    drawn = False
-    for name, recs in groups.items():
-        eps = sorted({float(e) for r in recs for e in r.curve})
-        if not eps:
-            continue
-        means = [interval([r.curve.get(f"{e:.6g}", NAN) for r in recs]).mean for e in eps]
-        ax.plot(eps, [100 * m for m in means], marker="o", label=short_name(recs[0]),
-                linestyle="--" if recs[0].role == "teacher" else "-")
-        drawn = True
-    ax.set_xlabel("ε (L∞, pixels in [0,1])")
-    ax.set_ylabel("PGD-20 accuracy (%)")
-    ax.set_title("Robust accuracy vs ε (mean over seeds)")
-    ax.legend(fontsize=7)
-    _save(fig, path)
-    return drawn
-
-
-def _plot_training(groups: dict[str, list[RunRecord]], path: Path) -> bool:
-    fig, ax = plt.subplots(figsize=(6, 4))
-    drawn = False
-    for name, recs in groups.items():
-        hist = recs[0].history
-        if hist:
-            ax.plot([h["epoch"] for h in hist], [h["loss"] for h in hist], label=f"{short_name(recs[0])} (seed {recs[0].seed})")
-            drawn = True
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("training loss (sum of terms)")
-    ax.set_yscale("log")
-    ax.set_title("Training curves")
-    ax.legend(fontsize=7)
-    _save(fig, path)
-    return drawn
-
-
-def _plot_heatmaps(groups: dict[str, list[RunRecord]], path: Path) -> bool:
-    """|corr_T - corr_S| of the logits on clean test inputs, first seed of each student."""
-    rows = [(short_name(recs[0]), recs[0].structure) for recs in groups.values()
-            if recs[0].structure.get("corr_teacher")]
-    if not rows:
-        return False
-    cols = min(4, len(rows))
-    nrows = math.ceil(len(rows) / cols)
-    fig, axes = plt.subplots(nrows, cols, figsize=(3.2 * cols, 3.0 * nrows), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, (name, st) in zip(axes.flat, rows):
-        gap = (pd.DataFrame(st["corr_teacher"]) - pd.DataFrame(st["corr_student"])).abs().to_numpy()
-        im = ax.imshow(gap, vmin=0, vmax=1, cmap="magma")
-        ax.set_title(f"{name}\noff-diagonal mean {st['clean']['corr_gap']:.3f}", fontsize=8)
-        ax.axis("on")
-        ax.set_xticks([])
-        ax.set_yticks([])
-    fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.8)
-    fig.suptitle("|teacher − student| class-correlation of logits (clean test inputs)", fontsize=9)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
+    eps, norm = plots.threat_model(records)
+    figures = {"accuracy_per_attack": plots.bars(rows, cells(rows, acc_cols), [c.label for c in acc_cols], pal,
+                                                 "Accuracy per attack", "accuracy (%)", 100, 105),
+               "robustness_curve": plots.robustness_curve(rows, pal, eps, norm),
+               "training_curves": plots.training_curves(rows, pal)}
+    if any(r.structure for r in records):
+        figures["correlation_heatmaps"] = plots.correlation_heatmaps(students)
+        cka = [c for c in STRUCTURE_COLUMNS if c.label.startswith("CKA")]
+        figures["cka"] = plots.bars(students, cells(students, cka), [c.label for c in cka], pal,
+                                    "Linear CKA with the teacher", "CKA", 1.0, 1.05)
+    return pal, {stem: fig for stem, fig in figures.items() if fig is not None}
 
 
 # --- the report ---------------------------------------------------------------------------------
@@ -423,20 +424,14 @@ def build_report(results_dir: Path, runset: str, reports_dir: Path) -> Path:
     has_structure = any(r.structure for r in records)
 
     atomic_write_text(out / "table.csv", shown.to_csv(index=False))
-    atomic_write_text(out / "table.tex", shown.to_latex(index=False, escape=True))
+    atomic_write_text(out / "table.tex", latex_table(shown, numeric, acc_cols))
     atomic_write_text(out / "summary.csv", pd.concat([numeric, tr_num.drop(columns=["method", "short", "n"])],
                                                      axis=1).to_csv(index=False))
     atomic_write_text(out / "runs.csv", per_run_frame(records, acc_cols + tr_cols + STRUCTURE_COLUMNS)
                       .to_csv(index=False))
     atomic_write_json(out / "runs.json", [{k: v for k, v in asdict(r).items() if k != "history"} for r in records])
 
-    acc_labels = [c.label for c in acc_cols]
-    _bars(numeric, acc_labels, out / "accuracy_per_attack.png", "Accuracy per attack", "accuracy (%)", 100, 105)
-    plots = ["accuracy_per_attack.png"]
-    if _plot_curve(groups, out / "robustness_curve.png"):
-        plots.append("robustness_curve.png")
-    if _plot_training(groups, out / "training_curves.png"):
-        plots.append("training_curves.png")
+    figures = {stem: plots.save(fig, out / stem) for stem, fig in report_figures(groups, records, acc_cols)[1].items()}
 
     notes = sorted({(r.method_name, r.note) for r in records if r.note})
     text = [f"# Run-set `{runset}`", "", *_setup_lines(records, meta), "",
@@ -450,26 +445,34 @@ def build_report(results_dir: Path, runset: str, reports_dir: Path) -> Path:
         text += [f"- {e.role} `{e.method}`" + (f" seed {e.seed}" if e.seed is not None else "") + f" ({e.run_id})"
                  for e in missing] + [""]
     text += [f"- `{name}`: {note}." for name, note in notes]
-    text += [""] + [f"![{p}]({p})" for p in plots] + [""]
+    text += [""] + [f"![{stem}.png]({stem}.png)" for stem in ("accuracy_per_attack", "robustness_curve",
+                                                              "training_curves") if stem in figures]
+    text += ["", f"Whiskers and bands: the {100 * LEVEL:g} % Student-t interval of the mean over seeds (a row with one "
+             f"seed has none); the dotted line marks the threat model's ε; the training curves show every seed"
+             + (" and its PGD-20 accuracy on the validation split"
+                if any("val_pgd20" in h for r in records for h in r.history) else "")
+             + ". Each figure is also a PDF.", ""]
 
     if tr_cols:
         atomic_write_text(out / "transfer.csv", tr_shown.to_csv(index=False))
+        atomic_write_text(out / "transfer.tex", latex_table(tr_shown, tr_num, tr_cols))
         text += ["## Transfer to other tasks", "",
                  "A linear head is trained on each target's training split on top of the frozen network; "
                  "accuracy (%) of the probed network on the target's test split, clean and under attack "
                  "on the whole network.", "", markdown_table(tr_shown), ""]
     if has_structure:
         atomic_write_text(out / "structure.csv", st_shown.to_csv(index=False))
+        atomic_write_text(out / "structure.tex", latex_table(st_shown, st_num, STRUCTURE_COLUMNS))
         text += ["## Structural knowledge", "",
                  "Teacher–student similarity on clean test inputs and on the student's PGD-20 examples: mean "
                  "absolute gap between class-correlation matrices of logits (lower is closer), linear CKA of "
                  "penultimate features (1 = same up to rotation and scale), prediction agreement (%), and how "
                  "often an example that fools the student also fools the teacher (%).", "",
                  markdown_table(st_shown), ""]
-        if _plot_heatmaps(students, out / "correlation_heatmaps.png"):
-            text += ["Each panel: |teacher − student| class-correlation matrix of logits; darker is closer.", "",
+        if "correlation_heatmaps" in figures:
+            text += ["Each panel: |teacher − student| class-correlation matrix of logits, mean over the student's "
+                     "seeds, on one colour scale; darker is closer.", "",
                      "![correlation_heatmaps.png](correlation_heatmaps.png)", ""]
-        _bars(st_num, ["CKA clean", "CKA adv"], out / "cka.png", "Linear CKA with the teacher", "CKA", 1.0, 1.05)
         text += ["Linear CKA between the student's and the teacher's penultimate features.", "", "![cka.png](cka.png)", ""]
 
     pub = published_table(groups, acc_cols)
@@ -498,6 +501,8 @@ def build_report(results_dir: Path, runset: str, reports_dir: Path) -> Path:
                      markdown_table(abl), ""]
     text += ["Files: `table.csv`, `table.tex`, `summary.csv` (means, intervals), `runs.csv` (per run and seed), "
              "`runs.json` (each run's full config, seed, versions and metrics)"
-             + (", `transfer.csv`" if tr_cols else "") + (", `structure.csv`" if has_structure else "") + "."]
+             + (", `transfer.csv`, `transfer.tex`" if tr_cols else "")
+             + (", `structure.csv`, `structure.tex`" if has_structure else "")
+             + "; every figure as PNG and PDF (" + ", ".join(f"`{stem}`" for stem in figures) + ")."]
     atomic_write_text(out / "README.md", "\n".join(text) + "\n")
     return out

@@ -14,6 +14,7 @@ import math
 from dataclasses import dataclass
 
 NAN = float("nan")
+LEVEL = 0.95        # the confidence level of every interval the reports print and draw
 
 
 @dataclass(frozen=True)
@@ -24,7 +25,7 @@ class Interval:
     n: int
 
 
-def interval(values, bounds: tuple[float, float] | None = None, level: float = 0.95) -> Interval:
+def interval(values, bounds: tuple[float, float] | None = None, level: float = LEVEL) -> Interval:
     """Mean and Student-t interval of the mean (nans dropped; no interval for n < 2)."""
     from scipy import stats
 
@@ -52,7 +53,7 @@ class Difference:
     test: str           # "paired t" or "Welch t"
 
 
-def paired_difference(a: dict[int, float], b: dict[int, float], level: float = 0.95) -> Difference:
+def paired_difference(a: dict[int, float], b: dict[int, float], level: float = LEVEL) -> Difference:
     """a - b over seeds ({seed: value}); paired where every seed of one is a seed of the other."""
     from scipy import stats
 
