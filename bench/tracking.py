@@ -9,8 +9,9 @@ the config: tracking changes no number, so run ids and evaluation keys are the s
 Resumption: a process writes its epochs to its own event file, opened at its first epoch with
 ``purge_step`` = that epoch, so TensorBoard drops anything an interrupted process logged from that
 epoch on (the epochs it is about to train again): each epoch shows once. The final metrics and the
-hyper-parameters go to a file of their own (suffix ``.final``), which tells whether a run folder
-still lacks them (``Tracking.backfill`` logs a finished run that was trained without tracking).
+hyper-parameters go to a file of their own (suffix ``.final``, which tells whether a run folder still
+lacks them: ``Tracking.backfill`` logs a finished run trained without tracking), at the last epoch's
+step and purging from it, so a re-evaluation (new evaluation settings or code) replaces them.
 
 Hyper-parameters are written as the hparams plugin's session start/end summaries in the run's own
 folder (not ``SummaryWriter.add_hparams``, which writes a timestamped subfolder); no experiment
@@ -38,8 +39,9 @@ class Tracker:
     def epoch(self, row: dict) -> None:
         """One trained epoch's log row (``bench.train``'s: epoch, lr, seconds, images_per_s, loss terms)."""
 
-    def final(self, record, epochs: int | None = None) -> None:
-        """The run's final metrics and hyper-parameters, from its record (``bench.results.RunRecord``)."""
+    def final(self, record, history: list[dict] | None = None) -> None:
+        """The run's final metrics and hyper-parameters, from its record (``bench.results.RunRecord``);
+        ``history``: its per-epoch log where the record does not hold it (a teacher's)."""
 
     def close(self) -> None:
         """Flush and close what is open."""
@@ -89,24 +91,25 @@ class TensorBoardTracker(Tracker):
     def epoch(self, row: dict) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
-        step = int(row["epoch"])
         if self._writer is None:  # this process's first epoch: hide what a killed one logged from here on
-            self._writer = SummaryWriter(str(self.logdir), purge_step=step)
-        for key, value in row.items():
-            tag = row_tag(key)
-            if tag is not None:
-                self._writer.add_scalar(tag, float(value), step)
+            self._writer = SummaryWriter(str(self.logdir), purge_step=int(row["epoch"]))
+        _add_row(self._writer, row)
         self._writer.flush()  # once an epoch: a killed run keeps every epoch it logged
 
-    def final(self, record, epochs: int | None = None) -> None:
+    def final(self, record, history: list[dict] | None = None) -> None:
         from torch.utils.tensorboard import SummaryWriter
         from torch.utils.tensorboard.summary import hparams
 
         self.close()
-        step = epochs if epochs is not None else max((int(r["epoch"]) for r in record.history), default=0)
+        history = record.history if history is None else history
+        step = int(history[-1]["epoch"]) if history else 0
         metrics = final_metrics(record)
         _, start, end = hparams(run_hparams(record), metrics)
-        with SummaryWriter(str(self.logdir), filename_suffix=FINAL) as w:
+        # at the last epoch's step, purging from it: a re-evaluation replaces the earlier final metrics
+        # (and writes the last epoch's row again, which that purge removes too)
+        with SummaryWriter(str(self.logdir), filename_suffix=FINAL, purge_step=step) as w:
+            if history:
+                _add_row(w, history[-1])
             for tag, value in metrics.items():
                 w.add_scalar(tag, value, step)
             w.file_writer.add_summary(start, step)
@@ -116,6 +119,13 @@ class TensorBoardTracker(Tracker):
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+
+
+def _add_row(writer, row: dict) -> None:
+    for key, value in row.items():
+        tag = row_tag(key)
+        if tag is not None:
+            writer.add_scalar(tag, float(value), int(row["epoch"]))
 
 
 def _has(logdir: Path, suffix: str = "") -> bool:
@@ -144,7 +154,7 @@ class Tracking:
         tracker = self.open(record.run_id)
         for row in history:
             tracker.epoch(row)
-        tracker.final(record, max((int(r["epoch"]) for r in history), default=0))
+        tracker.final(record, history)
 
     def backfill(self, record, history: list[dict] | None = None) -> None:
         """Log a reused run only where its folder lacks it: its epochs if it holds no event file, its
@@ -156,7 +166,7 @@ class Tracking:
         if not _has(tracker.logdir):
             self.log_finished(record, history)
         else:
-            tracker.final(record, max((int(r["epoch"]) for r in history), default=0))
+            tracker.final(record, history)
 
 
 def tracking_for(root: Path | str | None, runset: str) -> Tracking:

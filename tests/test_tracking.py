@@ -63,7 +63,16 @@ def test_event_files_per_run_and_resumption_logs_each_epoch_once(tmp_path, monke
                        "arch": "cnn-narrow", "eps": pytest.approx(0.2), "train_eps": pytest.approx(0.2),
                        "teacher": student["teacher_id"], "epochs": 3, "lr": pytest.approx(0.05), "batch": 64}
 
-    teacher = next(r for r in records.values() if r["role"] == "teacher")
+    # other evaluation settings: re-evaluated without training; its final metrics replace the earlier ones
+    assert main([*argv, "--n", "20"]) == 0
+    capsys.readouterr()
+    again = _records(res)[student["run_id"]]
+    assert again["attack_settings"]["clean"]["n"] == 20 and again["history"] == history
+    scalars, _ = _read(tb / "tb" / student["run_id"])
+    assert scalars["metrics/clean"] == [(3, pytest.approx(again["metrics"]["clean"]))]
+    assert [s for s, _ in scalars["loss/total"]] == [1, 2, 3]
+
+    teacher = next(r for r in _records(res).values() if r["role"] == "teacher")  # re-evaluated too
     scalars, hparams = _read(tb / "tb" / teacher["run_id"])  # its own schedule: one epoch
     assert [s for s, _ in scalars["loss/ce_adv"]] == [1] and hparams["epochs"] == 1 and hparams["role"] == "teacher"
     assert scalars["metrics/clean"] == [(1, pytest.approx(teacher["metrics"]["clean"]))]
