@@ -4,13 +4,12 @@ import json
 import sys
 
 import pytest
+# tensorboard is in the test extra (pip install -e ".[test]"): CI runs these, never skips them
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import metadata
 
-pytest.importorskip("tensorboard")
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
-from tensorboard.plugins.hparams import metadata  # noqa: E402
-
-from bench import tracking  # noqa: E402
-from bench.cli import main  # noqa: E402
+from bench import tracking
+from bench.cli import main
 
 TINY = ["--methods", "ard", "--teacher-epochs", "1", "--seeds", "0", "--attacks", "clean,fgsm", "--n", "40",
         "--transfer", "none", "--no-structure", "--no-sanity", "--no-report", "--name", "tb"]
@@ -114,3 +113,12 @@ def test_no_tracking_by_default():
     assert tracking.tracking_for(None, "x").open("run") is tracking.NO_TRACKING
     assert tracking.row_tag("epoch") is None and tracking.row_tag("val_pgd20") == "val/pgd20"
     assert tracking.row_tag("ce_adv") == "loss/ce_adv" and tracking.row_tag("loss") == "loss/total"
+
+
+def test_flag_on_run_and_paper_off_by_default():
+    from bench.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["run"]).tensorboard is None
+    assert parser.parse_args(["run", "--tensorboard", "tb"]).tensorboard == "tb"
+    assert parser.parse_args(["paper", "cifar10-resnet18", "--tensorboard", "tb"]).tensorboard == "tb"
