@@ -170,6 +170,8 @@ def build_parser() -> Parser:
     run.add_argument("--bf16", action="store_true", default=None, help="bf16 autocast on CUDA")
     run.add_argument("--results", default="results", help="results directory")
     run.add_argument("--reports", default="reports", help="reports directory")
+    run.add_argument("--tensorboard", metavar="DIR", help="TensorBoard event files in DIR/RUNSET/RUN_ID (loss terms, lr, "
+                     "images/s, validation accuracy per epoch; final metrics as hparams); default: off")
     run.add_argument("--force", action="store_true", help="redo finished runs (and the teacher)")
     run.add_argument("--dry-run", action="store_true", help="print the jobs a grid would run (count, each job's "
                                                             "command, estimated hours) and stop")
@@ -231,6 +233,8 @@ def build_parser() -> Parser:
     pap.add_argument("--device", help="auto (default), cpu or cuda[:i]")
     pap.add_argument("--results", default="results")
     pap.add_argument("--reports", default="reports")
+    pap.add_argument("--tensorboard", metavar="DIR", help="TensorBoard event files in DIR/RUNSET/RUN_ID (loss terms, lr, "
+                     "images/s, validation accuracy per epoch; final metrics as hparams); default: off")
     pap.add_argument("--force", action="store_true")
     pap.add_argument("--methods", type=_names, help="run a slice: these of the preset's methods (default: all)")
     pap.add_argument("--seeds", type=_seeds, help="run a slice: these seeds (default: the preset's, 0,1,2)")
@@ -337,7 +341,7 @@ def _run_and_report(cfg, methods: list[str], seeds, runset: str, compare_to, arg
     meta = {"command": "python -m bench " + shlex.join(args.argv), "methods": [parse_method(m).label for m in methods],
             "compare_to": compare_to}
     records = run_methods(cfg, methods, runset, results, seeds=seeds, force=args.force, meta=meta,
-                          only_teacher=args.only_teacher)
+                          only_teacher=args.only_teacher, tensorboard=args.tensorboard)
     if not distributed.is_main():  # rank 0 writes the report
         return 0
     if args.no_report:

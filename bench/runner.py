@@ -1,6 +1,7 @@
 """config -> data, models, teacher -> train -> evaluate -> results. No method names in here."""
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 import time
@@ -23,6 +24,7 @@ from bench.results import RECORD, RunRecord, git_commit, now, package_versions
 from bench.structure import structure_metrics
 from bench.runset import Entry, lock_for, merge_manifest
 from bench.status import mark_failed, mark_running
+from bench.tracking import Tracking, tracking_for
 from bench.teacher import TEACHERS_DIR, Teacher, describe, get_teacher, prepare_model, teacher_id
 from bench.train import train_model
 from bench.transfer import transfer_metrics
@@ -157,24 +159,35 @@ def _owned(path: Path):
         yield
 
 
-def _teacher_record(teacher: Teacher, cfg: RunConfig, data, targets, runset_dir: Path, force: bool) -> RunRecord:
+def _teacher_history(results: Path, teacher: Teacher) -> list[dict]:
+    """A trained teacher's per-epoch log (its cache's meta.json); none for a zoo or file teacher."""
+    meta = results / TEACHERS_DIR / teacher.teacher_id / "meta.json"
+    return json.loads(meta.read_text()).get("history", []) if meta.exists() else []
+
+
+def _teacher_record(teacher: Teacher, cfg: RunConfig, data, targets, runset_dir: Path, force: bool,
+                    tracking: Tracking) -> RunRecord:
     teacher_cfg = replace(cfg, seed=teacher.seed)
     tdir = runset_dir / f"teacher-{teacher.teacher_id}"
     with _owned(tdir):  # another job may be evaluating this teacher: wait, then reuse its record
         rec = distributed.broadcast_object(_reusable(tdir / RECORD, eval_key(teacher_cfg), force)
                                            if distributed.is_main() else None)
         if rec is not None:
+            tracking.backfill(rec, _teacher_history(runset_dir.parent, teacher))
             return rec
         _log(f"evaluating teacher {teacher.teacher_id}")
         info = teacher.info
         if distributed.is_main():
             mark_running(tdir, "teacher evaluation")
         try:
-            return _evaluate_and_save(
+            rec = _evaluate_and_save(
                 tdir, teacher.model, data, targets, None, teacher_cfg, "teacher ",
                 lambda ev: _record(tdir.name, "teacher", info.method, info.method.split(":")[0], "", {}, teacher_cfg,
                                    data, info.arch, teacher, ev, [], teacher.train_s, teacher.code,
-                                   {"source": info.source, "reported": info.reported}))
+                                   {"source": info.source, "reported": info.reported, **tracking.facts(tdir.name)}))
+            # teacher training (bench/teacher.py) is not tracked live: its logged epochs go in now
+            tracking.log_finished(rec, _teacher_history(runset_dir.parent, teacher))
+            return rec
         except Exception as err:
             mark_failed(tdir, err)
             raise
@@ -233,7 +246,8 @@ def prepare_runset(cfg: RunConfig, methods: list[str], runset: str, results: Pat
 
 
 def run_methods(cfg: RunConfig, methods: list[str], runset: str, results: Path, seeds: tuple[int, ...] = (0,),
-                force: bool = False, meta: dict | None = None, only_teacher: bool = False) -> list[RunRecord]:
+                force: bool = False, meta: dict | None = None, only_teacher: bool = False,
+                tensorboard: Path | str | None = None) -> list[RunRecord]:
     """Train and evaluate each method variant for each seed, and the teacher(s) as reference rows.
 
     The grid is planned first and merged into the run-set's manifest (``bench.runset``), so any number
@@ -244,11 +258,15 @@ def run_methods(cfg: RunConfig, methods: list[str], runset: str, results: Path, 
     code all match; when only the evaluation side changed, the trained weights are re-evaluated
     without training again. Changed training code (the harness, the models or the method's file)
     gives a new run id, so the old run stays on disk untouched and is not reported.
+
+    ``tensorboard``: a folder for TensorBoard event files, one sub-folder per run (``bench.tracking``);
+    not part of any run id.
     """
     specs = [parse_method(m) for m in methods]
     device = distributed.init(resolve_device(cfg.device))
     data = _load(cfg, device)
     runset_dir = results / runset
+    tracking = tracking_for(tensorboard, runset)
     if distributed.is_main():
         merge_manifest(runset_dir, plan(cfg, specs, seeds, data),
                        {"methods": [s.label for s in specs], "config": asdict(cfg), **(meta or {})})
@@ -264,18 +282,18 @@ def run_methods(cfg: RunConfig, methods: list[str], runset: str, results: Path, 
         tkey = seed if _per_seed_teacher(cfg) else None
         if tkey not in teachers:
             teachers[tkey] = get_teacher(cfg, seed, data, results, device, force)
-            records.append(_teacher_record(teachers[tkey], cfg, data, targets, runset_dir, force))
+            records.append(_teacher_record(teachers[tkey], cfg, data, targets, runset_dir, force, tracking))
         if only_teacher:
             continue
         teacher = teachers[tkey]
         for spec in specs:
             records.append(_student(spec, seed_cfg, data, train_data, val, targets, teacher, runset_dir, device,
-                                    force))
+                                    force, tracking))
     return records
 
 
 def _student(spec: MethodSpec, cfg: RunConfig, data, train_data, val, targets, teacher: Teacher,
-             runset_dir: Path, device, force: bool) -> RunRecord:
+             runset_dir: Path, device, force: bool, tracking: Tracking) -> RunRecord:
     run_dir = runset_dir / student_run_id(spec, cfg, teacher.teacher_id)
     main = distributed.is_main()
     with _owned(run_dir):  # one process trains a run; another that wants it waits, then reuses it
@@ -285,19 +303,20 @@ def _student(spec: MethodSpec, cfg: RunConfig, data, train_data, val, targets, t
         if rec is not None:
             _log(f"{spec.label} seed {cfg.seed}: reusing finished run {run_dir.name} (same config and code; "
                  "--force to redo)")
+            tracking.backfill(rec)
             return rec
         if main:
             mark_running(run_dir, f"{spec.label} seed {cfg.seed}")
         distributed.barrier()  # rank 0 has cleared (--force) and claimed the folder
         try:
-            return _train_and_evaluate(spec, cfg, data, train_data, val, targets, teacher, run_dir, device)
+            return _train_and_evaluate(spec, cfg, data, train_data, val, targets, teacher, run_dir, device, tracking)
         except Exception as err:
             mark_failed(run_dir, err)
             raise
 
 
 def _train_and_evaluate(spec: MethodSpec, cfg: RunConfig, data, train_data, val, targets, teacher: Teacher,
-                        run_dir: Path, device) -> RunRecord:
+                        run_dir: Path, device, tracking: Tracking) -> RunRecord:
     seed = cfg.seed
     code = train_digest(spec.cls)
     _log(f"{spec.label} seed {seed}: {cfg.student_arch} on {data.name} ({run_dir.name}, code {code})")
@@ -311,12 +330,13 @@ def _train_and_evaluate(spec: MethodSpec, cfg: RunConfig, data, train_data, val,
                   train_labels=train_data.y_train, student_dim=student.feature_dim,
                   teacher_dim=teacher.model.feature_dim, device=device, epochs=cfg.train.epochs, seed=seed)
     method = spec.build(ctx)
+    tracker = tracking.open(run_dir.name)
     history = train_model(student, method, train_data, cfg.train, cfg.attack, t_model, run_dir, device,
-                          cfg.bf16, desc=f"{spec.label} s{seed}", val=val)
+                          cfg.bf16, desc=f"{spec.label} s{seed}", val=val, tracker=tracker)
     train_s = sum(row["seconds"] for row in history)  # all epochs, across resumptions
     if distributed.is_main():
         atomic_save(student.state_dict(), run_dir / "model.pt")  # the evaluated weights (export, eval)
-    facts = method.facts()
+    facts = method.facts() | tracking.facts(run_dir.name)
     if distributed.active():  # one run over several processes: what each step really was
         facts["distributed"] = {"world_size": distributed.world_size(), "backend": torch.distributed.get_backend(),
                                 "global_batch": cfg.train.batch_size,
@@ -332,6 +352,7 @@ def _train_and_evaluate(spec: MethodSpec, cfg: RunConfig, data, train_data, val,
         lambda ev: _record(run_dir.name, "student", spec.label, spec.name, getattr(spec.cls, "note", ""),
                            asdict(spec.options), cfg, data, cfg.student_arch, teacher, ev, history, train_s, code,
                            facts))
+    tracker.final(rec)
     _log(f"{spec.label} seed {seed}: " + ", ".join(f"{k} {100 * v:.1f}" for k, v in rec.metrics.items())
          + (f"; sanity flags: {', '.join(rec.sanity['flags'])}" if rec.sanity.get("flags") else ""))
     return rec

@@ -18,6 +18,7 @@ from bench.config import AttackConfig, TrainConfig
 from bench.data import ImageData, augment, to_float
 from bench.errors import BenchError
 from bench.io import atomic_save, load_checkpoint
+from bench.tracking import NO_TRACKING, Tracker
 from methods.base import Batch, Method
 
 
@@ -60,11 +61,12 @@ def validation_accuracy(model: nn.Module, val: tuple[torch.Tensor, torch.Tensor]
 def train_model(student: nn.Module, method: Method, data: ImageData, train_cfg: TrainConfig,
                 attack_cfg: AttackConfig, teacher: nn.Module | None, run_dir: Path,
                 device: torch.device, bf16: bool = False, desc: str = "train",
-                val: tuple[torch.Tensor, torch.Tensor] | None = None) -> list[dict]:
+                val: tuple[torch.Tensor, torch.Tensor] | None = None, tracker: Tracker = NO_TRACKING) -> list[dict]:
     """Train ``student`` in place; a checkpoint per epoch in run_dir makes the run resumable.
 
     With ``val`` (uint8 images, labels) the weights of the epoch with the best validation PGD-20
-    accuracy are kept (checkpoint policy best-val); otherwise the last epoch's.
+    accuracy are kept (checkpoint policy best-val); otherwise the last epoch's. ``tracker``
+    (``bench.tracking``) gets each trained epoch's log row.
     Returns the per-epoch log (also written to run_dir/log.jsonl).
 
     Under torchrun every rank runs this with the same seed: each takes its rows of every global
@@ -166,6 +168,7 @@ def train_model(student: nn.Module, method: Method, data: ImageData, train_cfg: 
         if bar.disable:  # no terminal (a cluster job's log): one line per epoch instead of a bar
             print(f"{desc} epoch {epoch + 1}/{train_cfg.epochs}: " + ", ".join(
                 f"{k} {v:.4g}" for k, v in row.items() if k not in ("epoch", "seconds")), file=sys.stderr, flush=True)
+        tracker.epoch(row)  # before the checkpoint: an epoch trained again after a kill replaces its events
         atomic_save({"student": student.state_dict(),
                      "extra": extra.state_dict() if extra is not None else {},
                      "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
