@@ -143,6 +143,7 @@ def train_model(student: nn.Module, method: Method, data: ImageData, train_cfg: 
                 shown = now
                 bar.set_postfix({k: f"{float(v) / seen:.3f}" for k, v in sums.items()} |
                                 {"img/s": f"{seen / (now - t0):.0f}"})
+        epoch_lr = opt.param_groups[0]["lr"]  # the rate this epoch trained at (before the step)
         sched.step()
         if ddp:  # the log holds the global batch's means; batch-norm statistics are rank 0's (as DDP)
             sums = {k: distributed.all_reduce_sum(v) for k, v in sums.items()}
@@ -155,7 +156,7 @@ def train_model(student: nn.Module, method: Method, data: ImageData, train_cfg: 
             raise BenchError(f"{desc}: training diverged, loss is not finite at epoch {epoch + 1} "
                              f"({', '.join(f'{k} {v / seen:.3g}' for k, v in sums.items())}); lower --lr")
         elapsed = time.perf_counter() - t0
-        row = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"], "seconds": round(elapsed, 3),
+        row = {"epoch": epoch + 1, "lr": epoch_lr, "seconds": round(elapsed, 3),
                "images_per_s": round(seen / elapsed, 1), **{k: v / seen for k, v in sums.items()}}
         if val is not None:
             row["val_pgd20"] = validation_accuracy(student, val, attack_cfg.eps)
