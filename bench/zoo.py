@@ -81,9 +81,9 @@ def _enums(dataset: str, threat_model: str):
 
 
 def _zoo(dataset: str, threat_model: str) -> dict:
+    ds, tm = _enums(dataset, threat_model)  # imports robustbench through the shims first
     from robustbench.model_zoo import model_dicts
 
-    ds, tm = _enums(dataset, threat_model)
     zoo = model_dicts.get(ds, {}).get(tm)
     if zoo is None:
         raise BenchError(f"RobustBench has no {ds.value}/{tm.value} model zoo")

@@ -329,9 +329,22 @@ def test_every_twin_and_alias_named_on_an_entry_is_registered():
                 assert other in ARCHS, f"{name} names unregistered {other}"
                 assert other != name
                 named += 1
-        if arch.smoke:  # a twin is the smaller network
-            assert ARCHS.get(arch.smoke).parameter_count() < arch.parameter_count()
     assert named >= 5
+
+
+def test_parameter_notes_on_the_entries_are_true():
+    """An entry's summary that gives "about N parameters" (bench list shows it) matches the network."""
+    import re
+
+    checked = 0
+    for name, arch in ARCHS.items():
+        note = re.search(r"about ([0-9.]+)([kM]) parameters", arch.summary)
+        if note:
+            count = sum(p.numel() for p in build_model(name, 10, 1 if name.startswith("cnn") else 3).parameters())
+            scale = {"k": 1e3, "M": 1e6}[note[2]]
+            assert round(count / scale, len(note[1].partition(".")[2])) == float(note[1]), (name, count)
+            checked += 1
+    assert checked >= 5
 
 
 def test_the_three_users_read_the_entries():
@@ -362,5 +375,5 @@ def test_bench_list_shows_the_facts(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
     line = next(ln for ln in out.splitlines() if ln.split()[:1] == ["wrn-34-10"])
-    assert "WideResNet-34-10" in line and "wrn-10-1" in line and "46.2M params" in line
+    assert "WideResNet-34-10" in line and "smoke twin wrn-10-1" in line and "46.2M parameters" in line
     assert any(ln.split()[:1] == ["resnet18-tiny"] and "published as resnet18" in ln for ln in out.splitlines())

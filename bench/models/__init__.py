@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-import torch
-
 from bench.models.base import BenchModel
 from bench.registry import Registry
 
@@ -24,12 +22,6 @@ class Arch:
     def summary(self) -> str:
         """The first line of the constructor's docstring."""
         return (self.build.__doc__ or "").strip().partition("\n")[0]
-
-    def parameter_count(self, num_classes: int = 10) -> int:
-        """Parameters at ``num_classes`` outputs, counted on the meta device (nothing is allocated)."""
-        with torch.device("meta"):
-            model = self.build(num_classes=num_classes)
-        return sum(p.numel() for p in model.parameters())
 
 
 ARCHS: Registry[Arch] = Registry("architecture")
@@ -76,14 +68,12 @@ def leaderboard_name(arch: str) -> str:
 
 
 def describe_archs() -> list[str]:
-    """One line per architecture for ``bench list``: parameters (10 classes), its facts, its summary."""
+    """One line per architecture for ``bench list``: its summary, then its facts."""
     lines = []
     for name, a in ARCHS.items():
-        n = a.parameter_count()
-        facts = [f"{n / 1e6:.1f}M params" if n >= 1e6 else f"{n / 1e3:.0f}k params"]
-        facts += [f"{label} {value}" for label, value in (("leaderboard", a.leaderboard), ("smoke twin", a.smoke),
-                                                          ("published as", a.published_as)) if value]
-        lines.append(f"  {name:16s} {'; '.join(facts)}" + (f" -- {a.summary}" if a.summary else ""))
+        facts = [f"{label} {value}" for label, value in (("leaderboard", a.leaderboard), ("smoke twin", a.smoke),
+                                                         ("published as", a.published_as)) if value]
+        lines.append("  " + "; ".join([f"{name:16s} {a.summary.rstrip('.')}", *facts]))
     return lines
 
 

@@ -90,6 +90,7 @@ class ResNet(BenchModel):
 
 @register_arch("resnet18", leaderboard="ResNet-18", smoke="resnet18-tiny")
 def resnet18(num_classes: int, in_channels: int = 3, mean=None, std=None) -> BenchModel:
+    """CIFAR ResNet-18, the student of ARD, RSLAD, IAD and AdaAD (about 11.2M parameters)."""
     return ResNet([2, 2, 2, 2], num_classes, in_channels, mean, std)
 
 
@@ -157,6 +158,7 @@ class PreActResNet(BenchModel):
 
 @register_arch("preact-resnet18", leaderboard="PreActResNet-18", smoke="resnet18-tiny")
 def preact_resnet18(num_classes: int, in_channels: int = 3, mean=None, std=None) -> BenchModel:
+    """PreAct ResNet-18 as in fast-adversarial-training and RobustBench (about 11.2M parameters)."""
     return PreActResNet([2, 2, 2, 2], num_classes, in_channels, mean, std)
 
 
@@ -227,6 +229,7 @@ class MobileNetV2(BenchModel):
 
 @register_arch("mobilenetv2", leaderboard="MobileNetV2", smoke="mobilenetv2-tiny")
 def mobilenetv2(num_classes: int, in_channels: int = 3, mean=None, std=None) -> BenchModel:
+    """CIFAR MobileNetV2, kuangliu style (about 2.3M parameters)."""
     return MobileNetV2(num_classes, in_channels, mean, std)
 
 
@@ -317,11 +320,13 @@ class WideResNet(BenchModel):
 
 @register_arch("wrn-34-10", leaderboard="WideResNet-34-10", smoke="wrn-10-1")
 def wrn_34_10(num_classes: int, in_channels: int = 3, mean=None, std=None) -> BenchModel:
+    """WideResNet-34-10, the TRADES / RobustBench teacher (about 46.2M parameters)."""
     return WideResNet(34, 10, num_classes, in_channels, mean, std)
 
 
 @register_arch("wrn-28-10", leaderboard="WideResNet-28-10", smoke="wrn-10-1")
 def wrn_28_10(num_classes: int, in_channels: int = 3, mean=None, std=None) -> BenchModel:
+    """WideResNet-28-10, TRADES / RobustBench naming (about 36.5M parameters)."""
     return WideResNet(28, 10, num_classes, in_channels, mean, std)
 
 
