@@ -595,7 +595,7 @@ def cmd_list(args) -> int:
     from bench.attacks import ATTACKS
     from bench.presets import all_presets
     from bench.data import DATASETS
-    from bench.models import ARCHS
+    from bench.models import describe_archs
     from methods import METHODS
 
     print("methods:")
@@ -615,7 +615,7 @@ def cmd_list(args) -> int:
         if opts:
             print(f"  {'':10s} options: {opts}")
     print("datasets: " + ", ".join(DATASETS.names()) + ", folder:PATH")
-    print("architectures: " + ", ".join(ARCHS.names()))
+    print("architectures:\n" + "\n".join(describe_archs()))
     print("attacks: clean, " + ", ".join(ATTACKS.names()) + ", aa (AutoAttack via pyautoattack)")
     print("presets:")
     for name, preset in sorted(all_presets().items()):
@@ -677,7 +677,7 @@ def cmd_export(args) -> int:
 
     from bench.io import extract_state_dict, load_checkpoint
     from bench.results import RECORD, RunRecord
-    from bench.zoo import export_robustbench
+    from bench.export import export_robustbench
 
     run_dir = Path(args.run)
     if not (run_dir / RECORD).exists():

@@ -125,20 +125,18 @@ def all_presets() -> dict[str, Preset]:
     return presets
 
 
-SMOKE_ARCHS = {"resnet18": "resnet18-tiny", "preact-resnet18": "resnet18-tiny", "mobilenetv2": "mobilenetv2-tiny",
-               "wrn-34-10": "wrn-10-1", "wrn-28-10": "wrn-10-1"}
-
-
 def smoke(preset: Preset) -> Preset:
     """Any preset shrunk so its whole path runs on a CPU in seconds: 256 training and 64 test images,
     one epoch, PGD-2 training attack, 1/8-width networks, a teacher trained here for one epoch instead
     of a downloaded one, synthetic stand-ins for data files that are missing. Numbers are meaningless."""
+    from bench.models import smoke_arch  # each architecture's entry names its smoke twin
+
     c = preset.config
-    tiny = SMOKE_ARCHS.get(c.student_arch, c.student_arch)
+    tiny = smoke_arch(c.student_arch)
     return replace(preset, seeds=preset.seeds[:1], description=f"{preset.description} [smoke scale]", config=replace(
         c, preset=f"{c.preset}-smoke", student_arch=tiny,
         data=replace(c.data, stand_in=True, train_limit=256),
-        teacher=TrainedTeacher(arch=SMOKE_ARCHS.get(c.teacher.arch, c.teacher.arch), method="pgd-at",
+        teacher=TrainedTeacher(arch=smoke_arch(c.teacher.arch), method="pgd-at",
                                train=TrainConfig(epochs=1, batch_size=64)),
         train=replace(c.train, epochs=1, batch_size=64, milestones=()),
         attack=replace(c.attack, steps=2),

@@ -5,6 +5,8 @@ import csv
 from functools import lru_cache
 from pathlib import Path
 
+from bench.models import published_arch
+
 REFERENCES = Path(__file__).with_name("references.csv")
 _SURE = {"verified": 0, "second-hand": 1, "unverified": 2, "missing": 3}
 
@@ -17,7 +19,7 @@ def load_references(path: Path = REFERENCES) -> tuple[dict, ...]:
 
 def published(method: str, role: str, dataset: str, arch: str) -> tuple[dict[str, dict], list[dict]]:
     """({metric: best-attested reference row}, every matching row) for one table row."""
-    arch = arch.removesuffix("-tiny")  # smoke runs stand in for the full-width network
+    arch = published_arch(arch)  # e.g. a smoke run's narrow twin stands in for the full-width network
     rows = [r for r in load_references() if r["method"] == method and r["role"] == role
             and r["dataset"] == dataset and r["student"] == arch]
     best: dict[str, dict] = {}

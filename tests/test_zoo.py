@@ -1,5 +1,7 @@
-"""RobustBench zoo: the import shims, offline teacher loading (weights_only) and export."""
+"""RobustBench: the import shims, offline zoo loading (weights_only, no downloads), export, and the
+architecture facts (leaderboard name, smoke twin, published-number alias) on the registry's entries."""
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -7,21 +9,23 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench import zoo
+from bench import export, robustbench_compat, zoo
 from bench.errors import BenchError
-from bench.models import build_model
+from bench.io import load_weights
+from bench.models import ARCHS, build_model, leaderboard_name, published_arch, register_arch, smoke_arch
 
 NAME = "Zhang2019Theoretically"
 
 
 @pytest.fixture
 def load_spy(monkeypatch):
-    """Records the weights_only argument of every torch.load call."""
+    """Records the weights_only argument of every torch.load call ("default" when not passed: robustbench's
+    call, which torch >= 2.6 reads with weights_only=True unless $TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD is set)."""
     calls = []
     real = torch.load
 
     def spy(*args, **kwargs):
-        calls.append(kwargs.get("weights_only"))
+        calls.append(kwargs.get("weights_only", "default"))
         return real(*args, **kwargs)
 
     monkeypatch.setattr(torch, "load", spy)
@@ -32,7 +36,7 @@ def load_spy(monkeypatch):
 def zhang(tmp_path_factory):
     """RobustBench's architecture for Zhang2019Theoretically with random weights, saved where
     RobustBench looks for it (with the 'module.' prefix and 'state_dict' wrapper of real files)."""
-    zoo.import_robustbench()
+    robustbench_compat.import_robustbench()
     from robustbench.model_zoo import model_dicts
     from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
 
@@ -50,10 +54,26 @@ def zhang(tmp_path_factory):
     return raw, model_dir
 
 
-def test_offline_teacher_matches_robustbench_model(zhang, load_spy):
+@pytest.fixture
+def no_network(monkeypatch):
+    """gdown (robustbench's downloader) fails the test if anything reaches it."""
+    import gdown
+
+    calls = []
+    monkeypatch.setattr(gdown, "download", lambda *a, **k: calls.append((a, k)) or pytest.fail("gdown.download"))
+    return calls
+
+
+def test_offline_teacher_matches_robustbench_model(zhang, load_spy, no_network, monkeypatch):
     raw, model_dir = zhang
+    rb_utils = robustbench_compat.import_robustbench().utils
+    used = []
+    real_load_model = rb_utils.load_model
+    monkeypatch.setattr(rb_utils, "load_model", lambda *a, **k: used.append(k) or real_load_model(*a, **k))
+    monkeypatch.delenv(zoo.NO_WEIGHTS_ONLY_ENV, raising=False)
     model = zoo.load_robustbench_model(NAME, "cifar10", "Linf", model_dir)
-    assert load_spy and all(w is True for w in load_spy)
+    assert len(used) == 1 and used[0]["model_dir"] == model_dir  # robustbench's own load path, bench's folder
+    assert load_spy and all(w in (True, "default") for w in load_spy) and not no_network
     assert isinstance(model, zoo.ZooModel) and not model.training
     assert (model.feature_dim, model.num_classes) == (640, 10)
     assert model.head_name == "fc"
@@ -129,7 +149,7 @@ def test_compat_layer_aliases_pyautoattack_only_without_real_autoattack():
     import pyautoattack
     import pyautoattack.state
 
-    rb = zoo.import_robustbench()
+    rb = robustbench_compat.import_robustbench()
     assert rb.load_model is rb.utils.load_model
     import importlib.util
     real = sys.modules["autoattack"] is not pyautoattack and importlib.util.find_spec("autoattack")
@@ -153,9 +173,9 @@ def test_compat_layer_never_shadows_real_modules(tmp_path, monkeypatch):
     monkeypatch.delitem(sys.modules, "autoattack", raising=False)
     monkeypatch.delitem(sys.modules, "autoattack.state", raising=False)
     monkeypatch.delitem(sys.modules, "pkg_resources", raising=False)
-    zoo._alias_autoattack()
+    robustbench_compat._alias_autoattack()
     assert "autoattack" not in sys.modules  # not aliased: the real one is left to be imported
-    with zoo._temporary_pkg_resources():
+    with robustbench_compat._temporary_pkg_resources():
         assert "pkg_resources" not in sys.modules
     import autoattack
     assert autoattack.REAL
@@ -164,7 +184,7 @@ def test_compat_layer_never_shadows_real_modules(tmp_path, monkeypatch):
 def test_import_failure_is_one_line(monkeypatch):
     monkeypatch.setitem(sys.modules, "robustbench", None)
     with pytest.raises(BenchError, match="cannot import robustbench"):
-        zoo.import_robustbench()
+        robustbench_compat.import_robustbench()
 
 
 def _record(**aa):
@@ -177,10 +197,10 @@ def _record(**aa):
                        "eval": {"eps": 8 / 255, "n": 10000, "aa_n": 10000}}}
 
 
-def test_export_writes_robustbench_json_and_loadable_checkpoint(tmp_path, load_spy):
+def test_export_writes_robustbench_json_and_loadable_checkpoint(tmp_path, load_spy, no_network, monkeypatch):
     torch.manual_seed(0)
     student = build_model("cnn-narrow", 10, 3)
-    json_path, ckpt = zoo.export_robustbench(_record(), student.state_dict(), tmp_path, "Bench2025Gacd")
+    json_path, ckpt = export.export_robustbench(_record(), student.state_dict(), tmp_path, "Bench2025Gacd")
     assert json_path == tmp_path / "model_info" / "cifar10" / "Linf" / "Bench2025Gacd.json"
     assert ckpt == tmp_path / "models" / "cifar10" / "Linf" / "Bench2025Gacd.pt"
     info = json.loads(json_path.read_text())
@@ -195,31 +215,165 @@ def test_export_writes_robustbench_json_and_loadable_checkpoint(tmp_path, load_s
 
     fresh = build_model("cnn-narrow", 10, 3)
     load_spy.clear()
-    zoo.load_robustbench_weights(fresh, ckpt)
+    load_weights(fresh, ckpt, "cnn-narrow")
     assert load_spy == [True]
     for k, v in student.state_dict().items():
         assert torch.equal(fresh.state_dict()[k], v)
-    # the same file where RobustBench's model folder layout expects it
+    # the same file where RobustBench's model folder layout expects it, and RobustBench's own load_model
+    # reads it once the architecture is in its zoo
     assert zoo.robustbench_checkpoint_path("Bench2025Gacd", "cifar10", "Linf", tmp_path / "models") == ckpt
+    rb_utils = robustbench_compat.import_robustbench().utils
+    from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
+    monkeypatch.setitem(rb_utils.all_models[BenchmarkDataset.cifar_10][ThreatModel.Linf], "Bench2025Gacd",
+                        {"model": lambda: build_model("cnn-narrow", 10, 3), "gdrive_id": "none"})
+    loaded = rb_utils.load_model("Bench2025Gacd", model_dir=tmp_path / "models", dataset="cifar10",
+                                 threat_model="Linf")
+    for k, v in student.state_dict().items():
+        assert torch.equal(loaded.state_dict()[k], v)
+    assert not no_network
+
+
+def test_leaderboard_entry_is_written_in_robustbench_model_info_layout(tmp_path):
+    robustbench_compat.import_robustbench()
+    from robustbench.utils import ModelInfo
+
+    entry = export.leaderboard_entry(_record())
+    assert isinstance(entry.autoattack_acc, float) and isinstance(entry.eps, float)
+    assert (entry.dataset, entry.threat_model, entry.architecture) == ("cifar10", "Linf", "ResNet-18")
+    assert entry.clean_acc == pytest.approx(0.8123) and entry.autoattack_acc == pytest.approx(0.5012)
+    json_path, _ = export.export_robustbench(_record(), {"w": torch.zeros(2)}, tmp_path, "Layout")
+    info = json.loads(json_path.read_text())
+    # robustbench's own ModelInfo fields for an L-p leaderboard, in its order (no corruption fields)
+    rb_fields = [f.name for f in dataclasses.fields(ModelInfo) if not f.name.startswith("corruptions")]
+    assert list(info) == rb_fields
+    assert info == entry.model_info()
+    assert float(info["clean_acc"]) == pytest.approx(100 * entry.clean_acc, abs=0.005)
+    assert info["footnote"] == entry.footnote and info["number_forward_passes"] == entry.number_forward_passes
+    l2 = export.LeaderboardEntry("cifar10", "L2", 0.5, "ResNet-18", 0.6, reported=0.61)
+    assert l2.model_info()["eps"] == "0.5" and l2.model_info()["reported"] == "61.00"
+    assert l2.model_info()["clean_acc"] == ""
+    for bad in ({"autoattack_acc": 50.1}, {"clean_acc": -0.1}, {"threat_model": "L3"}, {"dataset": "stl10"},
+                {"eps": 0}, {"eps": True}):
+        with pytest.raises(BenchError):
+            dataclasses.replace(l2, **bad)
 
 
 def test_export_notes_subset_and_refuses_without_aa(tmp_path):
     sd = {"w": torch.zeros(2)}
-    json_path, _ = zoo.export_robustbench(_record(n=1000), sd, tmp_path, "Sub")
+    json_path, _ = export.export_robustbench(_record(n=1000), sd, tmp_path, "Sub")
     assert "fewer than the full test set" in json.loads(json_path.read_text())["footnote"]
     rec = _record()
     del rec["metrics"]["aa"]
     with pytest.raises(BenchError, match="AutoAttack"):
-        zoo.export_robustbench(rec, sd, tmp_path, "NoAA")
+        export.export_robustbench(rec, sd, tmp_path, "NoAA")
     rec = _record()
     rec["config"]["data"]["name"] = "digits@0-4"
     with pytest.raises(BenchError, match="leaderboards"):
-        zoo.export_robustbench(rec, sd, tmp_path, "Digits")
+        export.export_robustbench(rec, sd, tmp_path, "Digits")
     with pytest.raises(BenchError):
-        zoo.export_robustbench(_record(), sd, tmp_path, "../escape")
+        export.export_robustbench(_record(), sd, tmp_path, "../escape")
+    assert not (tmp_path / "model_info" / "digits@0-4").exists()
 
 
 def test_format_eps():
-    assert zoo.format_eps(8 / 255) == "8/255"
-    assert zoo.format_eps(0.031) == "0.031"
-    assert zoo.format_eps(0.5) == "0.5"
+    assert export.format_eps(8 / 255) == "8/255"
+    assert export.format_eps(0.031) == "0.031"
+    assert export.format_eps(0.5) == "0.5"
+
+
+# --------------------------------------------------------------------------------------------
+# robustbench's load_model, guarded: no downloads, weights_only only
+# --------------------------------------------------------------------------------------------
+
+def test_robustbench_load_path_refuses_to_download(tmp_path, monkeypatch, no_network):
+    """A file that vanishes between bench's check and robustbench's read makes robustbench try to
+    download it: bench's guard refuses, gdown is never reached, robustbench's functions come back."""
+    rb_utils = robustbench_compat.import_robustbench().utils
+    before = (rb_utils.download_gdrive, rb_utils.download_gdrive_new)
+    entry = zoo._zoo("cifar10", "Linf")[NAME]
+    missing = zoo.robustbench_checkpoint_path(NAME, "cifar10", "Linf", tmp_path)
+    monkeypatch.setattr(zoo, "locate_robustbench_model", lambda *a, **k: (entry, missing))
+    with pytest.raises(BenchError, match="never downloads") as err:
+        zoo.load_robustbench_model(NAME, "cifar10", "Linf", tmp_path)
+    assert "\n" not in str(err.value) and not missing.exists() and not no_network
+    assert (rb_utils.download_gdrive, rb_utils.download_gdrive_new) == before
+
+
+def test_unsafe_torch_load_default_is_refused(zhang, monkeypatch, load_spy):
+    _, model_dir = zhang
+    monkeypatch.setenv(zoo.NO_WEIGHTS_ONLY_ENV, "1")
+    with pytest.raises(BenchError, match="weights_only"):
+        zoo.load_robustbench_model(NAME, "cifar10", "Linf", model_dir)
+    assert load_spy == []  # refused before anything is read
+
+
+def test_checkpoint_of_another_network_does_not_fit(tmp_path):
+    path = zoo.robustbench_checkpoint_path(NAME, "cifar10", "Linf", tmp_path)
+    path.parent.mkdir(parents=True)
+    torch.save({"state_dict": build_model("cnn-narrow", 10, 3).state_dict()}, path)
+    with pytest.raises(BenchError, match="does not fit") as err:
+        zoo.load_robustbench_model(NAME, "cifar10", "Linf", tmp_path)
+    assert "\n" not in str(err.value)
+
+
+# --------------------------------------------------------------------------------------------
+# Architecture facts on the registry's entries
+# --------------------------------------------------------------------------------------------
+
+def test_every_twin_and_alias_named_on_an_entry_is_registered():
+    named = 0
+    for name, arch in ARCHS.items():
+        assert arch.name == name
+        for other in (arch.smoke, arch.published_as):
+            if other is not None:
+                assert other in ARCHS, f"{name} names unregistered {other}"
+                assert other != name
+                named += 1
+    assert named >= 5
+
+
+def test_parameter_notes_on_the_entries_are_true():
+    """An entry's summary that gives "about N parameters" (bench list shows it) matches the network."""
+    import re
+
+    checked = 0
+    for name, arch in ARCHS.items():
+        note = re.search(r"about ([0-9.]+)([kM]) parameters", arch.summary)
+        if note:
+            count = sum(p.numel() for p in build_model(name, 10, 1 if name.startswith("cnn") else 3).parameters())
+            scale = {"k": 1e3, "M": 1e6}[note[2]]
+            assert round(count / scale, len(note[1].partition(".")[2])) == float(note[1]), (name, count)
+            checked += 1
+    assert checked >= 5
+
+
+def test_the_three_users_read_the_entries():
+    from bench.presets import get_preset, smoke
+    from bench.references import published
+
+    assert smoke_arch("wrn-34-10") == ARCHS.get("wrn-34-10").smoke == "wrn-10-1"
+    assert smoke_arch("cnn-narrow") == "cnn-narrow" and smoke_arch("no-such-arch") == "no-such-arch"
+    s = smoke(get_preset("cifar10")).config
+    assert (s.student_arch, s.teacher.arch) == (ARCHS.get("resnet18").smoke, ARCHS.get("wrn-34-10").smoke)
+    assert published_arch("resnet18-tiny") == "resnet18" and published_arch("resnet18") == "resnet18"
+    assert published("ard", "student", "cifar10", "resnet18-tiny") == published("ard", "student", "cifar10", "resnet18")
+    assert published("ard", "student", "cifar10", "resnet18")[0]  # there are published numbers to match
+    assert leaderboard_name("wrn-34-10") == "WideResNet-34-10" and leaderboard_name("wrn-10-1") == "wrn-10-1"
+
+
+def test_registering_an_architecture_twice_raises_and_unknown_lists_names():
+    with pytest.raises(ValueError, match="already registered"):
+        register_arch("resnet18")(lambda num_classes, in_channels=3, mean=None, std=None: None)
+    with pytest.raises(BenchError) as err:
+        build_model("resnet-19", 10)
+    assert "resnet18" in str(err.value) and "wrn-34-10" in str(err.value)
+
+
+def test_bench_list_shows_the_facts(capsys):
+    from bench.cli import main
+
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    line = next(ln for ln in out.splitlines() if ln.split()[:1] == ["wrn-34-10"])
+    assert "WideResNet-34-10" in line and "smoke twin wrn-10-1" in line and "46.2M parameters" in line
+    assert any(ln.split()[:1] == ["resnet18-tiny"] and "published as resnet18" in ln for ln in out.splitlines())

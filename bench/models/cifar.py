@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.models import ARCHS
+from bench.models import register_arch
 from bench.models.base import BenchModel
 
 
@@ -88,12 +88,13 @@ class ResNet(BenchModel):
         return self.linear(f)
 
 
-@ARCHS.register("resnet18")
+@register_arch("resnet18", leaderboard="ResNet-18", smoke="resnet18-tiny")
 def resnet18(num_classes: int, in_channels: int = 3, mean=None, std=None) -> BenchModel:
+    """CIFAR ResNet-18, the student of ARD, RSLAD, IAD and AdaAD (about 11.2M parameters)."""
     return ResNet([2, 2, 2, 2], num_classes, in_channels, mean, std)
 
 
-@ARCHS.register("resnet18-tiny")
+@register_arch("resnet18-tiny", published_as="resnet18")
 def resnet18_tiny(num_classes: int, in_channels: int = 3, mean=None, std=None) -> BenchModel:
     """ResNet-18 at 1/8 width (base 8): the same code path for smoke runs on a CPU."""
     return ResNet([2, 2, 2, 2], num_classes, in_channels, mean, std, base=8)
@@ -155,8 +156,9 @@ class PreActResNet(BenchModel):
         return self.linear(f)
 
 
-@ARCHS.register("preact-resnet18")
+@register_arch("preact-resnet18", leaderboard="PreActResNet-18", smoke="resnet18-tiny")
 def preact_resnet18(num_classes: int, in_channels: int = 3, mean=None, std=None) -> BenchModel:
+    """PreAct ResNet-18 as in fast-adversarial-training and RobustBench (about 11.2M parameters)."""
     return PreActResNet([2, 2, 2, 2], num_classes, in_channels, mean, std)
 
 
@@ -225,12 +227,13 @@ class MobileNetV2(BenchModel):
         return self.linear(f)
 
 
-@ARCHS.register("mobilenetv2")
+@register_arch("mobilenetv2", leaderboard="MobileNetV2", smoke="mobilenetv2-tiny")
 def mobilenetv2(num_classes: int, in_channels: int = 3, mean=None, std=None) -> BenchModel:
+    """CIFAR MobileNetV2, kuangliu style (about 2.3M parameters)."""
     return MobileNetV2(num_classes, in_channels, mean, std)
 
 
-@ARCHS.register("mobilenetv2-tiny")
+@register_arch("mobilenetv2-tiny", published_as="mobilenetv2")
 def mobilenetv2_tiny(num_classes: int, in_channels: int = 3, mean=None, std=None) -> BenchModel:
     """MobileNetV2 at 1/8 width: the same code path for smoke runs on a CPU."""
     return MobileNetV2(num_classes, in_channels, mean, std, divisor=8)
@@ -315,17 +318,19 @@ class WideResNet(BenchModel):
         return self.fc(f)
 
 
-@ARCHS.register("wrn-34-10")
+@register_arch("wrn-34-10", leaderboard="WideResNet-34-10", smoke="wrn-10-1")
 def wrn_34_10(num_classes: int, in_channels: int = 3, mean=None, std=None) -> BenchModel:
+    """WideResNet-34-10, the TRADES / RobustBench teacher (about 46.2M parameters)."""
     return WideResNet(34, 10, num_classes, in_channels, mean, std)
 
 
-@ARCHS.register("wrn-28-10")
+@register_arch("wrn-28-10", leaderboard="WideResNet-28-10", smoke="wrn-10-1")
 def wrn_28_10(num_classes: int, in_channels: int = 3, mean=None, std=None) -> BenchModel:
+    """WideResNet-28-10, TRADES / RobustBench naming (about 36.5M parameters)."""
     return WideResNet(28, 10, num_classes, in_channels, mean, std)
 
 
-@ARCHS.register("wrn-10-1")
+@register_arch("wrn-10-1")
 def wrn_10_1(num_classes: int, in_channels: int = 3, mean=None, std=None) -> BenchModel:
     """WideResNet depth 10, width 1: the WRN code path for smoke runs on a CPU."""
     return WideResNet(10, 1, num_classes, in_channels, mean, std)
