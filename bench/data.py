@@ -407,6 +407,12 @@ class _Decoded(torch.utils.data.Dataset):
         """Every image decoded into one uint8 tensor (worker processes decode in parallel)."""
         from torch.utils.data import DataLoader
 
+        need, available = len(self) * 3 * self.size * self.size, _host_memory_available()
+        if available is not None and 2 * need > available:  # the tensor, and the copies a split makes
+            raise BenchError(f"{self.folder.root}: {len(self)} images at {self.size}x{self.size} take "
+                             f"{need / 2**30:.1f} GiB decoded, {available / 2**30:.1f} GiB of host memory is "
+                             f"available: lower --image-size (training reads decoded images; `bench eval` "
+                             f"streams from the files)")
         x = torch.empty((len(self), 3, self.size, self.size), dtype=torch.uint8)
         done = 0
         for xb, _, ok in DataLoader(self, batch_size=256, num_workers=_workers(len(self)) if workers is None

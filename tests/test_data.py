@@ -269,3 +269,15 @@ def test_on_device_auto_and_bad_value(digits):
     assert isinstance(digits.to(cpu, "no").to(cpu).x_test, HostImages)  # placed data keeps its place
     with pytest.raises(BenchError, match="on_device 'maybe'"):
         digits.to(cpu, "maybe")
+
+
+def test_folder_too_big_for_host_memory(tmp_path, monkeypatch):
+    from bench import data as data_module
+
+    _class_folder(tmp_path, 2)
+    monkeypatch.setattr(data_module, "_host_memory_available", lambda: 1000)  # bytes: less than 6 images
+    with pytest.raises(BenchError, match="6 images at 8x8 take .* lower --image-size"):
+        load_dataset(f"folder:{tmp_path}", image_size=8)
+    streamed = data_module.load_eval_set(f"folder:{tmp_path}", image_size=8)  # eval streams instead
+    assert isinstance(streamed.x_test, data_module.FileImages) and len(streamed.y_test) == 6
+    assert streamed.info["streamed"]
