@@ -193,7 +193,7 @@ class FileImages:
         size = max(stop - start, 0)
         if size == 0:
             return torch.zeros((0, *self.shape[1:]), dtype=torch.uint8, device=self.device)
-        if self._stream is None or start != self._next or size != self._batch:
+        if self._stream is None or start != self._next or size != min(self._batch, len(self) - start):
             from torch.utils.data import DataLoader, Subset
 
             loader = DataLoader(Subset(self.decoded, range(start, len(self))), batch_size=size,

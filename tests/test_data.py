@@ -203,7 +203,18 @@ def test_eval_set_of_a_folder_is_every_image(tmp_path):
     assert len(load_eval_set(f"folder:{tmp_path / 'two'}", image_size=8).y_test) == 6  # its test/ split
     streamed = load_eval_set(f"folder:{tmp_path / 'one'}", image_size=8, stream=True)
     assert isinstance(streamed.x_test, FileImages)
-    assert torch.equal(torch.cat([streamed.x_test[i:i + 5] for i in range(0, 12, 5)]), every.x_test)
+    import torch.utils.data as tud
+
+    loaders = []
+
+    class Counting(tud.DataLoader):
+        def __init__(self, *args, **kwargs):
+            loaders.append(1)
+            super().__init__(*args, **kwargs)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(tud, "DataLoader", Counting)
+        assert torch.equal(torch.cat([streamed.x_test[i:i + 5] for i in range(0, 12, 5)]), every.x_test)
+    assert len(loaders) == 1  # one pass over consecutive batches: one loader, decoding ahead
     assert torch.equal(streamed.x_test[3:7], every.x_test[3:7])  # a jump restarts the stream
     digits = load_eval_set("digits")
     assert len(digits.y_test) == 450 and len(digits.y_train) == 0
