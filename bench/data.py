@@ -104,6 +104,16 @@ def _host_memory_available() -> int | None:
     return None
 
 
+# A folder is decoded into host memory at once when its uint8 images take at most this share of the
+# available host memory (a train/test split copies them once more).
+HOST_SHARE = 0.5
+
+
+def _fits_in_host(n_bytes: int) -> bool:
+    available = _host_memory_available()
+    return available is None or n_bytes <= HOST_SHARE * available
+
+
 def fits_on_device(data: "ImageData", device: torch.device) -> bool:
     """Whether ``data``'s images fit on ``device``; a CPU device is host memory, so always."""
     if device.type != "cuda":
@@ -398,6 +408,10 @@ class _Decoded(torch.utils.data.Dataset):
     def labels(self) -> torch.Tensor:
         return torch.tensor(self.folder.targets, dtype=torch.int64)
 
+    @property
+    def nbytes(self) -> int:
+        return len(self) * 3 * self.size * self.size
+
     def check(self, ok: torch.Tensor, offset: int) -> None:
         if not bool(ok.all()):
             bad = int((~ok).nonzero()[0, 0]) + offset
@@ -407,12 +421,11 @@ class _Decoded(torch.utils.data.Dataset):
         """Every image decoded into one uint8 tensor (worker processes decode in parallel)."""
         from torch.utils.data import DataLoader
 
-        need, available = len(self) * 3 * self.size * self.size, _host_memory_available()
-        if available is not None and 2 * need > available:  # the tensor, and the copies a split makes
+        if not _fits_in_host(self.nbytes):
             raise BenchError(f"{self.folder.root}: {len(self)} images at {self.size}x{self.size} take "
-                             f"{need / 2**30:.1f} GiB decoded, {available / 2**30:.1f} GiB of host memory is "
-                             f"available: lower --image-size (training reads decoded images; `bench eval` "
-                             f"streams from the files)")
+                             f"{self.nbytes / 2**30:.1f} GiB decoded, more than {HOST_SHARE:.0%} of the "
+                             f"{_host_memory_available() / 2**30:.1f} GiB of host memory available: lower "
+                             f"--image-size (training reads decoded images; `bench eval` streams from the files)")
         x = torch.empty((len(self), 3, self.size, self.size), dtype=torch.uint8)
         done = 0
         for xb, _, ok in DataLoader(self, batch_size=256, num_workers=_workers(len(self)) if workers is None
@@ -650,20 +663,16 @@ def load_eval_set(name: str, data_dir: Path | str | None = None, download: bool 
     train, test, names = _folder_splits(root)
     folder = train if test is None else test
     decoded = _Decoded(folder, size)
-    available = _host_memory_available()
     if stream is None:
-        stream = available is not None and len(decoded) * 3 * size * size > 0.5 * available
+        stream = not _fits_in_host(decoded.nbytes)
     info = {"split": "every image of the folder" if test is None else f"the {Path(folder.root).name}/ split"}
     if names != list(train.classes):
         info["class_names"] = names
-    empty = torch.zeros((0, 3, size, size), dtype=torch.uint8)
-    if stream:  # normalisation statistics would need every image decoded: identity, unused by eval
+    if stream:
         info["streamed"] = "from the files, batch by batch"
-        data = ImageData(f"folder:{root}", empty, torch.zeros(0, dtype=torch.int64), FileImages(decoded, device),
-                         decoded.labels, list(train.classes), (0.0,) * 3, (1.0,) * 3, info=info)
-        return replace(data, y_test=data.y_test.to(device))
-    x, y = decoded.read_all()
-    mean, std = _channel_stats(x)
-    data = ImageData(f"folder:{root}", empty, torch.zeros(0, dtype=torch.int64), x, y, list(train.classes),
-                     mean, std, pad=max(1, size // 8), flip=True, info=info)
+    x = FileImages(decoded, device) if stream else decoded.read_all()[0]
+    # no training split, so no normalisation statistics of one (identity) and no augmentation
+    data = ImageData(f"folder:{root}", torch.zeros((0, 3, size, size), dtype=torch.uint8),
+                     torch.zeros(0, dtype=torch.int64), x, decoded.labels, list(train.classes), (0.0,) * 3,
+                     (1.0,) * 3, info=info)
     return data.to(device, on_device)
