@@ -98,6 +98,9 @@ def _add_eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", help="where torchvision datasets are (default $BENCH_DATA_DIR or ~/.cache/bench/data)")
     p.add_argument("--download", action="store_true", default=None, help="download torchvision datasets")
     p.add_argument("--image-size", type=_int_range(4, 1024, "--image-size"), help="resize images once at load")
+    p.add_argument("--data-on-device", choices=["auto", "yes", "no"],
+                   help="images on the device (yes), in host memory with batches copied over (no), or on the "
+                        "device when they fit (auto, the default)")
     p.add_argument("--device", help="auto (default), cpu or cuda[:i]")
     p.add_argument("--seed", type=_int_range(0, 2**31 - 1, "--seed"))
     p.add_argument("--no-sanity", action="store_true", help="skip the sanity checks (bench/sanity.py)")
@@ -265,7 +268,7 @@ def _eval_config(base, args):
 def _data_config(base, args, dataset=None):
     from bench.config import override
     return override(base, name=dataset, data_dir=args.data_dir, download=args.download,
-                    image_size=args.image_size)
+                    image_size=args.image_size, on_device=args.data_on_device)
 
 
 def cmd_run(args) -> int:
@@ -489,7 +492,7 @@ def cmd_eval(args) -> int:
 
     from bench import distributed
     from bench.config import DataConfig, EvalConfig
-    from bench.data import default_eps, load_dataset
+    from bench.data import default_eps, load_eval_set
     from bench.evaluation import evaluate
     from bench.io import atomic_write_json, atomic_write_text, load_weights
     from bench.models import ARCHS, build_model
@@ -519,7 +522,7 @@ def cmd_eval(args) -> int:
 
         name = args.checkpoint.split(":", 1)[1]
         locate_robustbench_model(name, dc.name.partition("@")[0])
-    data = load_dataset(dc.name, dc.data_dir, dc.download, dc.image_size)
+    data = load_eval_set(dc.name, dc.data_dir, dc.download, dc.image_size, device, dc.on_device)
     if cfg.n is not None and cfg.n > len(data.y_test):
         raise BenchError(f"--n {cfg.n} exceeds the {len(data.y_test)} test images of {data.name}")
     for stats in (args.mean, args.std):

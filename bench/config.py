@@ -19,6 +19,9 @@ class DataConfig:
     image_size: int | None = None     # resize once at load time (None: native)
     stand_in: bool = False            # smoke scale only: synthetic data where the real files are missing
     train_limit: int | None = None    # keep the first N training images (smoke scale)
+    # images on the device (yes), in host memory with batches copied over (no), or yes when they fit (auto);
+    # where they live changes no number
+    on_device: Literal["auto", "yes", "no"] = "auto"
 
 
 @dataclass(frozen=True)
@@ -186,4 +189,5 @@ def data_key(data: DataConfig) -> dict:
     d = asdict(data)
     d.pop("data_dir")
     d.pop("download")
+    d.pop("on_device")
     return d

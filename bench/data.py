@@ -1,15 +1,23 @@
-"""Datasets as whole uint8 tensors that live on the training device.
+"""Datasets as whole uint8 tensors that live on the training device (or, when they do not fit there,
+in host memory, or in their files).
 
 Every loader returns an :class:`ImageData`: train and test images as uint8 (N, C, H, W), labels as
 int64, and how to augment them. Augmentation runs on the device, per batch, with a few tensor ops
 (no PIL inside the training loop), as airbench does.
+
+Where the images live (``ImageData.to(device, on_device)``): on the device when they fit (the fast
+path: plain tensors, indexed there); otherwise in host memory as :class:`HostImages`, whose indexing
+yields the batch on the device (pinned, non-blocking copies), so the training loop and the evaluation
+index them as they index a tensor. Labels are always on the device (8 bytes an image). ``bench eval``
+over a folder larger than host memory streams from the files (:class:`FileImages`, a DataLoader with
+workers over torchvision's ImageFolder).
 """
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Union
 
 import numpy as np
 import torch
@@ -47,9 +55,17 @@ class ImageData:
     def image_size(self) -> int:
         return int(self.x_train.shape[-1])
 
-    def to(self, device: torch.device | str) -> "ImageData":
-        return replace(self, x_train=self.x_train.to(device), y_train=self.y_train.to(device),
-                       x_test=self.x_test.to(device), y_test=self.y_test.to(device))
+    def to(self, device: torch.device | str, on_device: str = "auto") -> "ImageData":
+        """Images on ``device`` (``on_device`` "yes"), in host memory with device batches ("no"), or
+        on the device when they fit ("auto", see :func:`fits_on_device`); labels always on the device."""
+        device = torch.device(device)
+        if on_device not in ON_DEVICE:
+            raise BenchError(f"on_device {on_device!r}: use one of {', '.join(ON_DEVICE)}")
+        there = all(isinstance(x, torch.Tensor) and _same_device(x.device, device) for x in (self.x_train, self.x_test))
+        # (images already on the device stay: free memory now counts their bytes as used)
+        host = on_device == "no" or (on_device == "auto" and not there and not fits_on_device(self, device))
+        return replace(self, x_train=place(self.x_train, device, host), y_train=self.y_train.to(device),
+                       x_test=place(self.x_test, device, host), y_test=self.y_test.to(device))
 
     def resized(self, size: int) -> "ImageData":
         if size == self.image_size:
@@ -68,6 +84,169 @@ def resize_uint8(x: torch.Tensor, size: int, chunk: int = 2048) -> torch.Tensor:
                          antialias=True, align_corners=False).mul_(255).round_().clamp_(0, 255)
            .to(torch.uint8) for i in range(0, len(x), chunk)]
     return torch.cat(out) if out else x.new_zeros((0, x.shape[1], size, size))
+
+
+ON_DEVICE = ("auto", "yes", "no")
+# "auto" keeps the images on the device when their uint8 bytes, plus the float copy of the test split that
+# evaluation makes, take at most this share of the free device memory (the rest: models, activations, attacks).
+DEVICE_SHARE = 0.5
+
+
+def _host_memory_available() -> int | None:
+    """Bytes of host memory available now (Linux MemAvailable), or None where unknown."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+# A folder is decoded into host memory at once when its uint8 images take at most this share of the
+# available host memory (a train/test split copies them once more).
+HOST_SHARE = 0.5
+
+
+def _fits_in_host(n_bytes: int) -> bool:
+    available = _host_memory_available()
+    return available is None or n_bytes <= HOST_SHARE * available
+
+
+def fits_on_device(data: "ImageData", device: torch.device) -> bool:
+    """Whether ``data``'s images fit on ``device``; a CPU device is host memory, so always."""
+    if device.type != "cuda":
+        return True
+    free, _ = torch.cuda.mem_get_info(device)
+    need = _numel(data.x_train) + _numel(data.x_test) * (1 + 4)  # uint8, and evaluation's float32 copy
+    return need <= DEVICE_SHARE * free
+
+
+def _same_device(a: torch.device, b: torch.device) -> bool:
+    return a.type == b.type and (a.index is None or b.index is None or a.index == b.index)
+
+
+def _numel(x) -> int:
+    n = 1
+    for d in x.shape:
+        n *= int(d)
+    return n
+
+
+class HostImages:
+    """uint8 images (N, C, H, W) kept in host memory; indexing with an index tensor or a slice yields that
+    batch on ``device`` (pinned and copied without blocking on CUDA). It stands where the training loop
+    and the evaluation expect a device tensor, so they index it as one."""
+
+    def __init__(self, host: torch.Tensor, device: torch.device | str):
+        self.host, self.device = host.cpu(), torch.device(device)
+
+    def __len__(self) -> int:
+        return len(self.host)
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.host.shape
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.host.dtype
+
+    def __getitem__(self, idx) -> torch.Tensor:
+        if isinstance(idx, torch.Tensor):
+            idx = idx.cpu()  # an index on the device: one sync per batch, the price of host residency
+        batch = self.host[idx]
+        if self.device.type == "cuda":
+            return batch.pin_memory().to(self.device, non_blocking=True)
+        return batch.to(self.device)
+
+    def take(self, idx: torch.Tensor) -> "HostImages":
+        """The images at ``idx``, still in host memory."""
+        return HostImages(self.host[idx.cpu()], self.device)
+
+    def at(self, device: torch.device | str) -> "HostImages":
+        return HostImages(self.host, device)
+
+
+class FileImages:
+    """A folder's images decoded from their files on demand: a slice yields that batch, uint8 on ``device``,
+    decoded by a DataLoader with worker processes. Consecutive batches (an evaluation pass) reuse one
+    loader, whose workers decode ahead; any other slice starts a new one. For data sets larger than host
+    memory; the labels are known without decoding."""
+
+    def __init__(self, decoded: "_Decoded", device: torch.device | str, workers: int | None = None):
+        self.decoded, self.device = decoded, torch.device(device)
+        self.workers = _workers(len(decoded)) if workers is None else workers
+        self._stream, self._next, self._batch = None, -1, -1
+
+    def __len__(self) -> int:
+        return len(self.decoded)
+
+    @property
+    def shape(self) -> torch.Size:
+        return torch.Size((len(self), 3, self.decoded.size, self.decoded.size))
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return torch.uint8
+
+    def at(self, device: torch.device | str) -> "FileImages":
+        return FileImages(self.decoded, device, self.workers)
+
+    def __getitem__(self, idx) -> torch.Tensor:
+        if not isinstance(idx, slice):
+            raise BenchError("images streamed from files are read in slices (consecutive batches)")
+        start, stop, step = idx.indices(len(self))
+        if step != 1:
+            raise BenchError("images streamed from files are read in slices with step 1")
+        size = max(stop - start, 0)
+        if size == 0:
+            return torch.zeros((0, *self.shape[1:]), dtype=torch.uint8, device=self.device)
+        if self._stream is None or start != self._next or size != min(self._batch, len(self) - start):
+            from torch.utils.data import DataLoader, Subset
+
+            loader = DataLoader(Subset(self.decoded, range(start, len(self))), batch_size=size,
+                                num_workers=self.workers, pin_memory=self.device.type == "cuda")
+            self._stream, self._batch = iter(loader), size
+        x, _, ok = next(self._stream)
+        self._next = start + len(x)
+        self.decoded.check(ok, start)
+        return x[:size].to(self.device, non_blocking=True)
+
+
+Images = Union[torch.Tensor, HostImages, FileImages]
+
+
+def place(x: Images, device: torch.device, host: bool) -> Images:
+    """Images on ``device`` or (``host``) behind :class:`HostImages`; images already placed move with it."""
+    if isinstance(x, (HostImages, FileImages)):
+        return x.at(device)
+    return HostImages(x, device) if host else x.to(device)
+
+
+def float_images(x_u8: Images, n: int):
+    """The first ``n`` images as float in [0, 1] for evaluation: one device tensor when they live on the
+    device (the fast path), else a view whose slices convert one batch at a time."""
+    if isinstance(x_u8, torch.Tensor):
+        return to_float(x_u8[:n])
+    return _FloatView(x_u8, n)
+
+
+class _FloatView:
+    def __init__(self, images, n: int):
+        self.images, self.n = images, n
+
+    def __len__(self) -> int:
+        return self.n
+
+    @property
+    def shape(self) -> torch.Size:
+        return torch.Size((self.n, *self.images.shape[1:]))
+
+    def __getitem__(self, idx: slice) -> torch.Tensor:
+        start, stop, _ = idx.indices(self.n)
+        return to_float(self.images[start:max(start, stop)])
 
 
 def augment(x: torch.Tensor, pad: int, flip: bool, generator: torch.Generator | None = None
@@ -200,53 +379,184 @@ def load_stl10(data_dir: Path | None = None, download: bool = False) -> ImageDat
                      list(train.classes), *_STL10_STATS, pad=12, flip=True)
 
 
-def load_folder(path: str, image_size: int = 32) -> ImageData:
-    """Any ImageFolder layout: one sub-folder per class, classes in sorted order.
+class _Decoded(torch.utils.data.Dataset):
+    """An ImageFolder's samples as uint8 (3, size, size) tensors: torchvision finds the classes and files
+    (its image extensions; other files are skipped) and its loader opens them as RGB; resizing is PIL's
+    bilinear, once. An unreadable image file comes back flagged instead of raised (from a worker
+    process it would arrive as a multi-line traceback), and :meth:`check` names it in one line."""
 
-    With ``train/`` and ``test/`` sub-folders those are the splits; otherwise a fixed stratified
+    def __init__(self, folder, size: int):
+        self.folder, self.size = folder, size
+
+    def __len__(self) -> int:
+        return len(self.folder.samples)
+
+    def __getitem__(self, i: int):
+        from PIL import Image
+        from torchvision.transforms.functional import pil_to_tensor
+
+        path, label = self.folder.samples[i]
+        try:
+            im = self.folder.loader(path)
+            if im.size != (self.size, self.size):
+                im = im.resize((self.size, self.size), Image.BILINEAR)
+            return pil_to_tensor(im), label, True
+        except (OSError, ValueError):  # PIL's UnidentifiedImageError is an OSError
+            return torch.zeros((3, self.size, self.size), dtype=torch.uint8), label, False
+
+    @property
+    def labels(self) -> torch.Tensor:
+        return torch.tensor(self.folder.targets, dtype=torch.int64)
+
+    @property
+    def nbytes(self) -> int:
+        return len(self) * 3 * self.size * self.size
+
+    def check(self, ok: torch.Tensor, offset: int) -> None:
+        if not bool(ok.all()):
+            bad = int((~ok).nonzero()[0, 0]) + offset
+            raise BenchError(f"{self.folder.samples[bad][0]}: not a readable image (remove it or replace it)")
+
+    def read_all(self, workers: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every image decoded into one uint8 tensor (worker processes decode in parallel)."""
+        from torch.utils.data import DataLoader
+
+        if not _fits_in_host(self.nbytes):
+            raise BenchError(f"{self.folder.root}: {len(self)} images at {self.size}x{self.size} take "
+                             f"{self.nbytes / 2**30:.1f} GiB decoded, more than {HOST_SHARE:.0%} of the "
+                             f"{_host_memory_available() / 2**30:.1f} GiB of host memory available: lower "
+                             f"--image-size (training reads decoded images; `bench eval` streams from the files)")
+        x = torch.empty((len(self), 3, self.size, self.size), dtype=torch.uint8)
+        done = 0
+        for xb, _, ok in DataLoader(self, batch_size=256, num_workers=_workers(len(self)) if workers is None
+                                    else workers):
+            self.check(ok, done)
+            x[done:done + len(xb)] = xb
+            done += len(xb)
+        return x, self.labels
+
+
+def _workers(n_images: int) -> int:
+    """Decoding processes: none for a few hundred images (starting workers costs more), else up to 8 cores."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return 0 if n_images < 1024 or cores < 2 else min(8, cores)
+
+
+def _image_folder(root: Path):
+    """torchvision's ImageFolder over ``root`` (one sub-folder per class, sorted), its errors as one line."""
+    from torchvision.datasets import ImageFolder
+
+    try:
+        return ImageFolder(str(root))
+    except FileNotFoundError as err:  # no class folders, or a class folder without images
+        raise BenchError(f"folder dataset {root}: {err}") from None
+
+
+class _AnnotatedFolder:
+    """Images in one folder, labelled by a table of (file name, class) rows: Tiny-ImageNet's val/
+    (images/*.JPEG and val_annotations.txt, tab-separated: file, wnid, box). It offers what an
+    ImageFolder offers here: samples, targets, classes and torchvision's image loader."""
+
+    def __init__(self, images: Path, annotations: Path, classes: list[str]):
+        from torchvision.datasets.folder import default_loader
+
+        index = {c: i for i, c in enumerate(classes)}
+        rows = [line.split("\t")[:2] for line in annotations.read_text().splitlines() if line.strip()]
+        unknown = sorted({wnid for _, wnid in rows if wnid not in index})
+        if unknown:
+            raise BenchError(f"{annotations}: classes {', '.join(unknown[:3])} are not among the training classes")
+        self.samples = [(str(images / name), index[wnid]) for name, wnid in sorted(rows)]
+        self.targets = [label for _, label in self.samples]
+        self.classes, self.loader, self.root = classes, default_loader, str(images.parent)
+        missing = [p for p, _ in self.samples if not os.path.isfile(p)]
+        if missing:
+            raise BenchError(f"{annotations} names {len(missing)} missing image(s), e.g. {missing[0]}")
+
+
+def _is_tiny_imagenet(root: Path) -> bool:
+    return (root / "wnids.txt").is_file() and (root / "val" / "val_annotations.txt").is_file()
+
+
+def _tiny_imagenet_splits(root: Path):
+    """Tiny-ImageNet as shipped: train/<wnid>/images/*.JPEG (ImageFolder finds them), val/images/*.JPEG
+    labelled by val/val_annotations.txt; test/ is unlabelled and not read. Class names come from words.txt."""
+    train = _image_folder(root / "train")
+    wnids = sorted(w for w in (root / "wnids.txt").read_text().split() if w)
+    if train.classes != wnids:
+        raise BenchError(f"{root}: train/ holds {len(train.classes)} class folders, wnids.txt lists {len(wnids)} "
+                         f"other ones")
+    test = _AnnotatedFolder(root / "val" / "images", root / "val" / "val_annotations.txt", train.classes)
+    words = {}
+    if (root / "words.txt").is_file():
+        for line in (root / "words.txt").read_text().splitlines():
+            wnid, _, text = line.partition("\t")
+            words[wnid] = text.split(",")[0].strip()
+    return train, test, [words.get(w) or w for w in train.classes]
+
+
+def _folder_splits(root: Path):
+    """(train, test, class names) folders of a layout: Tiny-ImageNet's; train/ + test/ (or val/); or one
+    folder of classes (test None: the caller splits it)."""
+    if not root.is_dir():
+        raise BenchError(f"folder dataset {root} does not exist or is not a directory")
+    if _is_tiny_imagenet(root):
+        return _tiny_imagenet_splits(root)
+    test_dir = next((root / d for d in ("test", "val") if (root / d).is_dir()), None)
+    if (root / "train").is_dir() and test_dir is not None:
+        train, test = _image_folder(root / "train"), _image_folder(test_dir)
+        if test.classes != train.classes:
+            raise BenchError(f"folder dataset {root}: train/ and {test_dir.name}/ have different classes")
+        return train, test, train.classes
+    folder = _image_folder(root)
+    return folder, None, folder.classes
+
+
+def load_folder(path: str, image_size: int = 32) -> ImageData:
+    """A folder of images in any ImageFolder layout, read by torchvision's ImageFolder: one sub-folder per
+    class, classes in sorted order, files with an image extension.
+
+    With ``train/`` and ``test/`` (or ``val/``) sub-folders those are the splits; Tiny-ImageNet's layout
+    as shipped is recognised (``wnids.txt``, ``val/val_annotations.txt``); otherwise a fixed stratified
     75/25 split (random_state 0). Images become RGB at ``image_size`` once, at load time.
     """
-    from PIL import Image, UnidentifiedImageError
     from sklearn.model_selection import train_test_split
 
     root = Path(path)
-    if not root.is_dir():
-        raise BenchError(f"folder dataset {root} does not exist or is not a directory")
-
-    def read(split_root: Path):
-        classes = sorted(d.name for d in split_root.iterdir() if d.is_dir())
-        if not classes:
-            raise BenchError(f"folder dataset {split_root} has no class sub-folders")
-        images, labels = [], []
-        for label, cls in enumerate(classes):
-            for f in sorted((split_root / cls).iterdir()):
-                if not f.is_file():
-                    continue
-                try:
-                    with Image.open(f) as im:
-                        im = im.convert("RGB").resize((image_size, image_size), Image.BILINEAR)
-                        images.append(np.asarray(im, dtype=np.uint8).transpose(2, 0, 1))
-                except (UnidentifiedImageError, OSError):
-                    continue  # not an image: ImageFolder skips unknown files too
-                labels.append(label)
-        if not images:
-            raise BenchError(f"folder dataset {split_root} holds no readable images")
-        return classes, torch.from_numpy(np.stack(images)), torch.tensor(labels, dtype=torch.int64)
-
-    if (root / "train").is_dir() and (root / "test").is_dir():
-        classes, xtr, ytr = read(root / "train")
-        test_classes, xte, yte = read(root / "test")
-        if test_classes != classes:
-            raise BenchError(f"folder dataset {root}: train/ and test/ have different classes")
+    train, test, names = _folder_splits(root)
+    info = {"class_names": names} if names != train.classes else {}
+    if test is not None:
+        xtr, ytr = _Decoded(train, image_size).read_all()
+        xte, yte = _Decoded(test, image_size).read_all()
     else:
-        classes, x, y = read(root)
+        x, y = _Decoded(train, image_size).read_all()
         counts = torch.bincount(y)
         strat = y.numpy() if int(counts.min()) >= 2 else None
         tr, te = train_test_split(np.arange(len(y)), test_size=0.25, stratify=strat, random_state=0)
         xtr, ytr, xte, yte = x[tr], y[tr], x[te], y[te]
+        info["split"] = "stratified 75/25, random_state=0"
     mean, std = _channel_stats(xtr)
-    return ImageData(f"folder:{root}", xtr, ytr, xte, yte, classes, mean, std,
-                     pad=max(1, image_size // 8), flip=True)
+    return ImageData(f"folder:{root}", xtr, ytr, xte, yte, list(train.classes), mean, std,
+                     pad=max(1, image_size // 8), flip=True, info=info)
+
+
+TINY_IMAGENET_DIR = "tiny-imagenet-200"
+_TINY_IMAGENET_STATS = ((0.4802, 0.4481, 0.3975), (0.2302, 0.2265, 0.2262))
+
+
+@DATASETS.register("tiny-imagenet")
+def load_tiny_imagenet(data_dir: Path | None = None, download: bool = False) -> ImageData:
+    """Tiny-ImageNet-200 as shipped (100,000 / 10,000 labelled images, 64x64, 200 classes; the unlabelled
+    test/ is not read): train/ for training, val/ as the test split; crop(pad 8) + flip."""
+    root = (Path(data_dir) if data_dir else default_data_dir()) / TINY_IMAGENET_DIR
+    if not _is_tiny_imagenet(root):
+        raise BenchError(f"tiny-imagenet: files not found under {root}: put the extracted tiny-imagenet-200.zip "
+                         f"from http://cs231n.stanford.edu/tiny-imagenet-200.zip there (or set BENCH_DATA_DIR / "
+                         f"--data-dir); bench does not download it")
+    train, test, names = _tiny_imagenet_splits(root)
+    xtr, ytr = _Decoded(train, 64).read_all()
+    xte, yte = _Decoded(test, 64).read_all()
+    return ImageData("tiny-imagenet", xtr, ytr, xte, yte, list(train.classes), *_TINY_IMAGENET_STATS, pad=8,
+                     flip=True, info={"class_names": names, "split": "train/ and val/ (test/ is unlabelled)"})
 
 
 def parse_classes(text: str, num_classes: int, name: str) -> list[int]:
@@ -283,12 +593,13 @@ def carve_validation(data: ImageData, fraction: float) -> tuple[ImageData, tuple
     labels = data.y_train.cpu().numpy()
     tr, va = train_test_split(np.arange(len(labels)), test_size=fraction, stratify=labels, random_state=0)
     tr, va = torch.from_numpy(tr).to(data.y_train.device), torch.from_numpy(va).to(data.y_train.device)
-    return (replace(data, x_train=data.x_train[tr], y_train=data.y_train[tr]),
-            (data.x_train[va], data.y_train[va]))
+    x = data.x_train  # host-resident images stay on the host; the validation images go to the device
+    return (replace(data, x_train=x.take(tr) if isinstance(x, HostImages) else x[tr], y_train=data.y_train[tr]),
+            (x[va], data.y_train[va]))
 
 
 _STAND_IN_SHAPES = {"cifar10": (10, 32, _CIFAR10_STATS), "cifar100": (100, 32, _CIFAR100_STATS),
-                    "stl10": (10, 96, _STL10_STATS)}
+                    "stl10": (10, 96, _STL10_STATS), "tiny-imagenet": (200, 64, _TINY_IMAGENET_STATS)}
 
 
 def synthetic_stand_in(name: str, n_train: int = 512, n_test: int = 128, seed: int = 0) -> ImageData:
@@ -330,3 +641,38 @@ def load_dataset(name: str, data_dir: Path | str | None = None, download: bool =
     if subset:
         data = select_classes(data, parse_classes(subset, data.num_classes, base), name)
     return data.resized(image_size) if image_size else data
+
+
+def load_eval_set(name: str, data_dir: Path | str | None = None, download: bool = False,
+                  image_size: int | None = None, device: torch.device | str = "cpu", on_device: str = "auto",
+                  stream: bool | None = None) -> ImageData:
+    """The images ``bench eval`` evaluates, placed for ``device``: a registered data set's test split, or
+    for ``folder:PATH`` every image of the folder (a folder given to eval is a test set), or its test/
+    (val/) split where it has train/ beside it (Tiny-ImageNet: val/). The training split is left empty.
+
+    A folder whose decoded images would take more than half the available host memory (or with
+    ``stream=True``) is not decoded at once: its images are read from the files batch by batch
+    (:class:`FileImages`)."""
+    device = torch.device(device)
+    if not name.startswith("folder:"):
+        data = load_dataset(name, data_dir, download, image_size)
+        data = replace(data, x_train=data.x_train[:0], y_train=data.y_train[:0])
+        return data.to(device, on_device)
+    root = Path(name[len("folder:"):])
+    size = image_size or 32
+    train, test, names = _folder_splits(root)
+    folder = train if test is None else test
+    decoded = _Decoded(folder, size)
+    if stream is None:
+        stream = not _fits_in_host(decoded.nbytes)
+    info = {"split": "every image of the folder" if test is None else f"the {Path(folder.root).name}/ split"}
+    if names != list(train.classes):
+        info["class_names"] = names
+    if stream:
+        info["streamed"] = "from the files, batch by batch"
+    x = FileImages(decoded, device) if stream else decoded.read_all()[0]
+    # no training split, so no normalisation statistics of one (identity) and no augmentation
+    data = ImageData(f"folder:{root}", torch.zeros((0, 3, size, size), dtype=torch.uint8),
+                     torch.zeros(0, dtype=torch.int64), x, decoded.labels, list(train.classes), (0.0,) * 3,
+                     (1.0,) * 3, info=info)
+    return data.to(device, on_device)

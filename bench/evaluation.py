@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from bench.attacks import AA_NAME, ATTACKS, AttackSpec, predict, whitebox_attack
 from bench.config import EvalConfig
-from bench.data import to_float
+from bench.data import float_images
 from bench.errors import BenchError
 from bench.io import atomic_write_json
 
@@ -207,7 +207,7 @@ def evaluate(model: nn.Module, x_test_u8: torch.Tensor, y_test: torch.Tensor, cf
     check_attacks(cfg.attacks)
     model.eval()
     n = len(y_test) if cfg.n is None else min(cfg.n, len(y_test))
-    x, y = to_float(x_test_u8[:n]), y_test[:n]
+    x, y = float_images(x_test_u8, n), y_test[:n]  # batch by batch where the images are not on the device
     state = EvalState(state_dir)
     metrics, settings, timings, flags = {}, {"n": n}, {}, {}
     aa_after, aa_warnings = {}, []

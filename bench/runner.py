@@ -220,7 +220,7 @@ def plan(cfg: RunConfig, specs: list[MethodSpec], seeds, data: ImageData) -> lis
 
 def _load(cfg: RunConfig, device: torch.device) -> ImageData:
     data = load_dataset(cfg.data.name, cfg.data.data_dir, cfg.data.download, cfg.data.image_size,
-                        cfg.data.stand_in, cfg.data.train_limit).to(device)
+                        cfg.data.stand_in, cfg.data.train_limit).to(device, cfg.data.on_device)
     if "stand_in" in data.info:
         _log(f"{data.name}: files not found, using a synthetic stand-in (smoke scale; numbers are meaningless)")
     return data
