@@ -16,12 +16,15 @@ line (OmegaConf's own messages span several lines and lose the key inside lists)
 from __future__ import annotations
 
 import dataclasses
+import functools
 import types
 import typing
 from dataclasses import replace
 from pathlib import Path
 
 import yaml
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from bench.config import TEACHER_KINDS, RunConfig
 from bench.errors import BenchError
@@ -112,11 +115,14 @@ def _hints(cls) -> dict:
     return typing.get_type_hints(cls)
 
 
+@functools.lru_cache(maxsize=None)
+def _schema(cls):
+    """OmegaConf's typed node of a config class (merges copy it, so one per class will do)."""
+    return OmegaConf.structured(cls)
+
+
 def _check(cls, layer: dict, prefix: str) -> None:
     """Every key of ``layer`` exists in ``cls`` and every value has its field's type (one-line errors)."""
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
-
     if not isinstance(layer, dict):
         raise BenchError(f"config key {prefix.rstrip('.')}: expected {describe(cls)}, got {layer!r}")
     hints = _hints(cls)
@@ -131,15 +137,13 @@ def _check(cls, layer: dict, prefix: str) -> None:
             _check(tp, value, full + ".")
             continue
         try:  # OmegaConf types the leaf against its field alone
-            OmegaConf.merge(OmegaConf.structured(cls), {key: value})
+            OmegaConf.merge(_schema(cls), {key: value})
         except OmegaConfBaseException:
             raise BenchError(f"config key {full}: expected {describe(tp)}, got {value!r}") from None
 
 
 def _merge(obj, layer: dict):
     """``obj`` (a frozen config dataclass) with ``layer`` merged in, typed by OmegaConf."""
-    from omegaconf import OmegaConf
-
     return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(obj), layer))
 
 
@@ -205,12 +209,19 @@ def load(preset: str | None, config: str | Path | None = None, default: str = "d
     return base, cfg, grid.over(Grid(tuple(base.methods), tuple(base.seeds)))
 
 
+def _plain(value):
+    """Mappings and lists all the way down (OmegaConf leaves some tuples as tuples)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
 def to_dict(cfg: RunConfig, methods=None, seeds=None) -> dict:
     """The resolved run as plain data: preset, the grid, then every field of the config (``seed`` is
     the grid's business and stays out)."""
-    from omegaconf import OmegaConf
-
-    body = OmegaConf.to_container(OmegaConf.structured(cfg), enum_to_str=True)
+    body = _plain(OmegaConf.to_container(OmegaConf.structured(cfg), enum_to_str=True))
     body.pop("seed")
     head = {"preset": body.pop("preset")}
     if methods is not None:
