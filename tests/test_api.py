@@ -16,6 +16,7 @@ from bench.cli import main
 from bench.errors import BenchError
 from bench.provenance import method_file, train_digest
 from bench.results import RECORD, RunRecord
+from bench.runner import student_run_id
 from methods import METHODS, Method, parse_method
 
 USER_METHODS = '''
@@ -76,6 +77,7 @@ def test_user_method_runs_from_the_cli_and_from_python(tmp_path, capsys, registr
     _, cfg, grid = configfile.load(None, run_dir / "config.yaml")
     assert grid.seeds == (0,) and cfg.train.epochs == 1 and cfg.data.train_limit == 128
     assert json.loads(json.dumps(asdict(replace(cfg, seed=grid.seeds[0])))) == rec.config
+    assert student_run_id(parse_method("user-ce"), replace(cfg, seed=0), rec.teacher_id) == run_dir.name
 
     # the same run from Python: same code path, so the same run id, reused
     result = bench.run(methods=["user-ce"], seeds=[0], name="u", results=res, reports=rep, report=False,
