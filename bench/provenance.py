@@ -61,15 +61,38 @@ def train_digest(method_cls: type) -> str:
         return files_digest(TRAIN_CODE + (path,))
     if path:
         return _digest(TRAIN_CODE + (path,))
-    try:
-        source = inspect.getsource(method_cls)
-    except (OSError, TypeError):
-        from bench.errors import BenchError
-
-        raise BenchError(f"method {getattr(method_cls, 'name', method_cls)!r}: its source code cannot be found, "
-                         "so its runs cannot be told apart from runs of edited code; define it in a file") from None
-    h = hashlib.sha256((files_digest(TRAIN_CODE) + "\0" + method_cls.__qualname__ + "\0" + source).encode())
+    h = hashlib.sha256((files_digest(TRAIN_CODE) + "\0" + method_cls.__qualname__ + "\0"
+                        + class_source(method_cls)).encode())
     return h.hexdigest()[:12]
+
+
+def class_source(cls: type) -> str:
+    """The source of a class no file holds. ``inspect.getsource`` needs the class's module file, which
+    a notebook's ``__main__`` lacks; its functions' code still points at the cell (IPython keeps cells
+    in linecache), so then the class is its functions' sources and its other attributes' reprs."""
+    try:
+        return inspect.getsource(cls)
+    except (OSError, TypeError):
+        pass
+    parts = []
+    for key, value in sorted(vars(cls).items()):
+        func = getattr(value, "__func__", value)
+        if inspect.isfunction(func):
+            try:
+                parts.append(inspect.getsource(func))
+            except (OSError, TypeError):
+                if key.startswith("__"):  # written by @dataclass (no source anywhere), not by the user
+                    continue
+                from bench.errors import BenchError
+
+                raise BenchError(f"method {getattr(cls, 'name', cls)!r}: the source of {key} cannot be found, so "
+                                 "its runs could not be told apart from runs of edited code; define it in a file"
+                                 ) from None
+        elif isinstance(value, type):
+            parts.append(f"{key}: {class_source(value)}")
+        elif not key.startswith("__"):
+            parts.append(f"{key} = {value!r}")
+    return "\n".join(parts)
 
 
 def eval_digest() -> str:

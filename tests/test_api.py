@@ -172,3 +172,39 @@ def test_import_bench_is_cheap_and_lazy():
     assert callable(bench.run) and bench.RunResult.__module__ == "bench.api"
     with pytest.raises(AttributeError):
         bench.no_such_attribute
+
+
+def test_a_method_defined_in_a_notebook_cell_has_a_digest_of_its_source(monkeypatch, registry):
+    """A notebook's __main__ has no file; IPython keeps each cell's text in linecache."""
+    import linecache
+    import types
+
+    def cell(body: str, n: int):
+        name = f"<ipython-input-{n}>"
+        linecache.cache[name] = (len(body), None, body.splitlines(True), name)
+        module = types.ModuleType("fake_notebook_main")  # no __file__, as in a notebook
+        monkeypatch.setitem(sys.modules, "fake_notebook_main", module)
+        exec(compile(body, name, "exec"), module.__dict__)
+        return module.CellCE
+
+    body = textwrap.dedent('''
+        from dataclasses import dataclass
+        import torch.nn.functional as F
+        from methods.base import Method
+
+        class CellCE(Method):
+            name = "cell-ce"
+
+            @dataclass(frozen=True)
+            class Options:
+                alpha: float = 1.0
+
+            def losses(self, batch, x_adv):
+                return {"ce": self.options.alpha * F.cross_entropy(batch.student(batch.x), batch.y)}
+        ''')
+    first = cell(body, 1)
+    assert method_file(first) == ""
+    digest = train_digest(first)
+    assert train_digest(cell(body, 2)) == digest  # the same code, cell run again
+    assert train_digest(cell(body.replace("self.options.alpha *", "0.5 *"), 3)) != digest
+    assert train_digest(cell(body.replace("alpha: float = 1.0", "alpha: float = 2.0"), 4)) != digest
