@@ -14,6 +14,8 @@ __all__ = sorted(_API)
 
 
 def __getattr__(name: str):
+    if name.startswith("__"):  # probes such as __wrapped__ are not submodules
+        raise AttributeError(f"module 'bench' has no attribute {name!r}")
     if name in _API:
         module, attr = _API[name]
         return getattr(importlib.import_module(module), attr)
