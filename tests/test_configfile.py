@@ -170,3 +170,14 @@ def test_regress_takes_a_config_file_too(tmp_path, capsys):
     assert "unknown config key 'train.bogus'" in capsys.readouterr().err
     assert main(["regress", "eval.n=x"]) == 2
     assert "config key eval.n: expected int or null, got 'x'" in capsys.readouterr().err
+
+
+def test_every_preset_round_trips_through_yaml(tmp_path):
+    from bench.presets import all_presets
+
+    for name, preset in all_presets().items():
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(configfile.to_yaml(preset.config, preset.methods, preset.seeds))
+        _, cfg, grid = configfile.load(None, path)
+        assert cfg == preset.config, name
+        assert (grid.methods, grid.seeds) == (tuple(preset.methods), tuple(preset.seeds)), name
