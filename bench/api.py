@@ -43,7 +43,7 @@ class RunResult:
 
 def validate(cfg: RunConfig, methods: Iterable[str]) -> None:
     """Everything a run needs, checked before any data or training work (one-line errors)."""
-    from bench import distributed
+    from bench import configfile, distributed
     from bench.evaluation import check_attacks
     from bench.models import ARCHS
     from bench.runner import resolve_device
@@ -52,6 +52,7 @@ def validate(cfg: RunConfig, methods: Iterable[str]) -> None:
 
     for m in methods:
         parse_method(m)
+    configfile.check_ranges(cfg)
     ARCHS.get(cfg.student_arch)
     check_attacks(cfg.eval.attacks)
     check_teacher(cfg.teacher, cfg.data.name)

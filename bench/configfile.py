@@ -284,3 +284,25 @@ def command(base: RunConfig, cfg: RunConfig, methods, seeds, name: str | None = 
     for path in methods_from:
         argv += ["--methods-from", str(path)]
     return "python -m bench " + shlex.join(argv + dotted_diff(base, cfg))
+
+
+# Bounds the types cannot say (the flags check the same ones as they parse): key -> (low, high, closed low)
+RANGES = {"train.epochs": (1, None), "train.batch_size": (1, None), "train.lr": (0, None, False),
+          "train.val_fraction": (0, 1, False), "attack.eps": (0, None, False), "attack.steps": (1, None),
+          "attack.step_ratio": (0, None, False), "eval.eps": (0, None, False), "eval.n": (1, None),
+          "eval.aa_n": (1, None), "eval.batch_size": (1, None), "probe.epochs": (1, None),
+          "probe.batch_size": (1, None), "probe.lr": (0, None, False), "teacher.train.epochs": (1, None),
+          "teacher.train.batch_size": (1, None), "teacher.train.lr": (0, None, False)}
+
+
+def check_ranges(cfg: RunConfig) -> None:
+    """Counts at least 1, rates and radii above 0, fractions inside (0, 1): one line naming the key."""
+    values = _flat(to_dict(cfg))
+    for key, (low, high, *closed) in RANGES.items():
+        value = values.get(key)
+        if value is None:  # not set (None: all images), or not this teacher kind's field
+            continue
+        inclusive = closed[0] if closed else True
+        if (value < low if inclusive else value <= low) or (high is not None and value >= high):
+            bound = f"{'>=' if inclusive else '>'} {low}" + (f" and < {high}" if high is not None else "")
+            raise BenchError(f"config key {key} = {value} must be {bound}")

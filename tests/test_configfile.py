@@ -164,6 +164,18 @@ def test_bad_config_is_one_line_exit_2(tmp_path, capsys, extra, yaml_text, patte
     assert pattern in lines[0], lines[0]
 
 
+@pytest.mark.parametrize("override,pattern", [
+    ("train.epochs=0", "config key train.epochs = 0 must be >= 1"),
+    ("eval.eps=0", "config key eval.eps = 0.0 must be > 0"),
+    ("train.val_fraction=1.5", "config key train.val_fraction = 1.5 must be > 0 and < 1"),
+    ("teacher.train.lr=-0.1", "config key teacher.train.lr = -0.1 must be > 0"),
+])
+def test_values_out_of_range_are_one_line_before_any_work(capsys, override, pattern):
+    assert main(["run", "--methods", "kd", override]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and pattern in err[0], err
+
+
 def test_regress_takes_a_config_file_too(tmp_path, capsys):
     (tmp_path / "r.yaml").write_text("train: {bogus: 1}\n")
     assert main(["regress", "--config", str(tmp_path / "r.yaml")]) == 2
