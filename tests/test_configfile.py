@@ -192,4 +192,5 @@ def test_every_preset_round_trips_through_yaml(tmp_path):
         path.write_text(configfile.to_yaml(preset.config, preset.methods, preset.seeds))
         _, cfg, grid = configfile.load(None, path)
         assert cfg == preset.config, name
+        configfile.check_ranges(cfg)  # the catalogue is inside the bounds it imposes
         assert (grid.methods, grid.seeds) == (tuple(preset.methods), tuple(preset.seeds)), name
