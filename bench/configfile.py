@@ -29,7 +29,6 @@ from omegaconf.errors import OmegaConfBaseException
 from bench.config import TEACHER_KINDS, RunConfig
 from bench.errors import BenchError
 
-GRID_KEYS = ("methods", "seeds", "seed")
 class _Dumper(yaml.SafeDumper):
     """Block mappings, flow lists: one line per field, a list on its line."""
 
@@ -144,7 +143,11 @@ def _check(cls, layer: dict, prefix: str) -> None:
 
 def _merge(obj, layer: dict):
     """``obj`` (a frozen config dataclass) with ``layer`` merged in, typed by OmegaConf."""
-    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(obj), layer))
+    try:
+        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(obj), layer))
+    except OmegaConfBaseException as err:  # _check has named every key it knows how to: the rest, on one line
+        key = getattr(err, "full_key", None) or "?"
+        raise BenchError(f"config key {key}: {str(getattr(err, 'msg', err)).splitlines()[0]}") from None
 
 
 def _teacher(base, layer, prefix: str):
