@@ -1,0 +1,31 @@
+"""bench: adversarially robust knowledge distillation under one protocol.
+
+``bench.run(...)`` runs what ``python -m bench run`` runs and returns its records and table;
+``bench.register_method`` adds a method from user code. Attributes load lazily, so ``import bench``
+costs nothing until one is used."""
+from __future__ import annotations
+
+import importlib
+
+_API = {"run": ("bench.api", "run"), "RunResult": ("bench.api", "RunResult"),
+        "register_method": ("methods", "register"), "load_methods": ("methods", "load_file")}
+
+__all__ = sorted(_API)
+
+
+def __getattr__(name: str):
+    if name.startswith("__"):  # probes such as __wrapped__ are not submodules
+        raise AttributeError(f"module 'bench' has no attribute {name!r}")
+    if name in _API:
+        module, attr = _API[name]
+        return getattr(importlib.import_module(module), attr)
+    try:  # a submodule not imported yet: bench.report, bench.config, ...
+        return importlib.import_module(f"{__name__}.{name}")
+    except ModuleNotFoundError as err:
+        if err.name != f"{__name__}.{name}":
+            raise
+        raise AttributeError(f"module 'bench' has no attribute {name!r}") from None
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_API))

@@ -135,6 +135,25 @@ def _add_grid_args(p: argparse.ArgumentParser) -> None:
                                                           "global batch (SyncBatchNorm, CUDA only)")
 
 
+CONFIG_PRECEDENCE = "preset < --config file < explicit flags < dotted overrides"
+
+
+def _add_methods_from(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--methods-from", action="append", metavar="FILE",
+                   help="import a Python file whose @bench.register_method classes become methods (repeatable)")
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    """--config FILE, trailing KEY=VALUE overrides and --print-config (bench/configfile.py)."""
+    p.add_argument("--config", metavar="FILE", help="a YAML run configuration typed against bench/config.py "
+                                                    "(any field of RunConfig, plus methods: and seeds:); precedence: "
+                                                    + CONFIG_PRECEDENCE)
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="dotted overrides of any config field, applied last, e.g. train.weight_decay=2e-4 "
+                        "eval.aa_n=1000 teacher.kind=robustbench teacher.name=Zhang2019Theoretically")
+    _add_methods_from(p)
+
+
 def build_parser() -> Parser:
     parser = Parser(prog="bench", description="Adversarially robust knowledge distillation, one protocol.")
     sub = parser.add_subparsers(dest="command", parser_class=Parser)
@@ -144,7 +163,9 @@ def build_parser() -> Parser:
     run.add_argument("--methods", type=_names,
                      help="comma list; options as gacd:reweight=none:estimator=infonce (default: the preset's, "
                           f"{DEFAULT_METHODS} for digits)")
-    run.add_argument("--preset", default="digits", help="digits (embedded default), gacd-ablation, cifar10, cifar100")
+    run.add_argument("--preset", help="the base configuration: digits (default; else the --config file's preset:), "
+                                      "gacd-ablation, cifar10, cifar100 (see `bench list`)")
+    _add_config_args(run)
     run.add_argument("--seeds", type=_seeds, help="comma list of seeds, e.g. 0,1,2 (default: the preset's)")
     run.add_argument("--n-seeds", type=_int_range(1, 100, "--n-seeds"), help="seeds 0..N-1")
     run.add_argument("--transfer", help="comma list of transfer targets (linear probe on the frozen student), "
@@ -178,6 +199,8 @@ def build_parser() -> Parser:
     run.add_argument("--force", action="store_true", help="redo finished runs (and the teacher)")
     run.add_argument("--dry-run", action="store_true", help="print the jobs a grid would run (count, each job's "
                                                             "command, estimated hours) and stop")
+    run.add_argument("--print-config", action="store_true", help="write the resolved configuration as YAML (a "
+                                                                 "--config file) to stdout and stop")
     _add_eval_args(run)
     _add_grid_args(run)
 
@@ -217,6 +240,7 @@ def build_parser() -> Parser:
     reg.add_argument("--eps", type=parse_eps, help="train and evaluation eps")
     reg.add_argument("--aa-n", type=_int_range(1, 10**7, "--aa-n"))
     reg.add_argument("--methods", type=_names)
+    _add_config_args(reg)
 
     exp = sub.add_parser("export", help="export a student in RobustBench's format (model_info JSON + checkpoint)")
     exp.add_argument("run", help="a run folder (results/RUNSET/RUN_ID) or RUNSET/RUN_ID")
@@ -241,13 +265,14 @@ def build_parser() -> Parser:
     pap.add_argument("--force", action="store_true")
     pap.add_argument("--methods", type=_names, help="run a slice: these of the preset's methods (default: all)")
     pap.add_argument("--seeds", type=_seeds, help="run a slice: these seeds (default: the preset's, 0,1,2)")
+    _add_methods_from(pap)
     _add_grid_args(pap)
 
     st = sub.add_parser("status", help="where each run of a run-set stands: done, running, failed, missing")
     st.add_argument("runset")
     st.add_argument("--results", default="results")
 
-    sub.add_parser("list", help="methods, datasets, architectures and attacks")
+    _add_methods_from(sub.add_parser("list", help="methods, datasets, architectures and attacks"))
     return parser
 
 
@@ -271,27 +296,21 @@ def _data_config(base, args, dataset=None):
                     image_size=args.image_size, on_device=args.data_on_device)
 
 
-def cmd_run(args) -> int:
+def _resolve_run(args):
+    """(preset, config, methods, seeds) that `run`'s arguments ask for, layered as CONFIG_PRECEDENCE says."""
+    from bench import configfile
     from bench.config import override, parse_teacher
-    from bench.presets import get_preset
     from bench.data import default_eps
-    from bench.models import ARCHS
-    from bench.runner import resolve_device
-    from bench.teacher import check_teacher
-    from methods import parse_method
 
-    preset = get_preset(args.preset)
-    methods = args.methods or list(preset.methods)
-    for m in methods:  # validate everything before any work
-        parse_method(m)
+    preset, cfg, grid = configfile.load(args.preset, args.config)  # the preset, then the --config file
+    methods = args.methods or list(grid.methods)
     if args.seeds and args.n_seeds:
         raise BenchError("give --seeds or --n-seeds, not both")
     if args.seed is not None:  # one seed: the same as --seeds N
         if args.seeds or args.n_seeds:
             raise BenchError("give --seed or --seeds/--n-seeds, not both")
         args.seeds = (args.seed,)
-    seeds = args.seeds or (tuple(range(args.n_seeds)) if args.n_seeds else preset.seeds)
-    cfg = preset.config
+    seeds = args.seeds or (tuple(range(args.n_seeds)) if args.n_seeds else grid.seeds)
     teacher = parse_teacher(args.teacher, cfg.teacher, arch=args.teacher_arch, method=args.teacher_method,
                             epochs=args.teacher_epochs, mean=args.teacher_mean, std=args.teacher_std)
     targets = None
@@ -312,48 +331,48 @@ def cmd_run(args) -> int:
                    train=override(cfg.train, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                                   schedule=args.schedule, checkpoint=args.checkpoint),
                    attack=override(cfg.attack, eps=train_eps, steps=args.train_steps))
-    ARCHS.get(cfg.student_arch)
-    check_teacher(cfg.teacher, cfg.data.name)  # fail before any data or training work
-    resolve_device(cfg.device)
-    return _run_and_report(cfg, methods, seeds, args.name or args.preset, preset.compare_to, args)
+    cfg, last = configfile.apply(cfg, configfile.parse_dotted(args.overrides), "overrides")  # dotted: last word
+    return preset, cfg, list(last.methods or methods), tuple(last.seeds or seeds)
+
+
+def cmd_run(args) -> int:
+    from bench import api, configfile
+
+    preset, cfg, methods, seeds = _resolve_run(args)
+    if args.print_config:
+        from methods import parse_method
+
+        for m in methods:
+            parse_method(m)
+        print(configfile.to_yaml(cfg, methods, seeds), end="")
+        return 0
+    api.validate(cfg, methods)  # everything, before any data or training work
+    return _run_and_report(cfg, methods, seeds, args.name or cfg.preset, preset.compare_to, args)
 
 
 def _run_and_report(cfg, methods: list[str], seeds, runset: str, compare_to, args) -> int:
     from dataclasses import replace
 
-    from bench.report import build_report
-    from bench.runner import run_methods
-    from methods import parse_method
-
-    from bench import distributed
+    from bench import api, distributed
 
     if args.executor != "inline" or getattr(args, "dry_run", False):
         if distributed.world_size() > 1:
             raise BenchError("under torchrun a command is one run over its ranks: use --executor inline (default)")
         return _run_grid(cfg, methods, seeds, runset, compare_to, args)
     if args.sync_bn:
-        import torch
-
-        if distributed.world_size() == 1:
-            raise BenchError("--sync-bn is for one run over several GPUs: start it with torchrun --nproc-per-node N")
-        if not torch.cuda.is_available():
-            raise BenchError("--sync-bn needs CUDA (PyTorch's SyncBatchNorm does not run on CPU)")
-        cfg = replace(cfg, sync_bn=True)
-    results = Path(args.results)
-    t0 = time.perf_counter()
-    meta = {"command": "python -m bench " + shlex.join(args.argv), "methods": [parse_method(m).label for m in methods],
-            "compare_to": compare_to}
-    records = run_methods(cfg, methods, runset, results, seeds=seeds, force=args.force, meta=meta,
-                          only_teacher=args.only_teacher, tensorboard=args.tensorboard)
-    if not distributed.is_main():  # rank 0 writes the report
+        cfg = replace(cfg, sync_bn=True)  # api.validate checks torchrun and CUDA
+    result = api.execute(cfg, methods, seeds, runset, compare_to=compare_to, results=args.results,
+                         reports=args.reports, force=args.force, report=not args.no_report,
+                         command="python -m bench " + shlex.join(args.argv), only_teacher=args.only_teacher,
+                         tensorboard=args.tensorboard)
+    if not distributed.is_main():  # rank 0 speaks
         return 0
-    if args.no_report:
-        print(f"{len(records)} run(s) finished in {results / runset} ({time.perf_counter() - t0:.0f} s); "
+    if result.report is None:
+        print(f"{len(result.records)} run(s) finished in {result.results} ({result.seconds:.0f} s); "
               f"`python -m bench report {runset}` builds the report")
         return 0
-    out = build_report(results, runset, Path(args.reports))
-    print((out / "README.md").read_text())
-    print(f"report: {out}/README.md  (wall time {time.perf_counter() - t0:.0f} s)")
+    print(result.report.read_text())
+    print(f"report: {result.report}  (wall time {result.seconds:.0f} s)")
     return 0
 
 
@@ -629,18 +648,18 @@ def cmd_list(args) -> int:
 def cmd_regress(args) -> int:
     import json
 
+    from bench import configfile
     from bench.config import RunConfig, override
-    from bench.presets import get_preset
     from bench.regress import BASELINE_DIR, compare, config_changes, format_table, run_regression, write_baseline
 
-    preset = get_preset(args.preset)
-    cfg = preset.config
+    _, cfg, grid = configfile.load(args.preset, args.config)  # the preset, then the --config file
     cfg = override(cfg, train=override(cfg.train, epochs=args.epochs),
                    teacher=override(cfg.teacher, train=override(cfg.teacher.train, epochs=args.teacher_epochs)),
                    attack=override(cfg.attack, eps=args.eps),
                    eval=override(cfg.eval, n=args.n, aa_n=args.aa_n, eps=args.eps))
-    methods = list(args.methods or preset.methods)
-    seeds = args.seeds or preset.seeds
+    cfg, last = configfile.apply(cfg, configfile.parse_dotted(args.overrides), "overrides")
+    methods = list(last.methods or args.methods or grid.methods)
+    seeds = last.seeds or args.seeds or grid.seeds
     path = Path(args.baseline) if args.baseline else BASELINE_DIR / f"{args.preset}.json"
     substitute = dict(pair.split("=", 1) for pair in args.substitute or [] if "=" in pair)
     if args.substitute and len(substitute) != len(args.substitute):
@@ -705,10 +724,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
         argv = sys.argv[1:] if argv is None else list(argv)
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        if extra and not (hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra)):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        if extra:  # KEY=VALUE overrides after an option (argparse takes one run of positionals only)
+            args.overrides = [*args.overrides, *extra]
         args.argv = argv
         if not args.command:
             raise BenchError(f"choose a command: {', '.join(COMMANDS)} (see python -m bench --help)")
+        if getattr(args, "methods_from", None):
+            from methods import load_file
+
+            for path in args.methods_from:
+                load_file(path)
         return COMMANDS[args.command](args)
     except BenchError as err:
         print(f"bench: error: {err}", file=sys.stderr)

@@ -28,9 +28,7 @@ def _files(paths) -> list[Path]:
     return sorted(out)
 
 
-@lru_cache(maxsize=None)
-def files_digest(paths: tuple[str, ...]) -> str:
-    """sha256 over the (relative path, bytes) of every .py file under ``paths``; 12 hex digits."""
+def _digest(paths: tuple[str, ...]) -> str:
     h = hashlib.sha256()
     for f in _files(paths):
         name = str(f.relative_to(ROOT)) if f.is_relative_to(ROOT) else f.name
@@ -38,13 +36,63 @@ def files_digest(paths: tuple[str, ...]) -> str:
     return h.hexdigest()[:12]
 
 
+@lru_cache(maxsize=None)
+def files_digest(paths: tuple[str, ...]) -> str:
+    """sha256 over the (relative path, bytes) of every .py file under ``paths``; 12 hex digits."""
+    return _digest(paths)
+
+
 def method_file(cls: type) -> str:
-    return inspect.getsourcefile(cls) or ""
+    """The file that defines ``cls`` ("" where none on disk does: a notebook cell, exec'd code)."""
+    try:
+        path = inspect.getsourcefile(cls) or ""
+    except TypeError:  # a class whose module has no file
+        return ""
+    return path if path and Path(path).is_file() else ""
 
 
 def train_digest(method_cls: type) -> str:
-    """Identity of the code that trains a model with ``method_cls``."""
-    return files_digest(TRAIN_CODE + (method_file(method_cls),))
+    """Identity of the code that trains a model with ``method_cls``: the harness and the method's own
+    file. A user's method file (--methods-from, register_method) is hashed afresh on every call, since
+    it may be edited and reloaded within one session; a class defined where no file holds it (a
+    notebook cell) is identified by its source text."""
+    path = method_file(method_cls)
+    if path and Path(path).resolve().is_relative_to(ROOT):
+        return files_digest(TRAIN_CODE + (path,))
+    if path:
+        return _digest(TRAIN_CODE + (path,))
+    h = hashlib.sha256((files_digest(TRAIN_CODE) + "\0" + method_cls.__qualname__ + "\0"
+                        + class_source(method_cls)).encode())
+    return h.hexdigest()[:12]
+
+
+def class_source(cls: type) -> str:
+    """The source of a class no file holds. ``inspect.getsource`` needs the class's module file, which
+    a notebook's ``__main__`` lacks; its functions' code still points at the cell (IPython keeps cells
+    in linecache), so then the class is its functions' sources and its other attributes' reprs."""
+    try:
+        return inspect.getsource(cls)
+    except (OSError, TypeError):
+        pass
+    parts = []
+    for key, value in sorted(vars(cls).items()):
+        func = getattr(value, "__func__", value)
+        if inspect.isfunction(func):
+            try:
+                parts.append(inspect.getsource(func))
+            except (OSError, TypeError):
+                if key.startswith("__"):  # written by @dataclass (no source anywhere), not by the user
+                    continue
+                from bench.errors import BenchError
+
+                raise BenchError(f"method {getattr(cls, 'name', cls)!r}: the source of {key} cannot be found, so "
+                                 "its runs could not be told apart from runs of edited code; define it in a file"
+                                 ) from None
+        elif isinstance(value, type):
+            parts.append(f"{key}: {class_source(value)}")
+        elif not key.startswith("__"):
+            parts.append(f"{key} = {value!r}")
+    return "\n".join(parts)
 
 
 def eval_digest() -> str:

@@ -14,6 +14,7 @@ from torch import nn
 
 from bench import distributed
 from bench.config import RunConfig, TrainedTeacher, config_hash, data_key
+from bench.configfile import write_run_config
 from bench.data import ImageData, carve_validation, load_dataset
 from bench.errors import BenchError
 from bench.evaluation import evaluate
@@ -147,6 +148,7 @@ def _evaluate_and_save(run_dir: Path, model, data, targets, teacher_model, cfg: 
         ev = evaluate_all(model, data, targets, teacher_model, cfg, state, desc)
         rec = make_record(ev)
         rec.save(run_dir)
+        write_run_config(run_dir, cfg)  # the resolved config as YAML beside the record (--config reads it)
         shutil.rmtree(run_dir / EVAL_STATE, ignore_errors=True)  # the record now holds every number
     return distributed.broadcast_object(rec)
 
