@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 import time
 from dataclasses import asdict
@@ -366,107 +365,45 @@ def cmd_run(args) -> int:
     return _run_and_report(cfg, methods, seeds, args.name or args.preset, preset.compare_to, args)
 
 
+def _grid_options(args):
+    from bench.executors import GridOptions, SlurmOptions, parse_sbatch, parse_time
+
+    slurm = SlurmOptions(partition=args.partition, time_min=parse_time(args.time) if args.time else 24 * 60,
+                         gpus_per_job=args.gpus_per_job, cpus_per_job=args.cpus_per_job, mem_gb=args.mem,
+                         account=args.account, qos=args.qos, sbatch=parse_sbatch(args.sbatch),
+                         array_parallelism=args.array_parallelism)
+    return GridOptions(executor=args.executor, results=Path(args.results), reports=Path(args.reports),
+                       argv=tuple(args.argv), force=args.force, no_report=args.no_report,
+                       only_teacher=args.only_teacher, sync_bn=args.sync_bn, gpus=args.gpus, jobs=args.jobs,
+                       slurm=slurm)
+
+
+def _print_plan(lines: list[str], missing) -> int:
+    from bench.plan import missing_lines
+
+    print("\n".join(lines))
+    for line in missing_lines(missing):
+        print(f"bench: {line}", file=sys.stderr)
+    if missing:
+        print(f"bench: {len(missing)} file(s) missing (above): exit status {MISSING_FILES_STATUS}", file=sys.stderr)
+    return MISSING_FILES_STATUS if missing else 0
+
+
 def _run_and_report(cfg, methods: list[str], seeds, runset: str, compare_to, args) -> int:
-    from dataclasses import replace
+    from bench.executors import execute, make_grid
 
-    from bench.report import build_report
-    from bench.runner import run_methods
-    from methods import parse_method
+    opts = _grid_options(args)
+    if getattr(args, "dry_run", False):
+        from bench.plan import grid_dry_run
 
-    from bench import distributed
-
-    if args.executor != "inline" or getattr(args, "dry_run", False):
-        if distributed.world_size() > 1:
-            raise BenchError("under torchrun a command is one run over its ranks: use --executor inline (default)")
-        return _run_grid(cfg, methods, seeds, runset, compare_to, args)
-    if args.sync_bn:
-        import torch
-
-        if distributed.world_size() == 1:
-            raise BenchError("--sync-bn is for one run over several GPUs: start it with torchrun --nproc-per-node N")
-        if not torch.cuda.is_available():
-            raise BenchError("--sync-bn needs CUDA (PyTorch's SyncBatchNorm does not run on CPU)")
-        cfg = replace(cfg, sync_bn=True)
-    results = Path(args.results)
-    t0 = time.perf_counter()
-    meta = {"command": "python -m bench " + shlex.join(args.argv), "methods": [parse_method(m).label for m in methods],
-            "compare_to": compare_to}
-    records = run_methods(cfg, methods, runset, results, seeds=seeds, force=args.force, meta=meta,
-                          only_teacher=args.only_teacher)
-    if not distributed.is_main():  # rank 0 writes the report
-        return 0
-    if args.no_report:
-        print(f"{len(records)} run(s) finished in {results / runset} ({time.perf_counter() - t0:.0f} s); "
-              f"`python -m bench report {runset}` builds the report")
-        return 0
-    out = build_report(results, runset, Path(args.reports))
-    print((out / "README.md").read_text())
-    print(f"report: {out}/README.md  (wall time {time.perf_counter() - t0:.0f} s)")
-    return 0
-
-
-def _run_grid(cfg, methods: list[str], seeds, runset: str, compare_to, args) -> int:
-    """The grid as submitit jobs (bench.executors): print them (--dry-run), run them here, or submit."""
-    from bench.presets import Preset
-    from bench.executors import SlurmOptions, check_slurm, command, make_grid, parse_sbatch, parse_time, run_local, submit_slurm
-    from bench.runner import prepare_runset, resolve_device
-    from bench.status import format_status, runset_status
-    from methods import parse_method
-
-    results, reports = Path(args.results), Path(args.reports)
-    grid = make_grid(args.argv, methods, seeds, runset, results, reports)
-    if args.dry_run:
-        from bench.plan import estimate
-
-        device = resolve_device(cfg.device)
-        rows, _ = estimate(Preset(cfg, tuple(methods), tuple(seeds)), [parse_method(m) for m in methods], device)
-        hours = {r["method"]: r["train_h"] + r["eval_h"] for r in rows}
-        unit = "GPU-h" if device.type == "cuda" else f"h on this {device.type}"
-        print(f"{args.executor}: {len(grid.runs) + 2} jobs for run-set {runset} ({len(methods)} methods x "
-              f"{len(seeds)} seeds, the teacher first, the report last); hours from bench/plan.py, measured on {device}")
-        print(f"  teacher  {command(grid.teacher)}")
-        total = rows[-1]["eval_h"]
-        for method, _seed, argv in grid.runs:
-            h = hours[parse_method(method).label]
-            total += h
-            print(f"  {h:7.2f} {unit}  {command(argv)}")
-        print(f"  report   {command(grid.report)}")
-        print(f"estimate: {total:.1f} {unit} in all (the teacher's training not included)")
-        return 0
-    meta = {"command": "python -m bench " + shlex.join(args.argv), "methods": [parse_method(m).label for m in methods],
-            "compare_to": compare_to}
-    if args.executor == "slurm":
-        check_slurm()
-    prepare_runset(cfg, methods, runset, results, seeds, meta, force=args.force)
-    if args.executor == "slurm":
-        opts = SlurmOptions(partition=args.partition, time_min=parse_time(args.time) if args.time else 24 * 60,
-                            gpus_per_job=args.gpus_per_job, cpus_per_job=args.cpus_per_job, mem_gb=args.mem,
-                            account=args.account, qos=args.qos, sbatch=parse_sbatch(args.sbatch),
-                            array_parallelism=args.array_parallelism)
-        ids = submit_slurm(grid, opts)
-        print(f"submitted: teacher job {ids['teacher']}; array {ids['array']} ({len(ids['runs'])} runs, after the "
-              f"teacher); report job {ids['report']} (after the array); submitit logs in {ids['folder']}")
-        print(f"follow it with `python -m bench status {runset}`; the report lands in {reports / runset}/README.md")
-        return 0
-    import torch
-
-    gpus = torch.cuda.device_count() if cfg.device in ("auto", "cuda") else 0
-    if args.gpus:
-        if args.gpus > gpus:
-            raise BenchError(f"--gpus {args.gpus}: only {gpus} GPU(s) visible here")
-        gpus = args.gpus
-    workers = gpus or args.jobs or 1
-    t0 = time.perf_counter()
-    failures = run_local(grid, workers, gpus=bool(gpus))
-    print(format_status(runset_status(results, runset)))
-    for f in failures:
-        print(f"bench: job failed: {f}", file=sys.stderr)
-    if not args.no_report:
-        from bench.report import build_report
-
-        out = build_report(results, runset, reports)
-        print(f"report: {out}/README.md  (wall time {time.perf_counter() - t0:.0f} s, {workers} jobs)")
-    return 1 if failures else 0
+        grid = make_grid(list(opts.argv), methods, seeds, runset, opts.results, opts.reports)
+        return _print_plan(*grid_dry_run(opts.executor, grid, cfg, methods, seeds))
+    outcome = execute(cfg, methods, seeds, runset, compare_to, opts)
+    for line in outcome.lines:
+        print(line)
+    for line in outcome.errors:
+        print(line, file=sys.stderr)
+    return outcome.code
 
 
 def _paper_slice(preset, methods, seeds):
@@ -487,20 +424,14 @@ def _paper_slice(preset, methods, seeds):
 
 
 def cmd_paper(args) -> int:
-    import json
+    from dataclasses import replace
 
     from bench.config import override
+    from bench.plan import paper_dry_run, paper_list_lines
     from bench.presets import PAPER_PRESETS, smoke
-    from methods import parse_method
 
     if args.list or not args.name:
-        for name, preset in PAPER_PRESETS.items():
-            c = preset.config
-            print(f"{name:20s} {preset.description}")
-            print(f"{'':20s} methods {','.join(preset.methods)}; seeds {list(preset.seeds)}; {c.train.epochs} epochs, "
-                  f"lr {c.train.lr}, decay at {list(c.train.milestones)}, wd {c.train.weight_decay}, batch "
-                  f"{c.train.batch_size}; eps {c.eval.eps:.4g}; first {c.eval.n} test images; transfer "
-                  f"{', '.join(c.probe.targets)}")
+        print("\n".join(paper_list_lines(PAPER_PRESETS)))
         return 0
     if args.name not in PAPER_PRESETS:
         raise BenchError(f"unknown paper preset {args.name!r}; known: {', '.join(PAPER_PRESETS)}")
@@ -509,27 +440,9 @@ def cmd_paper(args) -> int:
         preset = smoke(preset)
     preset = _paper_slice(preset, args.methods, args.seeds)
     cfg = override(preset.config, device=args.device)
-    specs = [parse_method(m) for m in preset.methods]
     if args.dry_run and args.executor == "inline":
-        from bench.plan import estimate
-        from bench.runner import resolve_device
-
-        device = resolve_device(cfg.device)
-        rows, info = estimate(preset, specs, device)
-        unit = "GPU-hours" if device.type == "cuda" else f"hours on {device.type} (no GPU here: rerun on the GPU host)"
-        print(f"plan {args.name} ({args.scale}): {preset.description}")
-        print(f"methods at their official loss magnitude: {', '.join(preset.methods)}")
-        print(json.dumps(asdict(cfg), indent=1, default=list))
-        print(f"measured on {info['device']} at batch {info['batch']}: student {cfg.student_arch} "
-              f"{info['student_fwd_bwd']:.0f} img/s forward-backward; teacher {cfg.teacher.arch} "
-              f"{info['teacher_fwd_bwd']:.0f} img/s forward-backward, {info['teacher_fwd']:.0f} forward")
-        print(f"{'method':34s} {'train h':>9s} {'eval h':>8s} {'seeds':>5s} {'total h':>9s}")
-        for r in rows:
-            print(f"{r['method']:34s} {r['train_h']:9.2f} {r['eval_h']:8.2f} {r['seeds']:5d} {r['total_h']:9.2f}")
-        print(f"estimate: {sum(r['total_h'] for r in rows):.1f} {unit} (cost model in bench/plan.py)")
-        return 0
-    runset = cfg.preset
-    return _run_and_report(cfg, list(preset.methods), preset.seeds, runset, None, args)
+        return _print_plan(*paper_dry_run(args.name, args.scale, replace(preset, config=cfg)))
+    return _run_and_report(cfg, list(preset.methods), preset.seeds, cfg.preset, None, args)
 
 
 def cmd_eval(args) -> int:
