@@ -526,11 +526,9 @@ def cmd_list(args) -> int:
 
 
 def cmd_regress(args) -> int:
-    import json
-
-    from bench.config import RunConfig, override
+    from bench import regress
+    from bench.config import override
     from bench.presets import get_preset
-    from bench.regress import BASELINE_DIR, compare, config_changes, format_table, run_regression, write_baseline
 
     preset = get_preset(args.preset)
     cfg = preset.config
@@ -540,37 +538,16 @@ def cmd_regress(args) -> int:
                    eval=override(cfg.eval, n=args.n, aa_n=args.aa_n, eps=args.eps))
     methods = list(args.methods or preset.methods)
     seeds = args.seeds or preset.seeds
-    path = Path(args.baseline) if args.baseline else BASELINE_DIR / f"{args.preset}.json"
-    substitute = dict(pair.split("=", 1) for pair in args.substitute or [] if "=" in pair)
-    if args.substitute and len(substitute) != len(args.substitute):
-        raise BenchError("--substitute takes method=variant pairs")
-    previous = json.loads(path.read_text()) if path.exists() else None
-    t0 = time.perf_counter()
+    path = Path(args.baseline) if args.baseline else regress.BASELINE_DIR / f"{args.preset}.json"
+    substitute = regress.parse_substitute(args.substitute)
     if args.update:
-        if not args.reason:
-            raise BenchError("--update needs --reason \"why the numbers change\"")
-        values = run_regression(cfg, methods, seeds)
-        write_baseline(path, cfg, methods, seeds, values, args.reason, previous)
+        t0 = time.perf_counter()
+        regress.update(cfg, methods, seeds, path, args.reason)
         print(f"baseline written: {path} ({time.perf_counter() - t0:.0f} s)")
         return 0
-    if previous is None:
-        raise BenchError(f"no baseline at {path}; create one with --update --reason \"...\"")
-    changed = config_changes(previous["config"], asdict(cfg), asdict(RunConfig()))
-    changed += [k for k, a, b in (("methods", previous["methods"], methods),
-                                  ("seeds", tuple(previous["seeds"]), tuple(seeds))) if a != b]
-    if changed:
-        raise BenchError(f"baseline {path} was made with another config ({', '.join(changed[:6])}); "
-                         f"rerun with --update --reason \"...\" if the change is intended")
-    rows = compare(previous, run_regression(cfg, methods, seeds, substitute))
-    print(format_table(rows))
-    drops = [f"{r['row']} {r['metric']}" for r in rows if r["verdict"] != "ok"]
-    last = previous["history"][-1]
-    print(f"baseline {path}: {last['when']} by {last['who']} ({last['why']}); wall {time.perf_counter() - t0:.0f} s")
-    if drops:
-        print(f"REGRESSION: {len(drops)} metric(s) below their band: {', '.join(drops)}")
-        return 1
-    print(f"no regression: {len(rows)} metrics within their bands")
-    return 0
+    verdict = regress.check(cfg, methods, seeds, path, substitute)
+    print("\n".join(verdict.lines()))
+    return 0 if verdict.passed else 1
 
 
 def cmd_export(args) -> int:
