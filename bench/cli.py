@@ -518,7 +518,8 @@ def cmd_list(args) -> int:
             print(f"  {'':10s} options: {opts}")
     print("datasets: " + ", ".join(DATASETS.names()) + ", folder:PATH")
     print("architectures: " + ", ".join(ARCHS.names()))
-    print("attacks: clean, " + ", ".join(ATTACKS.names()) + ", aa (AutoAttack via pyautoattack)")
+    print("attacks: clean, " + ", ".join(ATTACKS.names()) + ", aa (AutoAttack via pyautoattack); eval also takes "
+          "curve (the PGD-20 eps-curve, 0.25 ... 1.5 x eps)")
     print("presets:")
     for name, preset in sorted(all_presets().items()):
         print(f"  {name:14s} {preset.description}; methods {','.join(preset.methods)}; seeds {list(preset.seeds)}")
