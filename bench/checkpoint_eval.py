@@ -170,13 +170,14 @@ def eval_config(attacks: Sequence[str] = DEFAULT_ATTACKS, eps: float = EvalConfi
                 curve: bool | Sequence[float] = False, base: EvalConfig | None = None, **options) -> EvalConfig:
     """The EvalConfig of a request: ``attacks`` may name ``curve``; ``curve=True`` gives the PGD-20
     curve at CURVE_FACTORS x eps, a sequence gives its eps values; ``options`` are further EvalConfig
-    fields (``aa_n``, ``aa_version``, ``batch_size``, ...), an unknown one is one BenchError."""
+    fields (``aa_n``, ``aa_version``, ``batch_size``, ...), an unknown one is one BenchError. ``sanity``
+    (a bool or a SanityConfig): the sanity checks, by default whenever a robustness number is asked for
+    (clean accuracy alone has none to check)."""
     from bench.evaluation import check_attacks
 
     base = base or EvalConfig()
     known = {f.name for f in fields(EvalConfig)}
-    if isinstance(options.get("sanity"), bool):  # sanity=False: skip the checks
-        options["sanity"] = replace(base.sanity, enabled=options["sanity"])
+    sanity = options.pop("sanity", None)  # None: when there is a robustness number to check; or a bool
     unknown = sorted(set(options) - known)
     if unknown:
         raise BenchError(f"unknown evaluation option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
@@ -190,7 +191,10 @@ def eval_config(attacks: Sequence[str] = DEFAULT_ATTACKS, eps: float = EvalConfi
         curve_eps = tuple(float(e) for e in curve)
     else:
         curve_eps = tuple(round(f * eps, 6) for f in CURVE_FACTORS) if (curve or asked_curve) else ()
-    return replace(base, attacks=tuple(attacks), eps=eps, n=n, curve_eps=curve_eps,
+    if not isinstance(sanity, type(base.sanity)):  # the checks judge robustness numbers: none, no checks
+        robust = bool(curve_eps) or any(a != "clean" for a in attacks)
+        sanity = replace(base.sanity, enabled=robust if sanity is None else bool(sanity))
+    return replace(base, attacks=tuple(attacks), eps=eps, n=n, curve_eps=curve_eps, sanity=sanity,
                    **{k: v for k, v in options.items() if v is not None})
 
 
@@ -251,7 +255,7 @@ def evaluate_model(model: nn.Module, dataset="digits", attacks: Sequence[str] = 
     its test split is evaluated (the first ``n`` images). ``attacks``: any of clean, fgsm, pgd20, cw, aa
     and curve (the PGD-20 eps-curve, also ``curve=True``). ``eps``: the threat model's radius (default:
     the data set's). ``options``: further EvalConfig fields (``aa_n``, ``aa_version``, ``batch_size``,
-    ``sanity``, ...). ``out``: a folder for resumable per-batch state and the record (None: nothing
+    ``sanity``: True/False, default on when anything beyond clean accuracy is asked for, ...). ``out``: a folder for resumable per-batch state and the record (None: nothing
     is written). Under torchrun every rank attacks its share of the batches and every rank returns
     the merged result.
     """

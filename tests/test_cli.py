@@ -225,10 +225,12 @@ def test_eval_default_out_is_unique_per_model_and_stable_per_file(capsys, tmp_pa
 def test_eval_runs_the_curve_only_when_asked_and_says_how_many_images(capsys, tmp_path):
     weights = _tiny_weights(tmp_path / "m.pt", 0)
     common = ["eval", "--weights", str(weights), "--arch", "cnn-narrow", "--dataset", "digits", "--n", "12",
-              "--no-sanity", "--eps", "0.1"]
+              "--eps", "0.1"]
     assert main([*common, "--attacks", "clean", "--out", str(tmp_path / "a")]) == 0
     rec = json.loads((tmp_path / "a" / "record.json").read_text())
     assert rec["curve"] == {} and "curve" not in rec["settings"] and rec["config"]["curve_eps"] == []
+    assert rec["sanity"] == {} and "pgd20" not in rec["timings"]  # clean accuracy alone: no attack at all
+    common.append("--no-sanity")
     assert set(rec["metrics"]) == {"clean"} and rec["n"] == 12
     assert "12 test images of digits evaluated" in capsys.readouterr().out
     assert main([*common, "--attacks", "clean,curve", "--out", str(tmp_path / "b")]) == 0
