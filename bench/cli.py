@@ -105,7 +105,8 @@ DEVICE_HELP = "auto (default: cuda when available, else cpu), cpu, cuda or cuda:
 
 
 def _add_eval_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--attacks", type=_names, help="comma list of clean,fgsm,pgd20,cw,aa (default: all five)")
+    p.add_argument("--attacks", type=_names, help="comma list of clean,fgsm,pgd20,cw,aa (default: all five); eval also "
+                                                    "takes curve (the PGD-20 eps-curve)")
     p.add_argument("--eps", type=parse_eps, help="L-inf radius on [0,1] pixels, e.g. 0.2 or 8/255 (default: the data "
                                                  "set's, 0.2 for digits, 8/255 for CIFAR, STL-10 and folders)")
     p.add_argument("--n", "--n-images", dest="n", type=_int_range(1, 10**7, "--n"),

@@ -274,6 +274,7 @@ def test_every_flag_has_help_that_states_its_default():
 
     undocumented = []
     for name, sub in _subparsers(build_parser()).choices.items():
+        assert sub.format_help()  # renders (a stray % in a help text would raise here)
         for action in sub._actions:
             if isinstance(action, argparse._HelpAction) or action.help == argparse.SUPPRESS:
                 continue
