@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 import time
 from dataclasses import asdict
@@ -11,6 +10,7 @@ from pathlib import Path
 from bench.errors import BenchError
 
 DEFAULT_METHODS = "gacd,ard,crd"
+MISSING_FILES_STATUS = 3  # paper --dry-run: the plan is valid, but files it needs are missing
 MAX_EPS = 0.5  # beyond this an L-inf ball on [0,1] pixels covers most of the image
 
 
@@ -87,23 +87,48 @@ def _shard(text: str) -> tuple[int, int]:
     return index, count
 
 
+def _renamed(old: str, new: str):
+    def parse(text: str):
+        raise BenchError(f"{old} is now {new}")
+    return parse
+
+
+def _device(text: str) -> str:
+    """--device is checked when parsed: every command fails on one line before any work."""
+    from bench.runner import resolve_device
+
+    resolve_device(text)
+    return text
+
+
+DEVICE_HELP = "auto (default: cuda when available, else cpu), cpu, cuda or cuda:i"
+
+
 def _add_eval_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--attacks", type=_names, help="comma list of clean,fgsm,pgd20,cw,aa")
-    p.add_argument("--eps", type=parse_eps, help="L-inf radius on [0,1] pixels, e.g. 0.2 or 8/255")
+    p.add_argument("--attacks", type=_names, help="comma list of clean,fgsm,pgd20,cw,aa (default: all five); eval also "
+                                                    "takes curve (the PGD-20 eps-curve)")
+    p.add_argument("--eps", type=parse_eps, help="L-inf radius on [0,1] pixels, e.g. 0.2 or 8/255 (default: the data "
+                                                 "set's, 0.2 for digits, 8/255 for CIFAR, STL-10 and folders)")
     p.add_argument("--n", "--n-images", dest="n", type=_int_range(1, 10**7, "--n"),
-                   help="evaluate on the first N test images (--n-images under torchrun, whose parser reads --n "
-                        "as its own)")
-    p.add_argument("--aa-n", type=_int_range(1, 10**7, "--aa-n"), help="AutoAttack on the first N test images")
-    p.add_argument("--aa-version", choices=["standard", "plus", "rand"], help="AutoAttack version")
+                   help="evaluate on the first N test images (default: all; --n-images under torchrun, whose "
+                        "parser reads --n as its own)")
+    p.add_argument("--aa-n", type=_int_range(1, 10**7, "--aa-n"),
+                   help="AutoAttack on the first N test images (default: as --n)")
+    p.add_argument("--aa-version", choices=["standard", "plus", "rand"], help="AutoAttack version (default standard)")
     p.add_argument("--data-dir", help="where torchvision datasets are (default $BENCH_DATA_DIR or ~/.cache/bench/data)")
-    p.add_argument("--download", action="store_true", default=None, help="download torchvision datasets")
-    p.add_argument("--image-size", type=_int_range(4, 1024, "--image-size"), help="resize images once at load")
+    p.add_argument("--download", action="store_true", default=None,
+                   help="download torchvision datasets (default: never download)")
+    p.add_argument("--image-size", type=_int_range(4, 1024, "--image-size"),
+                   help="resize images once at load (default: native size)")
     p.add_argument("--data-on-device", choices=["auto", "yes", "no"],
                    help="images on the device (yes), in host memory with batches copied over (no), or on the "
                         "device when they fit (auto, the default)")
-    p.add_argument("--device", help="auto (default), cpu or cuda[:i]")
-    p.add_argument("--seed", type=_int_range(0, 2**31 - 1, "--seed"))
-    p.add_argument("--no-sanity", action="store_true", help="skip the sanity checks (bench/sanity.py)")
+    p.add_argument("--device", type=_device, help=DEVICE_HELP)
+    p.add_argument("--seed", type=_int_range(0, 2**31 - 1, "--seed"),
+                   help="run: this one seed, as --seeds N (default: the preset's seeds); eval: the attacks' random "
+                        "starts (default 0)")
+    p.add_argument("--no-sanity", action="store_true",
+                   help="skip the sanity checks (bench/sanity.py; default: run them)")
 
 
 def _add_grid_args(p: argparse.ArgumentParser) -> None:
@@ -114,25 +139,30 @@ def _add_grid_args(p: argparse.ArgumentParser) -> None:
                         "machine, one per GPU (or --jobs N on CPU); slurm: a job array on a Slurm cluster")
     g.add_argument("--gpus", type=_int_range(1, 1024, "--gpus"), help="local: GPUs to use, one job each "
                                                                          "(default: every visible GPU)")
-    g.add_argument("--jobs", type=_int_range(1, 1024, "--jobs"), help="local on a CPU-only machine: jobs side by side")
-    g.add_argument("--partition", help="slurm partition")
+    g.add_argument("--jobs", type=_int_range(1, 1024, "--jobs"),
+                   help="local on a CPU-only machine: jobs side by side (default 1)")
+    g.add_argument("--partition", help="slurm partition (default: the cluster's)")
     g.add_argument("--time", help="slurm time limit per job (minutes, HH:MM:SS or D-HH:MM:SS; default 24:00:00); "
                                   "a job that reaches it is requeued and resumes")
-    g.add_argument("--gpus-per-job", type=_int_range(0, 64, "--gpus-per-job"), default=1)
-    g.add_argument("--cpus-per-job", type=_int_range(1, 1024, "--cpus-per-job"))
-    g.add_argument("--mem", type=_int_range(1, 100000, "--mem"), help="slurm memory per job, GB")
-    g.add_argument("--account", help="slurm account")
-    g.add_argument("--qos", help="slurm QOS")
-    g.add_argument("--sbatch", action="append", help="an extra #SBATCH line as key=value (repeatable), "
-                                                      "e.g. --sbatch constraint=a100")
+    g.add_argument("--gpus-per-job", type=_int_range(0, 64, "--gpus-per-job"), default=1,
+                   help="slurm: GPUs per job (default 1)")
+    g.add_argument("--cpus-per-job", type=_int_range(1, 1024, "--cpus-per-job"),
+                   help="slurm: CPUs per job (default: the cluster's)")
+    g.add_argument("--mem", type=_int_range(1, 100000, "--mem"),
+                   help="slurm memory per job, GB (default: the cluster's)")
+    g.add_argument("--account", help="slurm account (default: yours)")
+    g.add_argument("--qos", help="slurm QOS (default: the cluster's)")
+    g.add_argument("--sbatch", action="append", help="an extra #SBATCH line as key=value (repeatable; default "
+                                                      "none), e.g. --sbatch constraint=a100")
     g.add_argument("--array-parallelism", type=_int_range(1, 100000, "--array-parallelism"), default=256,
-                   help="slurm: at most this many array tasks at once")
+                   help="slurm: at most this many array tasks at once (default 256)")
     g.add_argument("--no-report", action="store_true", help="write results only (jobs of a grid; "
-                                                            "`bench report RUNSET` builds it later)")
+                                                            "`bench report RUNSET` builds it later; default: "
+                                                            "write the report)")
     g.add_argument("--only-teacher", action="store_true", help="train (or load) and evaluate the teacher(s), "
-                                                               "then stop (the teacher job of a grid)")
+                                                               "then stop (the teacher job of a grid; default off)")
     g.add_argument("--sync-bn", action="store_true", help="under torchrun: batch-norm statistics over the whole "
-                                                          "global batch (SyncBatchNorm, CUDA only)")
+                                                          "global batch (SyncBatchNorm, CUDA only; default off)")
 
 
 CONFIG_PRECEDENCE = "preset < --config file < explicit flags < dotted overrides"
@@ -140,14 +170,15 @@ CONFIG_PRECEDENCE = "preset < --config file < explicit flags < dotted overrides"
 
 def _add_methods_from(p: argparse.ArgumentParser) -> None:
     p.add_argument("--methods-from", action="append", metavar="FILE",
-                   help="import a Python file whose @bench.register_method classes become methods (repeatable)")
+                   help="import a Python file whose @bench.register_method classes become methods (repeatable; "
+                        "default: none, only the built-in methods and the bench.methods entry points)")
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
     """--config FILE, trailing KEY=VALUE overrides and --print-config (bench/configfile.py)."""
     p.add_argument("--config", metavar="FILE", help="a YAML run configuration typed against bench/config.py "
-                                                    "(any field of RunConfig, plus methods: and seeds:); precedence: "
-                                                    + CONFIG_PRECEDENCE)
+                                                    "(any field of RunConfig, plus methods: and seeds:; default: none, "
+                                                    "the preset alone); precedence: " + CONFIG_PRECEDENCE)
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="dotted overrides of any config field, applied last, e.g. train.weight_decay=2e-4 "
                         "eval.aa_n=1000 teacher.kind=robustbench teacher.name=Zhang2019Theoretically")
@@ -167,110 +198,133 @@ def build_parser() -> Parser:
                                       "gacd-ablation, cifar10, cifar100 (see `bench list`)")
     _add_config_args(run)
     run.add_argument("--seeds", type=_seeds, help="comma list of seeds, e.g. 0,1,2 (default: the preset's)")
-    run.add_argument("--n-seeds", type=_int_range(1, 100, "--n-seeds"), help="seeds 0..N-1")
+    run.add_argument("--n-seeds", type=_int_range(1, 100, "--n-seeds"), help="seeds 0..N-1 (default: the preset's)")
     run.add_argument("--transfer", help="comma list of transfer targets (linear probe on the frozen student), "
                                         "or 'none'; default: the preset's")
-    run.add_argument("--no-structure", action="store_true", help="skip teacher-student structure metrics")
+    run.add_argument("--no-structure", action="store_true",
+                     help="skip teacher-student structure metrics (default: compute them)")
     run.add_argument("--name", help="run-set name under results/ and reports/ (default: the preset)")
-    run.add_argument("--dataset", help="digits, cifar10, cifar100, stl10 or folder:PATH")
-    run.add_argument("--student-arch", help="student architecture (see `bench list`)")
+    run.add_argument("--dataset", help="digits, cifar10, cifar100, stl10 or folder:PATH (default: the preset's, "
+                                       "digits@0-4 for digits)")
+    run.add_argument("--student-arch", help="student architecture (see `bench list`; default: the preset's)")
     run.add_argument("--teacher", help="'train' (default), a path to a teacher state_dict, or robustbench:NAME "
                                        "(a RobustBench zoo model from $BENCH_ROBUSTBENCH_DIR, offline)")
-    run.add_argument("--teacher-arch", help="teacher architecture")
+    run.add_argument("--teacher-arch", help="teacher architecture (default: the preset's)")
     run.add_argument("--teacher-method", help="method that trains the teacher (default pgd-at); for a teacher "
                                               "file, the method it was trained with (labels, published numbers)")
-    run.add_argument("--teacher-epochs", type=_int_range(1, 10000, "--teacher-epochs"))
+    run.add_argument("--teacher-epochs", type=_int_range(1, 10000, "--teacher-epochs"),
+                     help="epochs of a teacher trained here (default: the preset's, 60 for digits)")
     run.add_argument("--teacher-mean", type=_floats, help="input mean of an external teacher (default none)")
-    run.add_argument("--teacher-std", type=_floats, help="input std of an external teacher")
-    run.add_argument("--epochs", type=_int_range(1, 10000, "--epochs"))
-    run.add_argument("--batch-size", type=_int_range(1, 65536, "--batch-size"))
-    run.add_argument("--lr", type=_positive_float("--lr"))
-    run.add_argument("--schedule", choices=["cosine", "step"])
+    run.add_argument("--teacher-std", type=_floats, help="input std of an external teacher (default none)")
+    run.add_argument("--epochs", type=_int_range(1, 10000, "--epochs"),
+                     help="student epochs (default: the preset's, 30 for digits)")
+    run.add_argument("--batch-size", type=_int_range(1, 65536, "--batch-size"),
+                     help="training batch (default: the preset's, 64 for digits)")
+    run.add_argument("--lr", type=_positive_float("--lr"), help="learning rate (default: the preset's, 0.05 for digits)")
+    run.add_argument("--schedule", choices=["cosine", "step"], help="learning-rate schedule (default: the preset's, "
+                                                                    "cosine for digits)")
     run.add_argument("--checkpoint", choices=["last", "best-val"],
                      help="evaluate the last epoch (default) or the best epoch on a validation split of the "
                           "training data (never the test set)")
     run.add_argument("--train-eps", type=parse_eps, help="training-attack eps (default: --eps)")
-    run.add_argument("--train-steps", type=_int_range(1, 1000, "--train-steps"))
-    run.add_argument("--bf16", action="store_true", default=None, help="bf16 autocast on CUDA")
-    run.add_argument("--results", default="results", help="results directory")
-    run.add_argument("--reports", default="reports", help="reports directory")
+    run.add_argument("--train-steps", type=_int_range(1, 1000, "--train-steps"),
+                     help="training-attack steps (default: the preset's, 10 for digits)")
+    run.add_argument("--bf16", action="store_true", default=None, help="bf16 autocast on CUDA (default off)")
+    run.add_argument("--results", default="results", help="results directory (default results)")
+    run.add_argument("--reports", default="reports", help="reports directory (default reports)")
     run.add_argument("--tensorboard", metavar="DIR", help="TensorBoard event files in DIR/RUNSET/RUN_ID (loss terms, lr, "
                      "images/s, validation accuracy per epoch; final metrics as hparams); default: off")
-    run.add_argument("--force", action="store_true", help="redo finished runs (and the teacher)")
+    run.add_argument("--force", action="store_true", help="redo finished runs (and the teacher; default: reuse)")
     run.add_argument("--dry-run", action="store_true", help="print the jobs a grid would run (count, each job's "
-                                                            "command, estimated hours) and stop")
+                                                            "command, estimated hours) and stop (default off)")
     run.add_argument("--print-config", action="store_true", help="write the resolved configuration as YAML (a "
-                                                                 "--config file) to stdout and stop")
+                                                                 "--config file) to stdout and stop (default off)")
     _add_eval_args(run)
     _add_grid_args(run)
 
     ev = sub.add_parser("eval", help="evaluate any checkpoint under the suite's protocol")
-    ev.add_argument("--checkpoint", required=True, help="a state_dict file (loaded with weights_only=True), or "
-                                                        "robustbench:NAME (a RobustBench zoo model, offline)")
-    ev.add_argument("--arch", help="its architecture (see `bench list`); not needed for robustbench:NAME")
-    ev.add_argument("--dataset", required=True, help="digits, cifar10, cifar100, stl10 or folder:PATH")
+    ev.add_argument("--weights", required=True, metavar="FILE|robustbench:NAME",
+                    help="a state_dict file (loaded with weights_only=True), or robustbench:NAME (a RobustBench zoo "
+                         "model, offline); required, no default")
+    ev.add_argument("--checkpoint", type=_renamed("eval --checkpoint", "--weights FILE|robustbench:NAME "
+                                                  "(--checkpoint is run's selection policy, last|best-val)"),
+                    help=argparse.SUPPRESS)
+    ev.add_argument("--arch", help="its architecture (see `bench list`); required for a file, not for "
+                                   "robustbench:NAME (default none)")
+    ev.add_argument("--dataset", required=True, help="digits, cifar10, cifar100, stl10 or folder:PATH; required, "
+                                                     "no default")
     ev.add_argument("--mean", type=_floats, help="the checkpoint's input mean (default: none, raw [0,1])")
-    ev.add_argument("--std", type=_floats, help="the checkpoint's input std")
-    ev.add_argument("--out", help="output directory (default reports/eval/<checkpoint name>); an interrupted "
-                                  "evaluation resumes from its per-batch state there")
+    ev.add_argument("--std", type=_floats, help="the checkpoint's input std (default: none)")
+    ev.add_argument("--curve", action="store_true",
+                    help="also the PGD-20 eps-curve at 0.25, 0.5, ... 1.5 x eps (as naming curve in --attacks; "
+                         "default off)")
+    ev.add_argument("--out", help="output directory (default reports/eval/<file stem>-<digest of its bytes>); an "
+                                  "interrupted evaluation resumes from its per-batch state there")
     ev.add_argument("--batch-size", type=_int_range(1, 65536, "--batch-size"),
                     help="evaluation batch (default 500), also the unit of resumable progress")
     ev.add_argument("--shard", type=_shard, help="i/k: attack only the i-th of k round-robin shares of the batches "
                                                  "into --out (jobs side by side); the same command without --shard "
-                                                 "then merges them (identical to an unsharded run). Automatic under "
-                                                 "torchrun")
+                                                 "then merges them (identical to an unsharded run). Default: no "
+                                                 "shard (automatic under torchrun)")
     _add_eval_args(ev)
 
     rep = sub.add_parser("report", help="rebuild reports/RUNSET from results/RUNSET")
-    rep.add_argument("runset")
-    rep.add_argument("--results", default="results")
-    rep.add_argument("--reports", default="reports")
+    rep.add_argument("runset", help="the run-set's name (a folder under --results)")
+    rep.add_argument("--results", default="results", help="results directory (default results)")
+    rep.add_argument("--reports", default="reports", help="reports directory (default reports)")
 
     reg = sub.add_parser("regress", help="re-run the CI preset and compare every metric with the stored baseline")
-    reg.add_argument("--preset", default="regress")
+    reg.add_argument("--preset", default="regress", help="the preset to re-run (default regress)")
     reg.add_argument("--baseline", help="baseline file (default results/baselines/<preset>.json)")
-    reg.add_argument("--update", action="store_true", help="rewrite the baseline from this run")
-    reg.add_argument("--reason", help="why the baseline changes (required with --update)")
+    reg.add_argument("--update", action="store_true", help="rewrite the baseline from this run (default: compare)")
+    reg.add_argument("--reason", help="why the baseline changes (required with --update; default none)")
     reg.add_argument("--substitute", type=_names, help="method=variant pairs scored against the method's "
-                                                       "baseline, e.g. ard=ard:alpha=0 (checks the check)")
-    reg.add_argument("--seeds", type=_seeds)
-    reg.add_argument("--epochs", type=_int_range(1, 10000, "--epochs"))
-    reg.add_argument("--teacher-epochs", type=_int_range(1, 10000, "--teacher-epochs"))
-    reg.add_argument("--n", type=_int_range(1, 10**7, "--n"))
-    reg.add_argument("--eps", type=parse_eps, help="train and evaluation eps")
-    reg.add_argument("--aa-n", type=_int_range(1, 10**7, "--aa-n"))
-    reg.add_argument("--methods", type=_names)
+                                                       "baseline, e.g. ard=ard:alpha=0 (checks the check; default none)")
+    reg.add_argument("--seeds", type=_seeds, help="comma list of seeds (default: the preset's, 0,1,2)")
+    reg.add_argument("--epochs", type=_int_range(1, 10000, "--epochs"), help="student epochs (default: the preset's)")
+    reg.add_argument("--teacher-epochs", type=_int_range(1, 10000, "--teacher-epochs"),
+                     help="teacher epochs (default: the preset's)")
+    reg.add_argument("--n", type=_int_range(1, 10**7, "--n"), help="first N test images (default: the preset's)")
+    reg.add_argument("--eps", type=parse_eps, help="train and evaluation eps (default: the preset's)")
+    reg.add_argument("--aa-n", type=_int_range(1, 10**7, "--aa-n"),
+                     help="AutoAttack on the first N test images (default: the preset's)")
+    reg.add_argument("--methods", type=_names, help="comma list (default: the preset's)")
     _add_config_args(reg)
 
     exp = sub.add_parser("export", help="export a student in RobustBench's format (model_info JSON + checkpoint)")
     exp.add_argument("run", help="a run folder (results/RUNSET/RUN_ID) or RUNSET/RUN_ID")
-    exp.add_argument("--robustbench", action="store_true", required=True, help="RobustBench format (the only one)")
-    exp.add_argument("--results", default="results")
-    exp.add_argument("--out", default="exports", help="output folder (default exports/)")
+    exp.add_argument("--robustbench", action="store_true", required=True,
+                     help="RobustBench format (the only one; required, no default)")
+    exp.add_argument("--results", default="results", help="results directory (default results)")
+    exp.add_argument("--out", default="exports", help="output folder (default exports)")
     exp.add_argument("--name", help="model name (default: bench_<method>_<run id>)")
 
     pap = sub.add_parser("paper", help="paper-table presets (full CIFAR protocol on GPUs), with published numbers",
                          allow_abbrev=False)
-    pap.add_argument("name", nargs="?", help="cifar10-resnet18, cifar10-mobilenetv2, cifar100-resnet18")
-    pap.add_argument("--list", action="store_true", help="list the presets and their hyper-parameters")
-    pap.add_argument("--dry-run", action="store_true", help="print the plan and a cost estimate from a "
-                                                            "throughput measured on this device")
+    pap.add_argument("name", nargs="?", help="cifar10-resnet18, cifar10-mobilenetv2, cifar100-resnet18 "
+                                             "(default: none, list them)")
+    pap.add_argument("--list", action="store_true", help="list the presets and their hyper-parameters (default off)")
+    pap.add_argument("--dry-run", action="store_true",
+                     help="print the plan and a cost estimate (a short throughput measurement on this device) and "
+                          "check that the data files and the teacher checkpoint are present; exit status "
+                          f"{MISSING_FILES_STATUS} when one is missing (default off)")
     pap.add_argument("--scale", choices=["full", "smoke"], default="full",
-                     help="smoke: tiny widths, 256 images, 1 epoch, stand-in data where files are missing")
-    pap.add_argument("--device", help="auto (default), cpu or cuda[:i]")
-    pap.add_argument("--results", default="results")
-    pap.add_argument("--reports", default="reports")
+                     help="full (default); smoke: tiny widths, 256 images, 1 epoch, stand-in data where files are "
+                          "missing")
+    pap.add_argument("--device", type=_device, help=DEVICE_HELP)
+    pap.add_argument("--results", default="results", help="results directory (default results)")
+    pap.add_argument("--reports", default="reports", help="reports directory (default reports)")
     pap.add_argument("--tensorboard", metavar="DIR", help="TensorBoard event files in DIR/RUNSET/RUN_ID (loss terms, lr, "
                      "images/s, validation accuracy per epoch; final metrics as hparams); default: off")
-    pap.add_argument("--force", action="store_true")
+    pap.add_argument("--force", action="store_true", help="redo finished runs (default: reuse)")
     pap.add_argument("--methods", type=_names, help="run a slice: these of the preset's methods (default: all)")
     pap.add_argument("--seeds", type=_seeds, help="run a slice: these seeds (default: the preset's, 0,1,2)")
     _add_methods_from(pap)
     _add_grid_args(pap)
 
     st = sub.add_parser("status", help="where each run of a run-set stands: done, running, failed, missing")
-    st.add_argument("runset")
-    st.add_argument("--results", default="results")
+    st.add_argument("runset", help="the run-set's name (a folder under --results)")
+    st.add_argument("--results", default="results", help="results directory (default results)")
 
     _add_methods_from(sub.add_parser("list", help="methods, datasets, architectures and attacks"))
     return parser
@@ -350,94 +404,45 @@ def cmd_run(args) -> int:
     return _run_and_report(cfg, methods, seeds, args.name or cfg.preset, preset.compare_to, args)
 
 
+def _grid_options(args):
+    from bench.executors import GridOptions, SlurmOptions, parse_sbatch, parse_time
+
+    slurm = SlurmOptions(partition=args.partition, time_min=parse_time(args.time) if args.time else 24 * 60,
+                         gpus_per_job=args.gpus_per_job, cpus_per_job=args.cpus_per_job, mem_gb=args.mem,
+                         account=args.account, qos=args.qos, sbatch=parse_sbatch(args.sbatch),
+                         array_parallelism=args.array_parallelism)
+    return GridOptions(executor=args.executor, results=Path(args.results), reports=Path(args.reports),
+                       argv=tuple(args.argv), force=args.force, no_report=args.no_report,
+                       only_teacher=args.only_teacher, sync_bn=args.sync_bn, gpus=args.gpus, jobs=args.jobs,
+                       slurm=slurm, tensorboard=args.tensorboard)
+
+
+def _print_plan(lines: list[str], missing) -> int:
+    from bench.plan import missing_lines
+
+    print("\n".join(lines))
+    for line in missing_lines(missing):
+        print(f"bench: {line}", file=sys.stderr)
+    if missing:
+        print(f"bench: {len(missing)} file(s) missing (above): exit status {MISSING_FILES_STATUS}", file=sys.stderr)
+    return MISSING_FILES_STATUS if missing else 0
+
+
 def _run_and_report(cfg, methods: list[str], seeds, runset: str, compare_to, args) -> int:
-    from dataclasses import replace
+    from bench.executors import execute, make_grid
 
-    from bench import api, distributed
+    opts = _grid_options(args)
+    if getattr(args, "dry_run", False):
+        from bench.plan import grid_dry_run
 
-    if args.executor != "inline" or getattr(args, "dry_run", False):
-        if distributed.world_size() > 1:
-            raise BenchError("under torchrun a command is one run over its ranks: use --executor inline (default)")
-        return _run_grid(cfg, methods, seeds, runset, compare_to, args)
-    if args.sync_bn:
-        cfg = replace(cfg, sync_bn=True)  # api.validate checks torchrun and CUDA
-    result = api.execute(cfg, methods, seeds, runset, compare_to=compare_to, results=args.results,
-                         reports=args.reports, force=args.force, report=not args.no_report,
-                         command="python -m bench " + shlex.join(args.argv), only_teacher=args.only_teacher,
-                         tensorboard=args.tensorboard)
-    if not distributed.is_main():  # rank 0 speaks
-        return 0
-    if result.report is None:
-        print(f"{len(result.records)} run(s) finished in {result.results} ({result.seconds:.0f} s); "
-              f"`python -m bench report {runset}` builds the report")
-        return 0
-    print(result.report.read_text())
-    print(f"report: {result.report}  (wall time {result.seconds:.0f} s)")
-    return 0
-
-
-def _run_grid(cfg, methods: list[str], seeds, runset: str, compare_to, args) -> int:
-    """The grid as submitit jobs (bench.executors): print them (--dry-run), run them here, or submit."""
-    from bench.presets import Preset
-    from bench.executors import SlurmOptions, check_slurm, command, make_grid, parse_sbatch, parse_time, run_local, submit_slurm
-    from bench.runner import prepare_runset, resolve_device
-    from bench.status import format_status, runset_status
-    from methods import parse_method
-
-    results, reports = Path(args.results), Path(args.reports)
-    grid = make_grid(args.argv, methods, seeds, runset, results, reports)
-    if args.dry_run:
-        from bench.plan import estimate
-
-        device = resolve_device(cfg.device)
-        rows, _ = estimate(Preset(cfg, tuple(methods), tuple(seeds)), [parse_method(m) for m in methods], device)
-        hours = {r["method"]: r["train_h"] + r["eval_h"] for r in rows}
-        unit = "GPU-h" if device.type == "cuda" else f"h on this {device.type}"
-        print(f"{args.executor}: {len(grid.runs) + 2} jobs for run-set {runset} ({len(methods)} methods x "
-              f"{len(seeds)} seeds, the teacher first, the report last); hours from bench/plan.py, measured on {device}")
-        print(f"  teacher  {command(grid.teacher)}")
-        total = rows[-1]["eval_h"]
-        for method, _seed, argv in grid.runs:
-            h = hours[parse_method(method).label]
-            total += h
-            print(f"  {h:7.2f} {unit}  {command(argv)}")
-        print(f"  report   {command(grid.report)}")
-        print(f"estimate: {total:.1f} {unit} in all (the teacher's training not included)")
-        return 0
-    meta = {"command": "python -m bench " + shlex.join(args.argv), "methods": [parse_method(m).label for m in methods],
-            "compare_to": compare_to}
-    if args.executor == "slurm":
-        check_slurm()
-    prepare_runset(cfg, methods, runset, results, seeds, meta, force=args.force)
-    if args.executor == "slurm":
-        opts = SlurmOptions(partition=args.partition, time_min=parse_time(args.time) if args.time else 24 * 60,
-                            gpus_per_job=args.gpus_per_job, cpus_per_job=args.cpus_per_job, mem_gb=args.mem,
-                            account=args.account, qos=args.qos, sbatch=parse_sbatch(args.sbatch),
-                            array_parallelism=args.array_parallelism)
-        ids = submit_slurm(grid, opts)
-        print(f"submitted: teacher job {ids['teacher']}; array {ids['array']} ({len(ids['runs'])} runs, after the "
-              f"teacher); report job {ids['report']} (after the array); submitit logs in {ids['folder']}")
-        print(f"follow it with `python -m bench status {runset}`; the report lands in {reports / runset}/README.md")
-        return 0
-    import torch
-
-    gpus = torch.cuda.device_count() if cfg.device in ("auto", "cuda") else 0
-    if args.gpus:
-        if args.gpus > gpus:
-            raise BenchError(f"--gpus {args.gpus}: only {gpus} GPU(s) visible here")
-        gpus = args.gpus
-    workers = gpus or args.jobs or 1
-    t0 = time.perf_counter()
-    failures = run_local(grid, workers, gpus=bool(gpus))
-    print(format_status(runset_status(results, runset)))
-    for f in failures:
-        print(f"bench: job failed: {f}", file=sys.stderr)
-    if not args.no_report:
-        from bench.report import build_report
-
-        out = build_report(results, runset, reports)
-        print(f"report: {out}/README.md  (wall time {time.perf_counter() - t0:.0f} s, {workers} jobs)")
-    return 1 if failures else 0
+        grid = make_grid(list(opts.argv), methods, seeds, runset, opts.results, opts.reports)
+        return _print_plan(*grid_dry_run(opts.executor, grid, cfg, methods, seeds))
+    outcome = execute(cfg, methods, seeds, runset, compare_to, opts)
+    for line in outcome.lines:
+        print(line)
+    for line in outcome.errors:
+        print(line, file=sys.stderr)
+    return outcome.code
 
 
 def _paper_slice(preset, methods, seeds):
@@ -458,20 +463,14 @@ def _paper_slice(preset, methods, seeds):
 
 
 def cmd_paper(args) -> int:
-    import json
+    from dataclasses import replace
 
     from bench.config import override
+    from bench.plan import paper_dry_run, paper_list_lines
     from bench.presets import PAPER_PRESETS, smoke
-    from methods import parse_method
 
     if args.list or not args.name:
-        for name, preset in PAPER_PRESETS.items():
-            c = preset.config
-            print(f"{name:20s} {preset.description}")
-            print(f"{'':20s} methods {','.join(preset.methods)}; seeds {list(preset.seeds)}; {c.train.epochs} epochs, "
-                  f"lr {c.train.lr}, decay at {list(c.train.milestones)}, wd {c.train.weight_decay}, batch "
-                  f"{c.train.batch_size}; eps {c.eval.eps:.4g}; first {c.eval.n} test images; transfer "
-                  f"{', '.join(c.probe.targets)}")
+        print("\n".join(paper_list_lines(PAPER_PRESETS)))
         return 0
     if args.name not in PAPER_PRESETS:
         raise BenchError(f"unknown paper preset {args.name!r}; known: {', '.join(PAPER_PRESETS)}")
@@ -480,113 +479,34 @@ def cmd_paper(args) -> int:
         preset = smoke(preset)
     preset = _paper_slice(preset, args.methods, args.seeds)
     cfg = override(preset.config, device=args.device)
-    specs = [parse_method(m) for m in preset.methods]
     if args.dry_run and args.executor == "inline":
-        from bench.plan import estimate
-        from bench.runner import resolve_device
-
-        device = resolve_device(cfg.device)
-        rows, info = estimate(preset, specs, device)
-        unit = "GPU-hours" if device.type == "cuda" else f"hours on {device.type} (no GPU here: rerun on the GPU host)"
-        print(f"plan {args.name} ({args.scale}): {preset.description}")
-        print(f"methods at their official loss magnitude: {', '.join(preset.methods)}")
-        print(json.dumps(asdict(cfg), indent=1, default=list))
-        print(f"measured on {info['device']} at batch {info['batch']}: student {cfg.student_arch} "
-              f"{info['student_fwd_bwd']:.0f} img/s forward-backward; teacher {cfg.teacher.arch} "
-              f"{info['teacher_fwd_bwd']:.0f} img/s forward-backward, {info['teacher_fwd']:.0f} forward")
-        print(f"{'method':34s} {'train h':>9s} {'eval h':>8s} {'seeds':>5s} {'total h':>9s}")
-        for r in rows:
-            print(f"{r['method']:34s} {r['train_h']:9.2f} {r['eval_h']:8.2f} {r['seeds']:5d} {r['total_h']:9.2f}")
-        print(f"estimate: {sum(r['total_h'] for r in rows):.1f} {unit} (cost model in bench/plan.py)")
-        return 0
-    runset = cfg.preset
-    return _run_and_report(cfg, list(preset.methods), preset.seeds, runset, None, args)
+        return _print_plan(*paper_dry_run(args.name, args.scale, replace(preset, config=cfg)))
+    return _run_and_report(cfg, list(preset.methods), preset.seeds, cfg.preset, None, args)
 
 
 def cmd_eval(args) -> int:
-    import shutil
-
-    import pandas as pd
-    import torch
-
     from bench import distributed
-    from bench.config import DataConfig, EvalConfig
-    from bench.data import default_eps, load_eval_set
-    from bench.evaluation import evaluate
-    from bench.io import atomic_write_json, atomic_write_text, load_weights
-    from bench.models import ARCHS, build_model
-    from bench.report import COLUMNS, markdown_table
-    from bench.results import git_commit, now, package_versions
-    from bench.runner import resolve_device
+    from bench.checkpoint_eval import (DEFAULT_ATTACKS, evaluate_model, evaluate_shard, load_model, load_test_data,
+                                       resolve_weights)
 
-    dc = _data_config(DataConfig(), args, args.dataset)
-    eps_source = "--eps" if args.eps is not None else f"the default for {dc.name}"
-    args.eps = args.eps if args.eps is not None else default_eps(dc.name)
-    base = EvalConfig()
-    base = EvalConfig(batch_size=args.batch_size or base.batch_size,  # the curve keeps its shape around eps
-                      curve_eps=tuple(round(e * args.eps / base.eps, 6) for e in base.curve_eps))
-    cfg = _eval_config(base, args)
-    zoo = args.checkpoint.startswith("robustbench:")
-    if not zoo:
-        if not args.arch:
-            raise BenchError("--arch is required for a checkpoint file (see `bench list`)")
-        ARCHS.get(args.arch)
-        if not Path(args.checkpoint).is_file():
-            raise BenchError(f"checkpoint {args.checkpoint} does not exist")
-    if (args.mean is None) != (args.std is None):
-        raise BenchError("give both --mean and --std, or neither")
-    device = distributed.init(resolve_device(args.device or "auto"))
-    if zoo:
-        from bench.zoo import load_robustbench_model, locate_robustbench_model
-
-        name = args.checkpoint.split(":", 1)[1]
-        locate_robustbench_model(name, dc.name.partition("@")[0])
-    data = load_eval_set(dc.name, dc.data_dir, dc.download, dc.image_size, device, dc.on_device)
-    if cfg.n is not None and cfg.n > len(data.y_test):
-        raise BenchError(f"--n {cfg.n} exceeds the {len(data.y_test)} test images of {data.name}")
-    for stats in (args.mean, args.std):
-        if stats is not None and len(stats) != data.in_channels:
-            raise BenchError(f"--mean/--std need {data.in_channels} values for {data.name}")
-    if zoo:
-        model = load_robustbench_model(name, data.name.partition("@")[0])
-        label, stem = f"RobustBench {name}", f"robustbench-{name}"
-    else:
-        ckpt = Path(args.checkpoint)
-        model = load_weights(build_model(args.arch, data.num_classes, data.in_channels, args.mean, args.std), ckpt,
-                             args.arch)
-        label, stem = f"{ckpt.name} ({args.arch})", ckpt.stem
-    model = model.to(device).eval()
-    data = data.to(device)
-    print(f"evaluating {label} on {data.name}: L-inf eps {cfg.eps:.6g} ({eps_source}), "
-          f"{cfg.n or len(data.y_test)} test images", file=sys.stderr)
-    out = Path(args.out) if args.out else Path("reports") / "eval" / stem
-    torch.manual_seed(args.seed or 0)
-    # per-batch results land in out/eval-state as they are computed: a killed evaluation resumes there,
-    # and shards (--shard, or torchrun's ranks) fill it side by side
-    state = out / "eval-state"
-    shard = args.shard or distributed.eval_shard()
-    if shard is not None:
-        part = evaluate(model, data.x_test, data.y_test, cfg, data.num_classes, args.seed or 0, state, shard=shard)
-        print(f"shard {shard[0]}/{shard[1]}: {part['batches']} batch(es) written to {state}", file=sys.stderr)
-        distributed.barrier()
-        if args.shard is not None or not distributed.is_main():
-            if args.shard is not None:
-                print(f"run the command again without --shard (same --out) to merge the shards into {out}/record.json")
-            return 0
-    ev = evaluate(model, data.x_test, data.y_test, cfg, data.num_classes, args.seed or 0, state)
-    row = {"Model": label, **{COLUMNS[k]: f"{100 * v:.2f}" for k, v in ev["metrics"].items()},
-           "eps": f"{cfg.eps:.6g}", "images": ev["settings"]["n"]}
-    if ev["sanity"]:
-        row["Sanity"] = ", ".join(ev["sanity"]["flags"]) or "ok"
-    table = markdown_table(pd.DataFrame([row]))
-    record = {"checkpoint": args.checkpoint, "arch": args.arch, "dataset": data.name, "mean": args.mean,
-              "std": args.std, "config": asdict(cfg), **ev, "versions": package_versions(),
-              "git_commit": git_commit(), "created": now()}
-    atomic_write_json(out / "record.json", record)
-    atomic_write_text(out / "table.md", table + "\n")
-    shutil.rmtree(out / "eval-state", ignore_errors=True)  # the record now holds every number
-    print(table)
-    print(f"written: {out}/record.json, {out}/table.md")
+    source = resolve_weights(args.weights, args.arch, args.dataset, args.mean, args.std)
+    data = load_test_data(args.dataset, args.data_dir, args.download, args.image_size)
+    model = load_model(source, data)
+    out = Path(args.out) if args.out else source.default_out(data.name)
+    request = dict(attacks=args.attacks or DEFAULT_ATTACKS, eps=args.eps, n=args.n, curve=args.curve, out=out,
+                   seed=args.seed or 0, device=args.device or "auto", aa_n=args.aa_n, aa_version=args.aa_version,
+                   batch_size=args.batch_size, sanity=False if args.no_sanity else None,
+                   on_device=args.data_on_device or "auto")
+    if args.shard is not None:
+        batches = evaluate_shard(model, data, shard=args.shard, **request)
+        print(f"shard {args.shard[0]}/{args.shard[1]}: {batches} batch(es) written to {out}; run the command again "
+              f"without --shard (same --out) to merge the shards into {out}/record.json")
+        return 0
+    result = evaluate_model(model, data, source=source, **request)
+    if distributed.is_main():
+        print(result.table())
+        print(result.summary())
+        print(f"written: {out}/record.json, {out}/table.md")
     return 0
 
 
@@ -638,7 +558,8 @@ def cmd_list(args) -> int:
             print(f"  {'':10s} options: {opts}")
     print("datasets: " + ", ".join(DATASETS.names()) + ", folder:PATH")
     print("architectures:\n" + "\n".join(describe_archs()))
-    print("attacks: clean, " + ", ".join(ATTACKS.names()) + ", aa (AutoAttack via pyautoattack)")
+    print("attacks: clean, " + ", ".join(ATTACKS.names()) + ", aa (AutoAttack via pyautoattack); eval also takes "
+          "curve (the PGD-20 eps-curve, 0.25 ... 1.5 x eps)")
     print("presets:")
     for name, preset in sorted(all_presets().items()):
         print(f"  {name:14s} {preset.description}; methods {','.join(preset.methods)}; seeds {list(preset.seeds)}")
@@ -646,11 +567,8 @@ def cmd_list(args) -> int:
 
 
 def cmd_regress(args) -> int:
-    import json
-
-    from bench import configfile
-    from bench.config import RunConfig, override
-    from bench.regress import BASELINE_DIR, compare, config_changes, format_table, run_regression, write_baseline
+    from bench import configfile, regress
+    from bench.config import override
 
     _, cfg, grid = configfile.load(args.preset, args.config)  # the preset, then the --config file
     cfg = override(cfg, train=override(cfg.train, epochs=args.epochs),
@@ -660,37 +578,16 @@ def cmd_regress(args) -> int:
     cfg, last = configfile.apply(cfg, configfile.parse_dotted(args.overrides), "overrides")
     methods = list(last.methods or args.methods or grid.methods)
     seeds = last.seeds or args.seeds or grid.seeds
-    path = Path(args.baseline) if args.baseline else BASELINE_DIR / f"{args.preset}.json"
-    substitute = dict(pair.split("=", 1) for pair in args.substitute or [] if "=" in pair)
-    if args.substitute and len(substitute) != len(args.substitute):
-        raise BenchError("--substitute takes method=variant pairs")
-    previous = json.loads(path.read_text()) if path.exists() else None
-    t0 = time.perf_counter()
+    path = Path(args.baseline) if args.baseline else regress.BASELINE_DIR / f"{args.preset}.json"
+    substitute = regress.parse_substitute(args.substitute)
     if args.update:
-        if not args.reason:
-            raise BenchError("--update needs --reason \"why the numbers change\"")
-        values = run_regression(cfg, methods, seeds)
-        write_baseline(path, cfg, methods, seeds, values, args.reason, previous)
+        t0 = time.perf_counter()
+        regress.update(cfg, methods, seeds, path, args.reason)
         print(f"baseline written: {path} ({time.perf_counter() - t0:.0f} s)")
         return 0
-    if previous is None:
-        raise BenchError(f"no baseline at {path}; create one with --update --reason \"...\"")
-    changed = config_changes(previous["config"], asdict(cfg), asdict(RunConfig()))
-    changed += [k for k, a, b in (("methods", previous["methods"], methods),
-                                  ("seeds", tuple(previous["seeds"]), tuple(seeds))) if a != b]
-    if changed:
-        raise BenchError(f"baseline {path} was made with another config ({', '.join(changed[:6])}); "
-                         f"rerun with --update --reason \"...\" if the change is intended")
-    rows = compare(previous, run_regression(cfg, methods, seeds, substitute))
-    print(format_table(rows))
-    drops = [f"{r['row']} {r['metric']}" for r in rows if r["verdict"] != "ok"]
-    last = previous["history"][-1]
-    print(f"baseline {path}: {last['when']} by {last['who']} ({last['why']}); wall {time.perf_counter() - t0:.0f} s")
-    if drops:
-        print(f"REGRESSION: {len(drops)} metric(s) below their band: {', '.join(drops)}")
-        return 1
-    print(f"no regression: {len(rows)} metrics within their bands")
-    return 0
+    verdict = regress.check(cfg, methods, seeds, path, substitute)
+    print("\n".join(verdict.lines()))
+    return 0 if verdict.passed else 1
 
 
 def cmd_export(args) -> int:

@@ -1,4 +1,5 @@
-"""Run a (methods x seeds) grid as jobs on submitit: every GPU of this machine, N CPU jobs, or Slurm.
+"""Run a (methods x seeds) grid: in this process, or as jobs on submitit (every GPU of this machine,
+N CPU jobs, or Slurm). :func:`execute` is what `bench run` and `bench paper` call.
 
 Every job is a `python -m bench` command a user could type (``--dry-run`` prints them), run inside a
 submitit job by :class:`BenchJob`; the run-set's manifest, per-run locks and the teacher lock
@@ -19,7 +20,8 @@ import os
 import re
 import shlex
 import sys
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import submitit
@@ -219,3 +221,98 @@ def submit_slurm(grid: Grid, opts: SlurmOptions) -> dict:
         BenchJob(), grid.report, cwd)
     return {"teacher": teacher.job_id, "array": array_id, "runs": [j.job_id for j in runs], "report": report.job_id,
             "folder": str(_folder(grid))}
+
+
+@dataclass(frozen=True)
+class GridOptions:
+    """How and where a grid runs: the executor's choices, as the command line gave them."""
+    executor: str = "inline"              # inline | local | slurm
+    results: Path = Path("results")
+    reports: Path = Path("reports")
+    argv: tuple[str, ...] = ()           # the command as typed (jobs re-run it, the manifest records it)
+    force: bool = False
+    no_report: bool = False
+    only_teacher: bool = False
+    sync_bn: bool = False
+    gpus: int | None = None               # local: GPUs to use (None: every visible one)
+    jobs: int | None = None               # local on CPU: jobs side by side
+    slurm: SlurmOptions = field(default_factory=SlurmOptions)
+    tensorboard: Path | str | None = None  # TensorBoard event files per run (bench.tracking); jobs get it in argv
+
+
+@dataclass(frozen=True)
+class Outcome:
+    code: int                             # the exit status
+    lines: tuple[str, ...] = ()           # what to print on stdout
+    errors: tuple[str, ...] = ()          # what to print on stderr
+
+
+def _meta(opts: GridOptions, methods: list[str], compare_to) -> dict:
+    from methods import parse_method
+
+    return {"command": command(list(opts.argv)), "methods": [parse_method(m).label for m in methods],
+            "compare_to": compare_to}
+
+
+def execute(cfg, methods: list[str], seeds, runset: str, compare_to, opts: GridOptions) -> Outcome:
+    """Run the (methods x seeds) grid of ``cfg`` into ``opts.results/runset`` and build its report."""
+    from bench import distributed
+
+    if opts.executor == "inline":
+        return _inline(cfg, methods, seeds, runset, compare_to, opts)
+    if distributed.world_size() > 1:
+        raise BenchError("under torchrun a command is one run over its ranks: use --executor inline (default)")
+    grid = make_grid(list(opts.argv), methods, seeds, runset, opts.results, opts.reports)
+    if opts.executor == "slurm":
+        check_slurm()
+    from bench.runner import prepare_runset
+
+    prepare_runset(cfg, methods, runset, opts.results, seeds, _meta(opts, methods, compare_to), force=opts.force)
+    if opts.executor == "slurm":
+        ids = submit_slurm(grid, opts.slurm)
+        return Outcome(0, (f"submitted: teacher job {ids['teacher']}; array {ids['array']} ({len(ids['runs'])} runs, "
+                           f"after the teacher); report job {ids['report']} (after the array); submitit logs in "
+                           f"{ids['folder']}",
+                           f"follow it with `python -m bench status {runset}`; the report lands in "
+                           f"{opts.reports / runset}/README.md"))
+    return _local(cfg, grid, runset, opts)
+
+
+def _inline(cfg, methods, seeds, runset, compare_to, opts: GridOptions) -> Outcome:
+    """In this process: the same call as the Python API's ``bench.run`` (bench.api.execute)."""
+    from bench import api, distributed
+
+    if opts.sync_bn:
+        cfg = replace(cfg, sync_bn=True)  # api.validate checks torchrun and CUDA
+    result = api.execute(cfg, methods, seeds, runset, compare_to=compare_to, results=opts.results,
+                         reports=opts.reports, force=opts.force, report=not opts.no_report,
+                         command=_meta(opts, methods, compare_to)["command"], only_teacher=opts.only_teacher,
+                         tensorboard=opts.tensorboard)
+    if not distributed.is_main():  # rank 0 speaks for the run
+        return Outcome(0)
+    if result.report is None:
+        return Outcome(0, (f"{len(result.records)} run(s) finished in {result.results} ({result.seconds:.0f} s); "
+                           f"`python -m bench report {runset}` builds the report",))
+    return Outcome(0, (result.report.read_text(), f"report: {result.report}  (wall time {result.seconds:.0f} s)"))
+
+
+def _local(cfg, grid: Grid, runset: str, opts: GridOptions) -> Outcome:
+    import torch
+
+    from bench.status import format_status, runset_status
+
+    gpus = torch.cuda.device_count() if cfg.device in ("auto", "cuda") else 0
+    if opts.gpus:
+        if opts.gpus > gpus:
+            raise BenchError(f"--gpus {opts.gpus}: only {gpus} GPU(s) visible here")
+        gpus = opts.gpus
+    workers = gpus or opts.jobs or 1
+    t0 = time.perf_counter()
+    failures = run_local(grid, workers, gpus=bool(gpus))
+    lines = [format_status(runset_status(opts.results, runset))]
+    if not opts.no_report:
+        from bench.report import build_report
+
+        out = build_report(opts.results, runset, opts.reports)
+        lines.append(f"report: {out}/README.md  (wall time {time.perf_counter() - t0:.0f} s, {workers} jobs)")
+    return Outcome(1 if failures else 0, tuple(lines), tuple(f"bench: job failed: {f}" for f in failures))

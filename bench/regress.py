@@ -175,3 +175,72 @@ def write_baseline(path: Path, cfg: RunConfig, methods: list[str], seeds: tuple[
                 "history": [*(previous or {}).get("history", []), entry]}
     atomic_write_json(path, baseline)
     return baseline
+
+
+def parse_substitute(pairs: list[str] | None) -> dict[str, str]:
+    """``--substitute method=variant`` pairs."""
+    substitute = dict(pair.split("=", 1) for pair in pairs or [] if "=" in pair)
+    if pairs and len(substitute) != len(pairs):
+        raise BenchError("--substitute takes method=variant pairs")
+    return substitute
+
+
+def read_baseline(path: Path) -> dict | None:
+    import json
+
+    return json.loads(Path(path).read_text()) if Path(path).exists() else None
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The outcome of one regression check: every (row, metric) compared with its band."""
+    rows: tuple[dict, ...]
+    baseline: str
+    last_change: dict                 # the baseline's latest history entry (who, why, when)
+    seconds: float
+
+    @property
+    def drops(self) -> list[str]:
+        return [f"{r['row']} {r['metric']}" for r in self.rows if r["verdict"] != "ok"]
+
+    @property
+    def passed(self) -> bool:
+        return not self.drops
+
+    def lines(self) -> list[str]:
+        last = self.last_change
+        out = [format_table(list(self.rows)),
+               f"baseline {self.baseline}: {last['when']} by {last['who']} ({last['why']}); wall {self.seconds:.0f} s"]
+        if self.drops:
+            out.append(f"REGRESSION: {len(self.drops)} metric(s) below their band: {', '.join(self.drops)}")
+        else:
+            out.append(f"no regression: {len(self.rows)} metrics within their bands")
+        return out
+
+
+def check(cfg: RunConfig, methods: list[str], seeds: tuple[int, ...], path: Path,
+          substitute: dict[str, str] | None = None) -> Verdict:
+    """Re-run ``cfg`` from scratch and compare every metric with the baseline at ``path``; the
+    baseline must have been made with the same config, methods and seeds."""
+    import time
+
+    previous = read_baseline(path)
+    if previous is None:
+        raise BenchError(f"no baseline at {path}; create one with --update --reason \"...\"")
+    changed = config_changes(previous["config"], asdict(cfg), asdict(RunConfig()))
+    changed += [k for k, a, b in (("methods", previous["methods"], methods),
+                                  ("seeds", tuple(previous["seeds"]), tuple(seeds))) if a != b]
+    if changed:
+        raise BenchError(f"baseline {path} was made with another config ({', '.join(changed[:6])}); "
+                         f"rerun with --update --reason \"...\" if the change is intended")
+    t0 = time.perf_counter()
+    rows = compare(previous, run_regression(cfg, methods, seeds, substitute))
+    return Verdict(tuple(rows), str(path), previous["history"][-1], time.perf_counter() - t0)
+
+
+def update(cfg: RunConfig, methods: list[str], seeds: tuple[int, ...], path: Path, reason: str | None) -> dict:
+    """Re-run ``cfg`` from scratch and rewrite the baseline at ``path``, recording why."""
+    if not reason:
+        raise BenchError("--update needs --reason \"why the numbers change\"")
+    values = run_regression(cfg, methods, seeds)
+    return write_baseline(path, cfg, methods, seeds, values, reason, read_baseline(path))

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from bench.cli import main
+from bench.errors import BenchError
 from bench.models import build_model
 
 
@@ -45,24 +46,24 @@ def test_bad_input_one_line_exit_2(capsys, argv, pattern):
 
 def test_bad_checkpoints(capsys, tmp_path):
     base = ["eval", "--arch", "cnn-narrow", "--dataset", "digits", "--n", "10", "--attacks", "clean"]
-    fails_cleanly(capsys, base + ["--checkpoint", str(tmp_path / "missing.pt")], "does not exist")
+    fails_cleanly(capsys, base + ["--weights", str(tmp_path / "missing.pt")], "does not exist")
     html = tmp_path / "page.pt"
     html.write_text("<!DOCTYPE html><html><body>Sign in to Google Drive</body></html>")
-    fails_cleanly(capsys, base + ["--checkpoint", str(html)], "not a readable PyTorch weights file")
+    fails_cleanly(capsys, base + ["--weights", str(html)], "not a readable PyTorch weights file")
     good = tmp_path / "good.pt"
     torch.save(build_model("cnn-narrow", 10, 1).state_dict(), good)
     truncated = tmp_path / "truncated.pt"
     truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
-    fails_cleanly(capsys, base + ["--checkpoint", str(truncated)], "not a readable PyTorch weights file")
+    fails_cleanly(capsys, base + ["--weights", str(truncated)], "not a readable PyTorch weights file")
     other = tmp_path / "other.pt"
     torch.save(build_model("cnn-wide", 10, 1).state_dict(), other)
-    fails_cleanly(capsys, base + ["--checkpoint", str(other)], "does not fit architecture cnn-narrow")
-    fails_cleanly(capsys, base + ["--checkpoint", str(good), "--n", "5000"], "exceeds the 450 test images")
+    fails_cleanly(capsys, base + ["--weights", str(other)], "does not fit architecture cnn-narrow")
+    fails_cleanly(capsys, base + ["--weights", str(good), "--n", "5000"], "exceeds the 450 test images")
 
 
 def test_missing_offline_data(capsys, tmp_path):
     torch.save(build_model("resnet18", 10).state_dict(), tmp_path / "r.pt")
-    fails_cleanly(capsys, ["eval", "--checkpoint", str(tmp_path / "r.pt"), "--arch", "resnet18",
+    fails_cleanly(capsys, ["eval", "--weights", str(tmp_path / "r.pt"), "--arch", "resnet18",
                            "--dataset", "cifar10", "--data-dir", str(tmp_path)], "cifar-10-python.tar.gz")
 
 
@@ -137,7 +138,7 @@ def test_end_to_end_run_report_and_eval(capsys, tmp_path):
 
     # eval of a student checkpoint written by the run (the state_dict sits under "student")
     ckpt = next(res.glob("e2e/ard-*/checkpoint.pt"))
-    assert main(["eval", "--checkpoint", str(ckpt), "--arch", "cnn-narrow", "--dataset", "digits@0-4",
+    assert main(["eval", "--weights", str(ckpt), "--arch", "cnn-narrow", "--dataset", "digits@0-4",
                  "--n", "30", "--attacks", "clean,fgsm,pgd20", "--out", str(tmp_path / "ev")]) == 0
     record = json.loads((tmp_path / "ev" / "record.json").read_text())
     assert set(record["metrics"]) == {"clean", "fgsm", "pgd20"} and record["settings"]["n"] == 30
@@ -189,3 +190,107 @@ def test_run_seed_is_the_seed_it_says(capsys):
     assert main(["run", "--methods", "kd", "--seed", "3", "--dry-run"]) == 0
     jobs = [line for line in capsys.readouterr().out.splitlines() if "--no-report" in line and "--only-teacher" not in line]
     assert len(jobs) == 1 and "--seeds 3 " in jobs[0] + " " and "--seed 3" not in jobs[0].replace("--seeds", "")
+
+
+# --- issue 11 item 5 / issue 12 item 1: the thin CLI and what a new user trips over --------------
+
+def _tiny_weights(path, seed):
+    torch.manual_seed(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(build_model("cnn-narrow", 10, 1).state_dict(), path)
+    return path
+
+
+def test_eval_checkpoint_flag_is_now_weights(capsys):
+    fails_cleanly(capsys, ["eval", "--checkpoint", "m.pt", "--arch", "cnn-narrow", "--dataset", "digits"],
+                  "eval --checkpoint is now --weights")
+
+
+def test_eval_default_out_is_unique_per_model_and_stable_per_file(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    a, b = _tiny_weights(tmp_path / "alice" / "model.pt", 0), _tiny_weights(tmp_path / "bob" / "model.pt", 1)
+    common = ["--arch", "cnn-narrow", "--dataset", "digits", "--n", "10", "--attacks", "clean", "--no-sanity"]
+    written = []
+    for path in (a, b, a):
+        assert main(["eval", "--weights", str(path), *common]) == 0
+        written.append(next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("written:")))
+    assert written[0] == written[2] != written[1]  # the same file resumes in, and rewrites, its own folder
+    folders = sorted(p.name for p in (tmp_path / "reports" / "eval").iterdir())
+    assert len(folders) == 2 and all(f.startswith("model-") for f in folders)  # two students, two folders
+    records = {json.loads((tmp_path / "reports" / "eval" / f / "record.json").read_text())["source"]["weights"]
+               for f in folders}
+    assert records == {str(a), str(b)}
+
+
+def test_eval_runs_the_curve_only_when_asked_and_says_how_many_images(capsys, tmp_path):
+    weights = _tiny_weights(tmp_path / "m.pt", 0)
+    common = ["eval", "--weights", str(weights), "--arch", "cnn-narrow", "--dataset", "digits", "--n", "12",
+              "--eps", "0.1"]
+    assert main([*common, "--attacks", "clean", "--out", str(tmp_path / "a")]) == 0
+    rec = json.loads((tmp_path / "a" / "record.json").read_text())
+    assert rec["curve"] == {} and "curve" not in rec["settings"] and rec["config"]["curve_eps"] == []
+    assert rec["sanity"] == {} and "pgd20" not in rec["timings"]  # clean accuracy alone: no attack at all
+    common.append("--no-sanity")
+    assert set(rec["metrics"]) == {"clean"} and rec["n"] == 12
+    assert "12 test images of digits evaluated" in capsys.readouterr().out
+    assert main([*common, "--attacks", "clean,curve", "--out", str(tmp_path / "b")]) == 0
+    rec = json.loads((tmp_path / "b" / "record.json").read_text())
+    assert list(rec["curve"]) == ["0.025", "0.05", "0.075", "0.1", "0.125", "0.15"]  # scaled from eps 0.1
+    assert main([*common, "--attacks", "fgsm", "--curve", "--out", str(tmp_path / "c")]) == 0
+    assert list(json.loads((tmp_path / "c" / "record.json").read_text())["curve"]) == list(rec["curve"])
+
+
+def test_evaluate_model_takes_any_module_and_returns_json(tmp_path):
+    from bench.checkpoint_eval import EvalResult, evaluate_model
+
+    torch.manual_seed(0)
+    plain = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))  # no features/head
+    res = evaluate_model(plain, "digits", attacks=["clean", "pgd20"], eps=0.1, n=20, sanity=False, device="cpu")
+    assert isinstance(res, EvalResult) and set(res.metrics) == {"clean", "pgd20"} and res.n == 20
+    assert res.metrics["pgd20"] <= res.metrics["clean"] and res.curve == {} and res.out is None
+    assert json.loads(json.dumps(res.to_dict()))["settings"]["pgd20"]["steps"] == 20
+    with pytest.raises(BenchError, match="unknown evaluation option"):
+        evaluate_model(plain, "digits", attacks=["clean"], n=5, colour="red")
+
+
+@pytest.mark.parametrize("argv", [
+    ["run", "--methods", "kd", "--device", "tpu"],
+    ["eval", "--weights", "m.pt", "--arch", "cnn-narrow", "--dataset", "digits", "--device", "tpu"],
+    ["paper", "cifar10-resnet18", "--device", "tpu"],
+    ["paper", "cifar10-resnet18", "--executor", "local", "--device", "npu"],
+])
+def test_unknown_device_is_one_line_in_every_command(capsys, argv):
+    fails_cleanly(capsys, argv, f"unknown or unavailable device '{argv[-1]}'")
+
+
+def _subparsers(parser):
+    import argparse
+    return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+
+
+def test_every_flag_has_help_that_states_its_default():
+    import argparse
+    from bench.cli import build_parser
+
+    undocumented = []
+    for name, sub in _subparsers(build_parser()).choices.items():
+        assert sub.format_help()  # renders (a stray % in a help text would raise here)
+        for action in sub._actions:
+            if isinstance(action, argparse._HelpAction) or action.help == argparse.SUPPRESS:
+                continue
+            text = action.help or ""
+            flag = action.option_strings[0] if action.option_strings else action.dest
+            stated = "default" in text.lower() or (action.default not in (None, False) and str(action.default) in text)
+            if not text or (action.option_strings and not stated):
+                undocumented.append(f"{name} {flag}")
+    assert undocumented == []
+
+
+def test_no_command_message_lists_every_command(capsys):
+    from bench.cli import COMMANDS, build_parser
+
+    commands = list(_subparsers(build_parser()).choices)
+    assert set(COMMANDS) == set(commands)
+    code = main([])
+    err = capsys.readouterr().err
+    assert code == 2 and all(c in err for c in commands), err

@@ -229,7 +229,7 @@ def test_cli_eval_over_a_folder_counts_every_image(tmp_path, capsys):
     _class_folder(tmp_path / "imgs", 5)
     ckpt = tmp_path / "m.pt"
     torch.save(build_model("cnn-narrow", 3, 3).state_dict(), ckpt)
-    assert main(["eval", "--checkpoint", str(ckpt), "--arch", "cnn-narrow", "--dataset",
+    assert main(["eval", "--weights", str(ckpt), "--arch", "cnn-narrow", "--dataset",
                  f"folder:{tmp_path / 'imgs'}", "--image-size", "8", "--attacks", "clean", "--no-sanity",
                  "--out", str(tmp_path / "out")]) == 0
     record = json.loads((tmp_path / "out" / "record.json").read_text())

@@ -86,7 +86,7 @@ def test_torchrun_bench_run_rank0_writes_and_resumes(tmp_path):
 
 def test_sharded_evaluation_merges_to_the_unsharded_result(capsys, tmp_path, trained_digits_model, digits):
     torch.save(trained_digits_model.state_dict(), tmp_path / "m.pt")
-    common = ["eval", "--checkpoint", str(tmp_path / "m.pt"), "--arch", "cnn-narrow", "--dataset", "digits",
+    common = ["eval", "--weights", str(tmp_path / "m.pt"), "--arch", "cnn-narrow", "--dataset", "digits",
               "--mean", ",".join(map(str, digits.mean)), "--std", ",".join(map(str, digits.std)),
               "--n", "48", "--aa-n", "24", "--eps", "0.2", "--batch-size", "12", "--no-sanity"]
     assert main([*common, "--out", str(tmp_path / "whole")]) == 0
@@ -103,7 +103,7 @@ def test_sharded_evaluation_merges_to_the_unsharded_result(capsys, tmp_path, tra
 
 @pytest.mark.parametrize("shard", ["3/3", "1", "a/b", "-1/2"])
 def test_bad_shard_is_one_line(capsys, shard):
-    assert main(["eval", "--checkpoint", "x.pt", "--arch", "cnn-narrow", "--dataset", "digits",
+    assert main(["eval", "--weights", "x.pt", "--arch", "cnn-narrow", "--dataset", "digits",
                  "--shard", shard]) == 2
     assert "--shard" in capsys.readouterr().err
 

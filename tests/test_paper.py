@@ -51,3 +51,26 @@ def test_paper_smoke_end_to_end_with_published_columns(capsys, tmp_path, monkeyp
     runs = json.loads((out / "runs.json").read_text())
     assert {r["arch"] for r in runs} == {"resnet18-tiny", "wrn-10-1"}
     assert set(runs[1]["transfer"]) == {"cifar100", "stl10"}
+
+
+def test_paper_dry_run_checks_data_and_teacher_files_first(capsys, tmp_path, monkeypatch):
+    from bench.cli import MISSING_FILES_STATUS
+
+    data, zoo = tmp_path / "data", tmp_path / "rb"
+    monkeypatch.setenv("BENCH_DATA_DIR", str(data))
+    monkeypatch.setenv("BENCH_ROBUSTBENCH_DIR", str(zoo))
+    argv = ["paper", "cifar10-resnet18", "--dry-run", "--device", "cpu", "--methods", "ard"]
+    assert main(argv) == MISSING_FILES_STATUS != 0
+    captured = capsys.readouterr()
+    missing = [ln for ln in captured.err.splitlines() if "missing:" in ln]
+    teacher = zoo / "cifar10" / "Linf" / "Zhang2019Theoretically.pt"
+    wanted = [data / "cifar-10-batches-py", data / "cifar-100-python", data / "stl10_binary", teacher]
+    assert len(missing) == 4 and all(f"looked for {p};" in ln for p, ln in zip(wanted, missing)), missing
+    assert "--download" in missing[0] and "Google Drive id" in missing[3]  # what to do
+    assert "estimate:" in captured.out  # the plan is printed all the same
+    for folder in wanted[:3]:
+        folder.mkdir(parents=True)
+    teacher.parent.mkdir(parents=True)
+    teacher.write_bytes(b"")
+    assert main(argv) == 0
+    assert "missing" not in capsys.readouterr().err

@@ -257,11 +257,11 @@ def test_default_eps_per_dataset(capsys, tmp_path, trained_digits_model):
     assert default_eps("cifar10") == default_eps("stl10") == default_eps("folder:/x") == 8 / 255
     assert default_eps("digits@0-4") == 0.2
     torch.save(trained_digits_model.state_dict(), tmp_path / "m.pt")
-    assert main(["eval", "--checkpoint", str(tmp_path / "m.pt"), "--arch", "cnn-narrow", "--dataset", "digits",
+    assert main(["eval", "--weights", str(tmp_path / "m.pt"), "--arch", "cnn-narrow", "--dataset", "digits",
                  "--n", "20", "--attacks", "clean,fgsm", "--no-sanity", "--out", str(tmp_path / "e")]) == 0
     assert "eps 0.2 (the default for digits)" in capsys.readouterr().err
     assert json.loads((tmp_path / "e" / "record.json").read_text())["config"]["eps"] == 0.2
-    assert main(["eval", "--checkpoint", "robustbench:Zhang2019Theoretically", "--dataset", "cifar10"]) == 2
+    assert main(["eval", "--weights", "robustbench:Zhang2019Theoretically", "--dataset", "cifar10"]) == 2
     assert "not found: put it at" in capsys.readouterr().err
 
 
@@ -344,15 +344,16 @@ def test_killed_evaluation_resumes_identically(tmp_path, trained_digits_model):
     torch.save(trained_digits_model.state_dict(), tmp_path / "m.pt")
 
     def cmd(out):
-        return [sys.executable, "-m", "bench", "eval", "--checkpoint", str(tmp_path / "m.pt"), "--arch",
+        return [sys.executable, "-m", "bench", "eval", "--weights", str(tmp_path / "m.pt"), "--arch",
                 "cnn-narrow", "--dataset", "digits", "--n", "12", "--attacks", "clean,pgd20,aa", "--eps", "0.05",
                 "--batch-size", "4", "--no-sanity", "--out", str(tmp_path / out)]
     assert subprocess.run(cmd("whole"), capture_output=True).returncode == 0
     proc = subprocess.Popen(cmd("killed"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    first = tmp_path / "killed" / "eval-state" / "aa-00000.json"
+    state = tmp_path / "killed" / "eval-state"  # eval-state/<key of the settings and weights>/
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
-        if first.exists() and "apgd-ce" in first.read_text():
+        first = next(state.glob("*/aa-00000.json"), None)
+        if first is not None and "apgd-ce" in first.read_text():
             break
         time.sleep(0.02)
     assert proc.poll() is None, "the evaluation ended before it could be killed during AutoAttack"
