@@ -11,7 +11,7 @@ from pathlib import Path
 from bench.errors import BenchError
 
 DEFAULT_METHODS = "gacd,ard,crd"
-MAX_EPS = 0.5  # beyond this an L-inf ball on [0,1] pixels covers most of the image
+MAX_EPS = 0.5  # beyond this an L-inf ball on [0,1] pixels covers most of the image (L2: bench.attacks.eps_cap)
 
 
 class Parser(argparse.ArgumentParser):
@@ -25,9 +25,19 @@ def parse_eps(text: str) -> float:
         value = float(num) / float(den) if den else float(num)
     except (ValueError, ZeroDivisionError):
         raise BenchError(f"eps {text!r} is not a number (write 0.1 or 8/255)") from None
-    if not 0 < value <= MAX_EPS:
-        raise BenchError(f"eps {text} = {value:.4g} is outside (0, {MAX_EPS}] for pixels in [0, 1]")
+    if not 0 < value < float("inf"):  # the cap depends on --norm: checked by check_eps_flags once it is known
+        raise BenchError(f"eps {text} = {value:.4g} is outside (0, {MAX_EPS}] (L-inf) or (0, 0.5·√d] (L2, d pixel "
+                         "values) for pixels in [0, 1]")
     return value
+
+
+def check_eps_flags(args) -> None:
+    """Every eps flag against its --norm's cap (L2's needs the image size: checked again with the data)."""
+    from bench.attacks import check_eps
+
+    for flag in ("eps", "train_eps"):
+        if getattr(args, flag, None) is not None:
+            check_eps(getattr(args, flag), getattr(args, "norm", None) or "Linf")
 
 
 def _int_range(lo: int, hi: int, what: str):
@@ -89,7 +99,11 @@ def _shard(text: str) -> tuple[int, int]:
 
 def _add_eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--attacks", type=_names, help="comma list of clean,fgsm,pgd20,cw,aa")
-    p.add_argument("--eps", type=parse_eps, help="L-inf radius on [0,1] pixels, e.g. 0.2 or 8/255")
+    p.add_argument("--eps", type=parse_eps, help="the threat model's radius on [0,1] pixels, e.g. 0.2 or 8/255 "
+                                                 "(default per data set and norm: digits 0.2 L-inf / 1.0 L2, CIFAR "
+                                                 "8/255 / 0.5)")
+    p.add_argument("--norm", choices=["Linf", "L2"], help="threat model of the training attack and of every "
+                                                          "evaluation attack (default Linf)")
     p.add_argument("--n", "--n-images", dest="n", type=_int_range(1, 10**7, "--n"),
                    help="evaluate on the first N test images (--n-images under torchrun, whose parser reads --n "
                         "as its own)")
@@ -210,6 +224,8 @@ def build_parser() -> Parser:
     reg.add_argument("--teacher-epochs", type=_int_range(1, 10000, "--teacher-epochs"))
     reg.add_argument("--n", type=_int_range(1, 10**7, "--n"))
     reg.add_argument("--eps", type=parse_eps, help="train and evaluation eps")
+    reg.add_argument("--norm", choices=["Linf", "L2"], help="train and evaluation threat model (default: the "
+                                                            "preset's, Linf)")
     reg.add_argument("--aa-n", type=_int_range(1, 10**7, "--aa-n"))
     reg.add_argument("--methods", type=_names)
 
@@ -251,7 +267,7 @@ def _eval_config(base, args):
     from bench.evaluation import check_attacks
 
     cfg = override(base, attacks=tuple(args.attacks) if args.attacks else None, eps=args.eps, n=args.n,
-                   aa_n=args.aa_n, aa_version=args.aa_version)
+                   aa_n=args.aa_n, aa_version=args.aa_version, norm=args.norm)
     if args.no_sanity:
         cfg = replace(cfg, sanity=replace(cfg.sanity, enabled=False))
     check_attacks(cfg.attacks)
@@ -291,9 +307,9 @@ def cmd_run(args) -> int:
     if args.transfer is not None:
         targets = () if args.transfer.strip() == "none" else tuple(_names(args.transfer))
     data = _data_config(cfg.data, args, args.dataset)
-    eps = args.eps
-    if eps is None and args.dataset and default_eps(data.name) != cfg.eval.eps:  # another data set's threat model
-        eps = default_eps(data.name)
+    eps, norm = args.eps, args.norm or cfg.eval.norm
+    if eps is None and (args.dataset or norm != cfg.eval.norm) and default_eps(data.name, norm) != cfg.eval.eps:
+        eps = default_eps(data.name, norm)  # another data set's or another norm's threat model
     train_eps = args.train_eps or eps
     args.eps = eps
     if eps is not None and eps != cfg.eval.eps:  # the eps-curve keeps its shape around the new threat model
@@ -304,7 +320,7 @@ def cmd_run(args) -> int:
                    probe=override(cfg.probe, targets=targets), structure=False if args.no_structure else None,
                    train=override(cfg.train, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                                   schedule=args.schedule, checkpoint=args.checkpoint),
-                   attack=override(cfg.attack, eps=train_eps, steps=args.train_steps))
+                   attack=override(cfg.attack, eps=train_eps, steps=args.train_steps, norm=args.norm))
     ARCHS.get(cfg.student_arch)
     check_teacher(cfg.teacher, cfg.data.name)  # fail before any data or training work
     resolve_device(cfg.device)
@@ -495,7 +511,7 @@ def cmd_eval(args) -> int:
 
     dc = _data_config(DataConfig(), args, args.dataset)
     eps_source = "--eps" if args.eps is not None else f"the default for {dc.name}"
-    args.eps = args.eps if args.eps is not None else default_eps(dc.name)
+    args.eps = args.eps if args.eps is not None else default_eps(dc.name, args.norm or "Linf")
     base = EvalConfig()
     base = EvalConfig(batch_size=args.batch_size or base.batch_size,  # the curve keeps its shape around eps
                       curve_eps=tuple(round(e * args.eps / base.eps, 6) for e in base.curve_eps))
@@ -531,7 +547,7 @@ def cmd_eval(args) -> int:
         label, stem = f"{ckpt.name} ({args.arch})", ckpt.stem
     model = model.to(device).eval()
     data = data.to(device)
-    print(f"evaluating {label} on {data.name}: L-inf eps {cfg.eps:.6g} ({eps_source}), "
+    print(f"evaluating {label} on {data.name}: {cfg.norm} eps {cfg.eps:.6g} ({eps_source}), "
           f"{cfg.n or len(data.y_test)} test images", file=sys.stderr)
     out = Path(args.out) if args.out else Path("reports") / "eval" / stem
     torch.manual_seed(args.seed or 0)
@@ -549,7 +565,7 @@ def cmd_eval(args) -> int:
             return 0
     ev = evaluate(model, data.x_test, data.y_test, cfg, data.num_classes, args.seed or 0, state)
     row = {"Model": label, **{COLUMNS[k]: f"{100 * v:.2f}" for k, v in ev["metrics"].items()},
-           "eps": f"{cfg.eps:.6g}", "images": ev["settings"]["n"]}
+           "eps": f"{cfg.eps:.6g}", "norm": cfg.norm, "images": ev["settings"]["n"]}
     if ev["sanity"]:
         row["Sanity"] = ", ".join(ev["sanity"]["flags"]) or "ok"
     table = markdown_table(pd.DataFrame([row]))
@@ -628,10 +644,13 @@ def cmd_regress(args) -> int:
 
     preset = get_preset(args.preset)
     cfg = preset.config
+    if args.norm and args.eps is None and args.norm != cfg.eval.norm:  # that norm's threat model for the data
+        from bench.data import default_eps
+        args.eps = default_eps(cfg.data.name, args.norm)
     cfg = override(cfg, train=override(cfg.train, epochs=args.epochs),
                    teacher=override(cfg.teacher, train=override(cfg.teacher.train, epochs=args.teacher_epochs)),
-                   attack=override(cfg.attack, eps=args.eps),
-                   eval=override(cfg.eval, n=args.n, aa_n=args.aa_n, eps=args.eps))
+                   attack=override(cfg.attack, eps=args.eps, norm=args.norm),
+                   eval=override(cfg.eval, n=args.n, aa_n=args.aa_n, eps=args.eps, norm=args.norm))
     methods = list(args.methods or preset.methods)
     seeds = args.seeds or preset.seeds
     path = Path(args.baseline) if args.baseline else BASELINE_DIR / f"{args.preset}.json"
@@ -700,6 +719,7 @@ def main(argv: list[str] | None = None) -> int:
         argv = sys.argv[1:] if argv is None else list(argv)
         args = parser.parse_args(argv)
         args.argv = argv
+        check_eps_flags(args)
         if not args.command:
             raise BenchError(f"choose a command: {', '.join(COMMANDS)} (see python -m bench --help)")
         return COMMANDS[args.command](args)
