@@ -50,9 +50,9 @@ def check_eps(eps: float, norm: str, dim: int | None = None) -> None:
     cap = eps_cap(norm, dim)
     if not eps > 0 or not math.isfinite(eps) or (cap is not None and eps > cap):
         bound = f"{cap:.4g}" if cap is not None else "0.5·√d"
-        where = "" if norm == "Linf" or dim is None else f" for {dim} pixel values"
-        raise BenchError(f"eps {eps:.4g} is outside (0, {bound}] for the {norm} threat model on pixels in "
-                         f"[0, 1]{where}")
+        pixels = "pixels" if norm == "Linf" else f"{dim if dim is not None else 'd'} pixel values"
+        raise BenchError(f"eps {eps:.4g} is outside (0, {bound}] for the {norm} threat model on {pixels} in [0, 1]"
+                         + (" (half the box's L2 diameter)" if norm == "L2" else ""))
 
 
 def _per_sample(v: torch.Tensor) -> torch.Tensor:
