@@ -205,3 +205,21 @@ def test_run_with_l2_end_to_end(capsys, tmp_path):
         assert r["config"]["eval"]["eps"] == 1.0 and r["attack_settings"]["pgd20"]["norm"] == "L2"
         assert r["metrics"]["pgd20"] <= r["metrics"]["clean"]
     assert "- Threat model: L2, ε = 1 on pixels in [0, 1]." in (tmp_path / "rep" / "digits" / "README.md").read_text()
+
+
+def test_regress_baseline_made_before_norm_still_matches():
+    """The committed baseline predates the norm fields: at their default (Linf) they are no change; L2 is one."""
+    from dataclasses import asdict, replace
+    from pathlib import Path
+
+    from bench.config import RunConfig
+    from bench.presets import get_preset
+    from bench.regress import config_changes
+
+    stored = json.loads((Path(__file__).parent.parent / "results" / "baselines" / "regress.json").read_text())["config"]
+    assert "norm" not in stored["attack"] and "norm" not in stored["eval"]
+    cfg = get_preset("regress").config
+    defaults = asdict(RunConfig())
+    assert not [c for c in config_changes(stored, asdict(cfg), defaults) if c.endswith("norm")]
+    l2_cfg = replace(cfg, attack=replace(cfg.attack, norm="L2"), eval=replace(cfg.eval, norm="L2"))
+    assert {"attack.norm", "eval.norm"} <= set(config_changes(stored, asdict(l2_cfg), defaults))
