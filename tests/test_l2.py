@@ -1,5 +1,6 @@
 """The L2 threat model: every attack stays in the L2 ball and the [0, 1] box and lowers accuracy; the
 training attack, the sanity checks, the defaults and the record all follow ``norm``."""
+import copy
 import json
 
 import pytest
@@ -120,7 +121,8 @@ def _method_batch(name, model, digits):
 
 @pytest.mark.parametrize("name", ["pgd-at", "trades", "ard"])  # uniform, normal and teacher-driven starts
 def test_training_attack_honours_the_norm(trained_digits_model, digits, name):
-    method, batch = _method_batch(name, trained_digits_model, digits)
+    # a copy: the training attack leaves the student in train mode, whose batch norm would move the fixture's
+    method, batch = _method_batch(name, copy.deepcopy(trained_digits_model), digits)
     torch.manual_seed(0)
     adv = adversarial_examples(method, batch, AttackConfig(eps=EPS, norm="L2"))
     assert in_ball_and_box(adv, batch.x, EPS)
