@@ -44,6 +44,7 @@ class RunResult:
 def validate(cfg: RunConfig, methods: Iterable[str]) -> None:
     """Everything a run needs, checked before any data or training work (one-line errors)."""
     from bench import configfile, distributed
+    from bench.attacks import check_eps
     from bench.evaluation import check_attacks
     from bench.models import ARCHS
     from bench.runner import resolve_device
@@ -53,6 +54,8 @@ def validate(cfg: RunConfig, methods: Iterable[str]) -> None:
     for m in methods:
         parse_method(m)
     configfile.check_ranges(cfg)
+    for part in (cfg.attack, cfg.eval):  # L2's cap needs the image size: checked again with the data
+        check_eps(part.eps, part.norm)
     ARCHS.get(cfg.student_arch)
     check_attacks(cfg.eval.attacks)
     check_teacher(cfg.teacher, cfg.data.name)

@@ -147,7 +147,7 @@ class EvalResult:
         from bench.report import COLUMNS
 
         row = {"Model": self.model, **{COLUMNS.get(k, k): f"{100 * v:.2f}" for k, v in self.metrics.items()},
-               "eps": f"{self.eps:.6g}", "images": str(self.n)}
+               "eps": f"{self.eps:.6g}", "norm": self.config.get("norm", "Linf"), "images": str(self.n)}
         if CURVE in self.settings:
             row["curve"] = ", ".join(f"{e}: {100 * v:.1f}" for e, v in self.curve.items())
         if self.sanity:
@@ -216,13 +216,16 @@ def state_folder(out: Path, cfg: EvalConfig, dataset: str, model: nn.Module, see
 def _prepare(model, dataset, attacks, eps, n, curve, seed, device, data_dir, download, image_size, options,
              on_device: str = "auto"):
     from bench import distributed
+    from bench.attacks import check_eps
     from bench.data import ImageData, default_eps
     from bench.runner import resolve_device
 
     data = dataset if isinstance(dataset, ImageData) else load_test_data(dataset, data_dir, download, image_size)
     given = eps is not None
-    eps = float(eps) if given else default_eps(data.name)
+    norm = options.get("norm") or EvalConfig().norm
+    eps = float(eps) if given else default_eps(data.name, norm)
     cfg = eval_config(attacks, eps, n=n, curve=curve, **options)
+    check_eps(eps, cfg.norm, data.in_channels * data.image_size ** 2)
     if cfg.n is not None and cfg.n > len(data.y_test):
         raise BenchError(f"--n {cfg.n} exceeds the {len(data.y_test)} test images of {data.name}")
     dev = distributed.init(device if isinstance(device, torch.device) else resolve_device(device))
@@ -272,7 +275,7 @@ def evaluate_model(model: nn.Module, dataset="digits", attacks: Sequence[str] = 
     label = label or (source.label if source else type(model).__name__)
     state = state_folder(Path(out), cfg, data.name, model, seed) if out is not None else None
     if distributed.is_main():
-        _log(f"evaluating {label} on {data.name}: eps {eps:.6g} ({eps_source}), {cfg.n or len(data.y_test)} test "
+        _log(f"evaluating {label} on {data.name}: {cfg.norm} eps {eps:.6g} ({eps_source}), {cfg.n or len(data.y_test)} test "
              f"images; attacks {', '.join(cfg.attacks) or 'none'}{'; eps-curve ' + str(list(cfg.curve_eps)) if cfg.curve_eps else ''}")
     shard = distributed.eval_shard()
     if shard is not None and state is not None:

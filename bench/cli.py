@@ -11,7 +11,7 @@ from bench.errors import BenchError
 
 DEFAULT_METHODS = "gacd,ard,crd"
 MISSING_FILES_STATUS = 3  # paper --dry-run: the plan is valid, but files it needs are missing
-MAX_EPS = 0.5  # beyond this an L-inf ball on [0,1] pixels covers most of the image
+MAX_EPS = 0.5  # beyond this an L-inf ball on [0,1] pixels covers most of the image (L2: bench.attacks.eps_cap)
 
 
 class Parser(argparse.ArgumentParser):
@@ -25,9 +25,19 @@ def parse_eps(text: str) -> float:
         value = float(num) / float(den) if den else float(num)
     except (ValueError, ZeroDivisionError):
         raise BenchError(f"eps {text!r} is not a number (write 0.1 or 8/255)") from None
-    if not 0 < value <= MAX_EPS:
-        raise BenchError(f"eps {text} = {value:.4g} is outside (0, {MAX_EPS}] for pixels in [0, 1]")
+    if not 0 < value < float("inf"):  # the cap depends on --norm: checked by check_eps_flags once it is known
+        raise BenchError(f"eps {text} = {value:.4g} is outside (0, {MAX_EPS}] (L-inf) or (0, 0.5·√d] (L2, d pixel "
+                         "values) for pixels in [0, 1]")
     return value
+
+
+def check_eps_flags(args) -> None:
+    """Every eps flag against its --norm's cap (L2's needs the image size: checked again with the data)."""
+    from bench.attacks import check_eps
+
+    for flag in ("eps", "train_eps"):
+        if getattr(args, flag, None) is not None:
+            check_eps(getattr(args, flag), getattr(args, "norm", None) or "Linf")
 
 
 def _int_range(lo: int, hi: int, what: str):
@@ -107,8 +117,11 @@ DEVICE_HELP = "auto (default: cuda when available, else cpu), cpu, cuda or cuda:
 def _add_eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--attacks", type=_names, help="comma list of clean,fgsm,pgd20,cw,aa (default: all five); eval also "
                                                     "takes curve (the PGD-20 eps-curve)")
-    p.add_argument("--eps", type=parse_eps, help="L-inf radius on [0,1] pixels, e.g. 0.2 or 8/255 (default: the data "
-                                                 "set's, 0.2 for digits, 8/255 for CIFAR, STL-10 and folders)")
+    p.add_argument("--eps", type=parse_eps, help="the threat model's radius on [0,1] pixels, e.g. 0.2 or 8/255 "
+                                                 "(default per data set and norm: digits 0.2 L-inf / 1.0 L2, CIFAR "
+                                                 "8/255 / 0.5)")
+    p.add_argument("--norm", choices=["Linf", "L2"], help="threat model of the training attack and of every "
+                                                          "evaluation attack (default Linf)")
     p.add_argument("--n", "--n-images", dest="n", type=_int_range(1, 10**7, "--n"),
                    help="evaluate on the first N test images (default: all; --n-images under torchrun, whose "
                         "parser reads --n as its own)")
@@ -286,6 +299,8 @@ def build_parser() -> Parser:
                      help="teacher epochs (default: the preset's)")
     reg.add_argument("--n", type=_int_range(1, 10**7, "--n"), help="first N test images (default: the preset's)")
     reg.add_argument("--eps", type=parse_eps, help="train and evaluation eps (default: the preset's)")
+    reg.add_argument("--norm", choices=["Linf", "L2"], help="train and evaluation threat model (default: the "
+                                                            "preset's, Linf)")
     reg.add_argument("--aa-n", type=_int_range(1, 10**7, "--aa-n"),
                      help="AutoAttack on the first N test images (default: the preset's)")
     reg.add_argument("--methods", type=_names, help="comma list (default: the preset's)")
@@ -337,7 +352,7 @@ def _eval_config(base, args):
     from bench.evaluation import check_attacks
 
     cfg = override(base, attacks=tuple(args.attacks) if args.attacks else None, eps=args.eps, n=args.n,
-                   aa_n=args.aa_n, aa_version=args.aa_version)
+                   aa_n=args.aa_n, aa_version=args.aa_version, norm=args.norm)
     if args.no_sanity:
         cfg = replace(cfg, sanity=replace(cfg.sanity, enabled=False))
     check_attacks(cfg.attacks)
@@ -371,9 +386,9 @@ def _resolve_run(args):
     if args.transfer is not None:
         targets = () if args.transfer.strip() == "none" else tuple(_names(args.transfer))
     data = _data_config(cfg.data, args, args.dataset)
-    eps = args.eps
-    if eps is None and args.dataset and default_eps(data.name) != cfg.eval.eps:  # another data set's threat model
-        eps = default_eps(data.name)
+    eps, norm = args.eps, args.norm or cfg.eval.norm
+    if eps is None and (args.dataset or norm != cfg.eval.norm) and default_eps(data.name, norm) != cfg.eval.eps:
+        eps = default_eps(data.name, norm)  # another data set's or another norm's threat model
     train_eps = args.train_eps or eps
     args.eps = eps
     if eps is not None and eps != cfg.eval.eps:  # the eps-curve keeps its shape around the new threat model
@@ -384,7 +399,7 @@ def _resolve_run(args):
                    probe=override(cfg.probe, targets=targets), structure=False if args.no_structure else None,
                    train=override(cfg.train, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                                   schedule=args.schedule, checkpoint=args.checkpoint),
-                   attack=override(cfg.attack, eps=train_eps, steps=args.train_steps))
+                   attack=override(cfg.attack, eps=train_eps, steps=args.train_steps, norm=args.norm))
     cfg, last = configfile.apply(cfg, configfile.parse_dotted(args.overrides), "overrides")  # dotted: last word
     return preset, cfg, list(last.methods or methods), tuple(last.seeds or seeds)
 
@@ -495,7 +510,7 @@ def cmd_eval(args) -> int:
     out = Path(args.out) if args.out else source.default_out(data.name)
     request = dict(attacks=args.attacks or DEFAULT_ATTACKS, eps=args.eps, n=args.n, curve=args.curve, out=out,
                    seed=args.seed or 0, device=args.device or "auto", aa_n=args.aa_n, aa_version=args.aa_version,
-                   batch_size=args.batch_size, sanity=False if args.no_sanity else None,
+                   batch_size=args.batch_size, sanity=False if args.no_sanity else None, norm=args.norm or "Linf",
                    on_device=args.data_on_device or "auto")
     if args.shard is not None:
         batches = evaluate_shard(model, data, shard=args.shard, **request)
@@ -571,10 +586,13 @@ def cmd_regress(args) -> int:
     from bench.config import override
 
     _, cfg, grid = configfile.load(args.preset, args.config)  # the preset, then the --config file
+    if args.norm and args.eps is None and args.norm != cfg.eval.norm:  # that norm's threat model for the data
+        from bench.data import default_eps
+        args.eps = default_eps(cfg.data.name, args.norm)
     cfg = override(cfg, train=override(cfg.train, epochs=args.epochs),
                    teacher=override(cfg.teacher, train=override(cfg.teacher.train, epochs=args.teacher_epochs)),
-                   attack=override(cfg.attack, eps=args.eps),
-                   eval=override(cfg.eval, n=args.n, aa_n=args.aa_n, eps=args.eps))
+                   attack=override(cfg.attack, eps=args.eps, norm=args.norm),
+                   eval=override(cfg.eval, n=args.n, aa_n=args.aa_n, eps=args.eps, norm=args.norm))
     cfg, last = configfile.apply(cfg, configfile.parse_dotted(args.overrides), "overrides")
     methods = list(last.methods or args.methods or grid.methods)
     seeds = last.seeds or args.seeds or grid.seeds
@@ -627,6 +645,7 @@ def main(argv: list[str] | None = None) -> int:
         if extra:  # KEY=VALUE overrides after an option (argparse takes one run of positionals only)
             args.overrides = [*args.overrides, *extra]
         args.argv = argv
+        check_eps_flags(args)
         if not args.command:
             raise BenchError(f"choose a command: {', '.join(COMMANDS)} (see python -m bench --help)")
         if getattr(args, "methods_from", None):

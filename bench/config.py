@@ -46,6 +46,7 @@ class AttackConfig:
     eps: float = 0.2
     step_ratio: float = 0.25          # step = step_ratio * eps
     steps: int = 10
+    norm: Literal["Linf", "L2"] = "Linf"  # the threat model's ball (bench/attacks.py)
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,7 @@ class SanityConfig:
 @dataclass(frozen=True)
 class EvalConfig:
     eps: float = 0.2
+    norm: Literal["Linf", "L2"] = "Linf"  # every attack's ball: FGSM, PGD, CW, AutoAttack, the curve, sanity
     attacks: tuple[str, ...] = ("clean", "fgsm", "pgd20", "cw", "aa")
     n: int | None = None              # first N test images for clean/FGSM/PGD/CW (None: all)
     aa_n: int | None = None           # first N test images for AutoAttack (None: as n)

@@ -1,5 +1,6 @@
-"""Evaluation under one protocol: clean, FGSM, PGD-20, CW-inf, AutoAttack, a PGD eps-curve and the
-sanity checks that flag an unreliable robustness number.
+"""Evaluation under one protocol: clean, FGSM, PGD-20, CW, AutoAttack, a PGD eps-curve and the
+sanity checks that flag an unreliable robustness number, under the L-inf or the L2 threat model
+(``EvalConfig.norm``, recorded in every attack's settings).
 
 Accuracies are fractions in [0, 1]; every attack's settings are returned next to its number.
 
@@ -25,7 +26,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from bench.attacks import AA_NAME, ATTACKS, AttackSpec, predict, whitebox_attack
+from bench.attacks import AA_NAME, ATTACKS, AttackSpec, attack_accuracy, batched, check_eps, predict
 from bench.config import EvalConfig
 from bench.data import float_images
 from bench.errors import BenchError
@@ -66,6 +67,12 @@ class EvalState:
             atomic_write_json(self._path(key), value)
 
 
+def state_key(name: str, norm: str) -> str:
+    """An attack's name in the state folder and its random streams: L-inf keeps the plain name (state
+    written before L2 existed stays valid), another norm is another attack."""
+    return name if norm == "Linf" else f"{name}-{norm}"
+
+
 def batch_generator(seed: int, name: str, index: int) -> torch.Generator:
     """The random stream of one (attack, batch): the same wherever an evaluation is resumed."""
     return torch.Generator().manual_seed(zlib.crc32(f"{seed}/{name}/{index}".encode()))
@@ -96,26 +103,29 @@ def mine(index: int, shard: tuple[int, int] | None) -> bool:
     return shard is None or index % shard[1] == shard[0]
 
 
+class _Keyed:
+    """The ``bench.attacks.BatchCache`` of one attack: its batches' entries in an EvalState."""
+
+    def __init__(self, state: EvalState, key: str, device):
+        self.state, self.key, self.device = state, key, device
+
+    def get(self, index: int):
+        stored = self.state.get(f"{self.key}-{index:05d}")
+        return None if stored is None else torch.tensor(stored, dtype=torch.bool, device=self.device)
+
+    def put(self, index: int, correct: torch.Tensor) -> None:
+        self.state.put(f"{self.key}-{index:05d}", correct.tolist())
+
+
 def attack_flags(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: AttackSpec, eps: float,
                  batch_size: int, seed: int, key: str, state: EvalState, desc: str = "",
-                 shard: tuple[int, int] | None = None) -> torch.Tensor:
+                 shard: tuple[int, int] | None = None, norm: str = "Linf") -> torch.Tensor:
     """Per-image correctness (bool) under a white-box attack, batch by batch, resumable. With
     ``shard``, only that shard's batches are attacked (and returned)."""
-    flags, progress = [], Progress(desc, key, len(x))
-    for index, i in enumerate(range(0, len(x), batch_size)):
-        if not mine(index, shard):
-            continue
-        xb, yb = x[i:i + batch_size], y[i:i + batch_size]
-        stored = state.get(f"{key}-{index:05d}")
-        if stored is None:
-            adv = whitebox_attack(model, xb, yb, spec, eps, batch_generator(seed, key, index))
-            ok = predict(model, adv, batch_size) == yb
-            state.put(f"{key}-{index:05d}", ok.tolist())
-        else:
-            ok = torch.tensor(stored, dtype=torch.bool, device=y.device)
-        flags.append(ok)
-        progress.update(len(xb))
-    out = torch.cat(flags) if flags else torch.zeros(0, dtype=torch.bool, device=y.device)
+    progress = Progress(desc, key, len(x))
+    out = attack_accuracy(model, x, y, spec, eps, batch_size, lambda index: batch_generator(seed, key, index), norm,
+                          select=lambda index: mine(index, shard), cache=_Keyed(state, key, y.device),
+                          on_batch=progress.update)
     progress.close(float(out.float().mean()) if len(out) else None)
     return out
 
@@ -133,55 +143,55 @@ class _Collect(logging.Handler):
 
 def autoattack_flags(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, num_classes: int,
                      version: str, seed: int, batch_size: int, state: EvalState, desc: str = "",
-                     shard: tuple[int, int] | None = None):
-    """AutoAttack (pyautoattack), per batch and per attack; returns (per-image robustness, accuracy
-    after each attack, settings, AutoAttack's own warnings). The model must be in eval mode; target
-    classes are min(9, C-1) for APGD-T and FAB-T."""
+                     shard: tuple[int, int] | None = None, norm: str = "Linf"):
+    """AutoAttack (pyautoattack, ``norm`` "Linf" or "L2"), per batch and per attack; returns (per-image
+    robustness, accuracy after each attack, settings, AutoAttack's own warnings). The model must be in
+    eval mode; target classes are min(9, C-1) for APGD-T and FAB-T."""
     from pyautoattack import AutoAttack
 
     logger = logging.getLogger("auto-attack")
     logger.setLevel(logging.WARNING)
     collect = _Collect()
     logger.addHandler(collect)
-    adversary = AutoAttack(model, device=x.device, eps=eps, norm="Linf", seed=seed, version=version)
+    adversary = AutoAttack(model, device=x.device, eps=eps, norm=norm, seed=seed, version=version)
     n_targets = min(9, num_classes - 1)
     adversary.apgd_targeted.n_target_classes = n_targets
     adversary.fab.n_target_classes = n_targets
     attacks = list(adversary.attacks_to_run)
-    robust_parts, after = [], {a: 0 for a in ["clean", *attacks]}
+    after = {a: 0 for a in ["clean", *attacks]}
     progress = Progress(desc, AA_NAME, len(x))
-    try:
-        for index, i in enumerate(range(0, len(x), batch_size)):
-            if not mine(index, shard):
-                continue
-            xb, yb = x[i:i + batch_size], y[i:i + batch_size]
-            key = f"aa-{index:05d}"
-            done = state.get(key) or {}
-            if "clean" not in done:
-                done["clean"] = (predict(model, xb, batch_size) == yb).tolist()
+
+    def run_batch(index, xb, yb):
+        key = f"{state_key(AA_NAME, norm)}-{index:05d}"
+        done = state.get(key) or {}
+        if "clean" not in done:
+            done["clean"] = (predict(model, xb, batch_size) == yb).tolist()
+            state.put(key, done)
+        robust = torch.tensor(done["clean"], dtype=torch.bool, device=y.device)
+        for attack in attacks:
+            if attack not in done:
+                idx = robust.nonzero().squeeze(1)
+                if len(idx):
+                    adversary.attacks_to_run = [attack]
+                    x_adv, _ = adversary.run_standard_evaluation(xb[idx], yb[idx], batch_size=batch_size)
+                    robust[idx] = predict(model, x_adv, batch_size) == yb[idx]
+                done[attack] = robust.tolist()
                 state.put(key, done)
-            robust = torch.tensor(done["clean"], dtype=torch.bool, device=y.device)
-            for attack in attacks:
-                if attack not in done:
-                    idx = robust.nonzero().squeeze(1)
-                    if len(idx):
-                        adversary.attacks_to_run = [attack]
-                        x_adv, _ = adversary.run_standard_evaluation(xb[idx], yb[idx], batch_size=batch_size)
-                        robust[idx] = predict(model, x_adv, batch_size) == yb[idx]
-                    done[attack] = robust.tolist()
-                    state.put(key, done)
-                robust = torch.tensor(done[attack], dtype=torch.bool, device=y.device)
-            for a in after:
-                after[a] += sum(done[a])
-            robust_parts.append(robust)
-            progress.update(len(xb))
+            robust = torch.tensor(done[attack], dtype=torch.bool, device=y.device)
+        for a in after:
+            after[a] += sum(done[a])
+        progress.update(len(xb))
+        return robust
+
+    try:
+        robust = batched(run_batch, x, y, batch_size=batch_size, select=lambda index: mine(index, shard),
+                         empty=torch.zeros(0, dtype=torch.bool, device=y.device))
     finally:
         adversary.attacks_to_run = attacks
         logger.removeHandler(collect)
-    robust = torch.cat(robust_parts) if robust_parts else torch.zeros(0, dtype=torch.bool, device=y.device)
     progress.close(float(robust.float().mean()) if len(robust) else None)
     settings = {"name": AA_NAME, "package": "pyautoattack", "version": version, "seed": seed, "eps": eps,
-                "norm": "Linf", "attacks": attacks, "n_target_classes": n_targets, "n": len(x),
+                "norm": norm, "attacks": attacks, "n_target_classes": n_targets, "n": len(x),
                 "batch_size": batch_size}
     return robust, {a: v / len(x) for a, v in after.items()}, settings, collect.messages
 
@@ -205,11 +215,12 @@ def evaluate(model: nn.Module, x_test_u8: torch.Tensor, y_test: torch.Tensor, cf
     from bench.sanity import sanity_checks
 
     check_attacks(cfg.attacks)
+    check_eps(cfg.eps, cfg.norm, x_test_u8[0].numel())
     model.eval()
     n = len(y_test) if cfg.n is None else min(cfg.n, len(y_test))
     x, y = float_images(x_test_u8, n), y_test[:n]  # batch by batch where the images are not on the device
     state = EvalState(state_dir)
-    metrics, settings, timings, flags = {}, {"n": n}, {}, {}
+    metrics, settings, timings, flags = {}, {"n": n, "norm": cfg.norm}, {}, {}  # and each attack's own norm
     aa_after, aa_warnings = {}, []
     for name in cfg.attacks:
         t0 = time.perf_counter()
@@ -220,11 +231,12 @@ def evaluate(model: nn.Module, x_test_u8: torch.Tensor, y_test: torch.Tensor, cf
             n_aa = n if cfg.aa_n is None else min(cfg.aa_n, n)
             flags[name], aa_after, settings[name], aa_warnings = autoattack_flags(
                 model, x[:n_aa], y[:n_aa], cfg.eps, num_classes, cfg.aa_version, cfg.aa_seed, cfg.batch_size,
-                state, desc, shard)
+                state, desc, shard, cfg.norm)
         else:
             spec = ATTACKS.get(name)
-            flags[name] = attack_flags(model, x, y, spec, cfg.eps, cfg.batch_size, seed, name, state, desc, shard)
-            settings[name] = {**spec.settings(cfg.eps), "n": n}
+            flags[name] = attack_flags(model, x, y, spec, cfg.eps, cfg.batch_size, seed, state_key(name, cfg.norm),
+                                       state, desc, shard, cfg.norm)
+            settings[name] = {**spec.settings(cfg.eps, cfg.norm), "n": n}
         metrics[name] = float(flags[name].float().mean())
         timings[name] = round(time.perf_counter() - t0, 3)
     curve = {}
@@ -232,10 +244,10 @@ def evaluate(model: nn.Module, x_test_u8: torch.Tensor, y_test: torch.Tensor, cf
         t0 = time.perf_counter()
         spec = ATTACKS.get("pgd20")
         for eps in cfg.curve_eps:
-            key = f"curve@{eps:.6g}"
+            key = state_key(f"curve@{eps:.6g}", cfg.norm)
             curve[f"{eps:.6g}"] = float(attack_flags(model, x, y, spec, eps, cfg.batch_size, seed, key, state,
-                                                     desc, shard).float().mean())
-        settings["curve"] = {**spec.settings(0.0), "eps": list(cfg.curve_eps), "n": n}
+                                                     desc, shard, cfg.norm).float().mean())
+        settings["curve"] = {**spec.settings(0.0, cfg.norm), "eps": list(cfg.curve_eps), "n": n}
         timings["curve"] = round(time.perf_counter() - t0, 3)
     if shard is not None:  # the merge (an unsharded call) computes the metrics and the sanity checks
         return {"shard": list(shard), "batches": sum(mine(b, shard) for b in range(-(-n // cfg.batch_size))),

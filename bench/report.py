@@ -321,6 +321,10 @@ def _setup_lines(records: list[RunRecord], meta: dict) -> list[str]:
     students = [r for r in records if r.role == "student"] or records
     cfg = students[0].config
     ev, at = cfg["eval"], cfg["attack"]
+    from bench.attacks import NORM_LABELS
+
+    # records made before the L2 threat model carry no norm: they were L-inf
+    norm, train_norm = (NORM_LABELS[c.get("norm", "Linf")] for c in (ev, at))
     aa = next((r.attack_settings.get("aa") for r in records if "aa" in r.attack_settings), None)
     teachers = [r for r in records if r.role == "teacher"]
     tcfg = cfg["teacher"]
@@ -341,10 +345,15 @@ def _setup_lines(records: list[RunRecord], meta: dict) -> list[str]:
              + ("last epoch." if cfg["train"].get("checkpoint", "last") == "last" else
                 f"best PGD-20 accuracy on a {cfg['train']['val_fraction']:.0%} validation split of the training data "
                 "(never the test set)."),
-             f"- Threat model: L∞, ε = {ev['eps']:.4g} on pixels in [0, 1]. Training attack: PGD-{at['steps']}, "
-             f"step {at['step_ratio']}·ε, the start and objective each method declares.",
-             f"- FGSM (one step of ε), PGD-20 (step ε/4, random start), CW∞ (PGD-30 on the margin loss, step ε/4) "
-             f"on the first {students[0].attack_settings.get('n', '?')} test images."]
+             f"- Threat model: {norm}, ε = {ev['eps']:.4g} on pixels in [0, 1]. Training attack: PGD-{at['steps']}, "
+             f"step {at['step_ratio']}·ε"
+             + (f" in the {train_norm} ball" if train_norm != norm else "")
+             + ", the start and objective each method declares.",
+             ("- FGSM (one step of ε), PGD-20 (step ε/4, random start), CW∞ (PGD-30 on the margin loss, step ε/4)"
+              if norm == "L∞" else
+              "- FGSM (one step of length ε along the L2-normalised gradient), PGD-20 (steps of ε/4 along it, "
+              "random start in the L2 ball), CW₂ (PGD-30 on the margin loss, step ε/4)")
+             + f" on the first {students[0].attack_settings.get('n', '?')} test images."]
     if aa:
         lines.append(f"- AutoAttack ({aa['package']}, version `{aa['version']}`: {', '.join(aa['attacks'])}; "
                      f"seed {aa['seed']}; {aa['n_target_classes']} target classes) on the first {aa['n']} test images.")

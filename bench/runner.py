@@ -107,7 +107,7 @@ def evaluate_all(model, data: ImageData, targets: dict[str, ImageData], teacher,
     if teacher is not None and cfg.structure:
         t0 = time.perf_counter()
         ev["structure"] = structure_metrics(model, teacher, data.x_test[:n], data.y_test[:n], cfg.eval.eps,
-                                            cfg.eval.batch_size, cfg.seed)
+                                            cfg.eval.batch_size, cfg.seed, cfg.eval.norm)
         ev["structure"]["classes"] = list(data.classes)  # the heatmaps' axis labels
         ev["timings"]["structure"] = round(time.perf_counter() - t0, 3)
     return ev

@@ -10,8 +10,9 @@ returns its measured value, its threshold and whether it fired. Thresholds live 
 - ``blackbox_stronger``: Square (a black-box attack) should find almost nothing after the white-box
   attacks; the fraction of images it still breaks after APGD-CE, APGD-T and FAB-T (AutoAttack's
   ``check_square_sr``, there with a 0.2 % margin) means the gradients mislead the white-box attacks.
-- ``large_eps``: at a large radius (``large_eps_factor`` x eps, at most 0.5) PGD-20 must reach
-  almost 0 % accuracy; a model that stays accurate where the image can be nearly erased is not
+- ``large_eps``: at a large radius (``large_eps_factor`` x eps, at most half the box's diameter in the
+  threat model's norm: 0.5 for L-inf, 0.5 sqrt(d) for L2, ``bench.attacks.eps_cap``) PGD-20 must
+  reach almost 0 % accuracy; a model that stays accurate where the image can be nearly erased is not
   being attacked properly (Carlini 5.2, "unbounded attacks should reach 100 % success").
 - ``not_converged``: PGD with many more steps and restarts must not break markedly more images than
   the evaluation's own attacks did together (PGD-20, CW and AutoAttack where they ran: an image
@@ -30,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.attacks import AttackSpec, ATTACKS
+from bench.attacks import ATTACKS, AttackSpec, batched, eps_cap
 from bench.config import EvalConfig
 
 
@@ -39,13 +40,12 @@ def _check(value: float | None, threshold: float, fired: bool, what: str) -> dic
 
 
 def zero_gradient_fraction(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> float:
-    zero = 0
-    for i in range(0, len(x), batch_size):
-        xb = x[i:i + batch_size].clone().requires_grad_(True)
+    def zero(_, xb, yb):
+        xb = xb.clone().requires_grad_(True)
         with torch.enable_grad():
-            grad, = torch.autograd.grad(F.cross_entropy(model(xb), y[i:i + batch_size], reduction="sum"), xb)
-        zero += int((grad.flatten(1).abs().sum(1) == 0).sum())
-    return zero / max(len(x), 1)
+            grad, = torch.autograd.grad(F.cross_entropy(model(xb), yb, reduction="sum"), xb)
+        return grad.flatten(1).abs().sum(1) == 0
+    return int(batched(zero, x, y, batch_size=batch_size).sum()) / max(len(x), 1) if len(x) else 0.0
 
 
 @torch.no_grad()
@@ -57,7 +57,7 @@ def max_logit_difference(model: nn.Module, x: torch.Tensor) -> tuple[float, bool
 def sanity_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: EvalConfig, flags: dict,
                   aa_after: dict, aa_warnings: list, seed: int, state, desc: str = "") -> dict:
     """Run every check that the evaluated attacks allow; {"checks": {...}, "flags": [...], ...}."""
-    from bench.evaluation import attack_flags
+    from bench.evaluation import attack_flags, state_key
 
     s, eps = cfg.sanity, cfg.eps
     m = len(x) if s.n is None else min(s.n, len(x))
@@ -72,16 +72,18 @@ def sanity_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: EvalC
         found = white - aa_after["square"]
         checks["blackbox_stronger"] = _check(found, s.blackbox_margin, found > s.blackbox_margin,
                                              "fraction of images Square breaks after the white-box attacks")
-    big = min(s.large_eps_factor * eps, 0.5)
+    big = min(s.large_eps_factor * eps, eps_cap(cfg.norm, x[0].numel()))
     acc_big = float(attack_flags(model, xs, ys, ATTACKS.get("pgd20"), big, cfg.batch_size, seed,
-                                 f"sanity-eps{big:.6g}", state, desc).float().mean())
+                                 state_key(f"sanity-eps{big:.6g}", cfg.norm), state, desc, norm=cfg.norm
+                                 ).float().mean())
     checks["large_eps"] = _check(acc_big, s.large_eps_max_acc, acc_big > s.large_eps_max_acc,
-                                 f"PGD-20 accuracy at eps {big:.4g}")
+                                 f"PGD-20 accuracy at {cfg.norm} eps {big:.4g}")
     robust = [f for name, f in flags.items() if name != "clean"]
     if robust:
         strong = AttackSpec(f"pgd{s.strong_steps}x{s.strong_restarts}", "ce", s.strong_steps, 0.25, "uniform",
                             s.strong_restarts)
-        survive = attack_flags(model, xs, ys, strong, eps, cfg.batch_size, seed, f"sanity-{strong.name}", state, desc)
+        survive = attack_flags(model, xs, ys, strong, eps, cfg.batch_size, seed,
+                               state_key(f"sanity-{strong.name}", cfg.norm), state, desc, norm=cfg.norm)
         base = torch.ones(m, dtype=torch.bool, device=ys.device)
         for f in robust:  # AutoAttack may cover only the first aa_n images
             k = min(m, len(f))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from bench.attacks import ATTACKS, whitebox_attack
+from bench.attacks import ATTACKS, adversarial, batched
 from bench.data import to_float
 
 
@@ -39,23 +39,21 @@ def linear_cka(x: torch.Tensor, y: torch.Tensor) -> float:
 
 @torch.no_grad()
 def _outputs(model: nn.Module, x: torch.Tensor, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    feats, logits = [], []
-    for i in range(0, len(x), batch_size):
-        f = model.features(x[i:i + batch_size])
-        feats.append(f)
-        logits.append(model.head(f))
-    return torch.cat(feats), torch.cat(logits)
+    def features_and_logits(_, xb):
+        f = model.features(xb)
+        return f, model.head(f)
+    return batched(features_and_logits, x, batch_size=batch_size)
 
 
 def structure_metrics(student: nn.Module, teacher: nn.Module, x_u8: torch.Tensor, y: torch.Tensor,
-                      eps: float, batch_size: int = 500, seed: int = 0) -> dict:
-    """Structure metrics on clean inputs and on the student's PGD-20 examples, plus the matrices."""
+                      eps: float, batch_size: int = 500, seed: int = 0, norm: str = "Linf") -> dict:
+    """Structure metrics on clean inputs and on the student's PGD-20 examples (in the ``norm`` ball),
+    plus the matrices. The attack's batches draw on one random stream (``seed``)."""
     student.eval()
     teacher.eval()
     x = to_float(x_u8)
     g = torch.Generator().manual_seed(seed)
-    x_adv = torch.cat([whitebox_attack(student, x[i:i + batch_size], y[i:i + batch_size],
-                                       ATTACKS.get("pgd20"), eps, g) for i in range(0, len(x), batch_size)])
+    x_adv = adversarial(student, x, y, ATTACKS.get("pgd20"), eps, batch_size, lambda _: g, norm)
     out: dict = {}
     for name, inputs in (("clean", x), ("adv", x_adv)):
         fs, ls = _outputs(student, inputs, batch_size)

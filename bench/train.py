@@ -13,8 +13,8 @@ from torch import nn
 from tqdm import tqdm
 
 from bench import distributed
-from bench.attacks import ATTACKS, pgd_ascent, random_start, whitebox_attack
-from bench.config import AttackConfig, TrainConfig
+from bench.attacks import ATTACKS, attack_accuracy, check_eps, pgd_ascent, random_start
+from bench.config import AttackConfig, EvalConfig, TrainConfig
 from bench.data import ImageData, augment, to_float
 from bench.errors import BenchError
 from bench.io import atomic_save, load_checkpoint
@@ -38,22 +38,23 @@ def adversarial_examples(method: Method, batch: Batch, cfg: AttackConfig) -> tor
     student.train(inner.student_mode == "train")
     x_init = None
     if batch.shard is not None:  # the global batch's random start (one draw, as in one process), our rows
-        x_init = random_start(batch.shard.x, cfg.eps, inner.start)[batch.shard.part]
+        x_init = random_start(batch.shard.x, cfg.eps, inner.start, norm=cfg.norm)[batch.shard.part]
     try:
         return pgd_ascent(lambda xa: method.inner_objective(batch, xa), batch.x, cfg.eps,
-                          cfg.step_ratio * cfg.eps, cfg.steps, inner.start, x_init=x_init)
+                          cfg.step_ratio * cfg.eps, cfg.steps, inner.start, x_init=x_init, norm=cfg.norm)
     finally:
         student.train(True)
 
 
-def validation_accuracy(model: nn.Module, val: tuple[torch.Tensor, torch.Tensor], eps: float) -> float:
-    """PGD-20 accuracy on the held-out validation split (the checkpoint criterion; never the test set)."""
+def validation_accuracy(model: nn.Module, val: tuple[torch.Tensor, torch.Tensor], eps: float,
+                        norm: str = "Linf", batch_size: int = EvalConfig.batch_size) -> float:
+    """PGD-20 accuracy on the held-out validation split (the checkpoint criterion; never the test set),
+    in batches of the evaluation's default size, all drawing on one random stream (seed 0)."""
     was_training = model.training
     model.eval()
     x, y = to_float(val[0]), val[1]
-    adv = whitebox_attack(model, x, y, ATTACKS.get("pgd20"), eps, torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        acc = float((model(adv).argmax(1) == y).float().mean())
+    g = torch.Generator().manual_seed(0)
+    acc = float(attack_accuracy(model, x, y, ATTACKS.get("pgd20"), eps, batch_size, lambda _: g, norm).float().mean())
     model.train(was_training)
     return acc
 
@@ -73,6 +74,7 @@ def train_model(student: nn.Module, method: Method, data: ImageData, train_cfg: 
     batch (``bench.distributed.Shard``), gradients are averaged over ranks after backward, and only
     rank 0 writes checkpoints and the log. The global batch and the learning rate are the config's.
     """
+    check_eps(attack_cfg.eps, attack_cfg.norm, data.x_train[0].numel())  # before any epoch
     extra = method.modules()
     if extra is not None:
         extra.to(device)
@@ -159,7 +161,7 @@ def train_model(student: nn.Module, method: Method, data: ImageData, train_cfg: 
         row = {"epoch": epoch + 1, "lr": epoch_lr, "seconds": round(elapsed, 3),
                "images_per_s": round(seen / elapsed, 1), **{k: v / seen for k, v in sums.items()}}
         if val is not None:
-            row["val_pgd20"] = validation_accuracy(student, val, attack_cfg.eps)
+            row["val_pgd20"] = validation_accuracy(student, val, attack_cfg.eps, attack_cfg.norm)
             if row["val_pgd20"] > best["score"]:
                 best = {"score": row["val_pgd20"], "epoch": epoch + 1,
                         "state": {k: v.detach().clone() for k, v in student.state_dict().items()}}

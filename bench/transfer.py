@@ -2,7 +2,8 @@
 
 The feature extractor is frozen (eval mode, no gradient); a linear head is trained on the target
 training split's clean features; the probed network (frozen extractor + head) is then attacked as
-a whole, so robust accuracy measures robustness transferred through the features.
+a whole (the evaluation's attacks, in its threat model ``eval_cfg.norm``), so robust accuracy
+measures robustness transferred through the features.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bench.attacks import batched
 from bench.config import EvalConfig, ProbeConfig
 from bench.data import ImageData, to_float
 from bench.evaluation import evaluate, without_sanity
@@ -41,8 +43,7 @@ class LinearProbe(BenchModel):
 
 @torch.no_grad()
 def _features(model: BenchModel, x_u8: torch.Tensor, batch_size: int) -> torch.Tensor:
-    return torch.cat([model.features(to_float(x_u8[i:i + batch_size]))
-                      for i in range(0, len(x_u8), batch_size)])
+    return batched(lambda _, xb: model.features(to_float(xb)), x_u8, batch_size=batch_size)
 
 
 def train_probe(backbone: BenchModel, target: ImageData, cfg: ProbeConfig, seed: int = 0) -> LinearProbe:

@@ -87,3 +87,78 @@ def test_autoattack_runs_and_is_below_clean(trained_digits_model, digits):
     with torch.no_grad():
         clean = (trained_digits_model(x).argmax(1) == y)
     assert not (robust & ~clean).any()  # a misclassified clean point is never robust
+
+
+def _pgd_ascent_before_l2(objective, x, eps, step, steps, start="uniform", generator=None, x_init=None):
+    """bench.attacks.pgd_ascent as it was before the L2 threat model (commit 1a9fa19), kept to pin L-inf."""
+    x = x.detach()
+    lo, hi = (x - eps).clamp_(min=0.0), (x + eps).clamp_(max=1.0)
+    x_adv = torch.clamp(random_start(x, eps, start, generator) if x_init is None else x_init, lo, hi)
+    for _ in range(steps):
+        x_adv.requires_grad_(True)
+        with torch.enable_grad():
+            grad, = torch.autograd.grad(objective(x_adv), x_adv)
+        x_adv = torch.clamp(x_adv.detach() + step * grad.sign(), lo, hi)
+    return x_adv
+
+
+@pytest.mark.parametrize("start", ["uniform", "normal", "none"])
+def test_linf_pgd_is_bit_identical_to_before_l2(trained_digits_model, digits, start):
+    x, y = to_float(digits.x_test[:64]), digits.y_test[:64]
+
+    def objective(xa):
+        return ce_loss(trained_digits_model(xa), y)
+    new = pgd_ascent(objective, x, 0.2, 0.05, 10, start, torch.Generator().manual_seed(3))
+    old = _pgd_ascent_before_l2(objective, x, 0.2, 0.05, 10, start, torch.Generator().manual_seed(3))
+    assert torch.equal(new, old)
+    given = x + 0.1
+    assert torch.equal(pgd_ascent(objective, x, 0.2, 0.05, 3, x_init=given),
+                       _pgd_ascent_before_l2(objective, x, 0.2, 0.05, 3, x_init=given))
+
+
+def test_attack_accuracy_is_the_per_batch_attack(trained_digits_model, digits):
+    """The one batched path equals attacking batch by batch by hand, per-batch streams and one shared stream."""
+    from bench.attacks import adversarial, attack_accuracy, batched
+
+    model, spec = trained_digits_model, ATTACKS.get("pgd20")
+    x, y = to_float(digits.x_test[:70]), digits.y_test[:70]
+    by_hand = torch.cat([model(whitebox_attack(model, x[i:i + 32], y[i:i + 32], spec, 0.1,
+                                               torch.Generator().manual_seed(i))).argmax(1) == y[i:i + 32]
+                         for i in range(0, 70, 32)])
+    got = attack_accuracy(model, x, y, spec, 0.1, 32, lambda index: torch.Generator().manual_seed(32 * index))
+    assert torch.equal(got, by_hand) and got.dtype == torch.bool
+    g1, g2 = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
+    shared = adversarial(model, x, y, spec, 0.1, 32, lambda _: g1)
+    one_stream = torch.cat([whitebox_attack(model, x[i:i + 32], y[i:i + 32], spec, 0.1, g2) for i in range(0, 70, 32)])
+    assert torch.equal(shared, one_stream)
+    # select keeps some batches, a cache answers for the ones it holds, on_batch counts images
+    cache, counted = {1: torch.zeros(32, dtype=torch.bool)}, []
+
+    class Cache:
+        def get(self, index):
+            return cache.get(index)
+
+        def put(self, index, ok):
+            cache[index] = ok
+    part = attack_accuracy(model, x, y, spec, 0.1, 32, lambda index: torch.Generator().manual_seed(32 * index),
+                           select=lambda index: index > 0, cache=Cache(), on_batch=counted.append)
+    assert torch.equal(part, torch.cat([torch.zeros(32, dtype=torch.bool), by_hand[64:]])) and counted == [32, 6]
+    assert set(cache) == {1, 2}
+    none = attack_accuracy(model, x, y, spec, 0.1, 32, lambda _: None, select=lambda _: False)
+    assert none.shape == (0,) and none.dtype == torch.bool
+    f, logits = batched(lambda _, xb: (model.features(xb), model(xb)), x, batch_size=32)
+    assert f.shape == (70, model.feature_dim) and logits.shape == (70, 10)
+
+
+def test_validation_keeps_one_stream_over_batches(trained_digits_model, digits):
+    from bench.train import validation_accuracy
+
+    val = (digits.x_test[:200], digits.y_test[:200])
+    x, y = to_float(val[0]), val[1]
+    adv = whitebox_attack(trained_digits_model, x, y, ATTACKS.get("pgd20"), 0.1, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        whole = float((trained_digits_model(adv).argmax(1) == y).float().mean())  # the pre-batching definition
+    assert validation_accuracy(trained_digits_model, val, 0.1) == whole
+    assert validation_accuracy(trained_digits_model, val, 0.1, batch_size=64) == whole
+    # the same radius is a far smaller set in L2 than in L-inf (the L-inf box reaches 0.3 sqrt(64) = 2.4)
+    assert validation_accuracy(trained_digits_model, val, 0.3, "L2") > validation_accuracy(trained_digits_model, val, 0.3)
