@@ -1,13 +1,16 @@
 """bench: adversarially robust knowledge distillation under one protocol.
 
 ``bench.run(...)`` runs what ``python -m bench run`` runs and returns its records and table;
-``bench.register_method`` adds a method from user code. Attributes load lazily, so ``import bench``
+``bench.evaluate(model, dataset=..., attacks=[...], eps=...)`` evaluates any ``nn.Module`` under the
+suite's protocol (what ``python -m bench eval`` runs); ``bench.register_method`` adds a method from
+user code. Attributes load lazily, so ``import bench``
 costs nothing until one is used."""
 from __future__ import annotations
 
 import importlib
 
 _API = {"run": ("bench.api", "run"), "RunResult": ("bench.api", "RunResult"),
+        "evaluate": ("bench.checkpoint_eval", "evaluate_model"), "EvalResult": ("bench.checkpoint_eval", "EvalResult"),
         "register_method": ("methods", "register"), "load_methods": ("methods", "load_file")}
 
 __all__ = sorted(_API)

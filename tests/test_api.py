@@ -208,3 +208,20 @@ def test_a_method_defined_in_a_notebook_cell_has_a_digest_of_its_source(monkeypa
     assert train_digest(cell(body, 2)) == digest  # the same code, cell run again
     assert train_digest(cell(body.replace("self.options.alpha *", "0.5 *"), 3)) != digest
     assert train_digest(cell(body.replace("alpha: float = 1.0", "alpha: float = 2.0"), 4)) != digest
+
+
+def test_bench_evaluate_is_the_eval_protocol_on_any_module():
+    """``bench.evaluate`` evaluates a plain nn.Module (no features/head) as ``bench eval`` does, under
+    either norm, with the data set's default eps for that norm."""
+    import torch
+
+    import bench
+
+    torch.manual_seed(0)
+    plain = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    linf = bench.evaluate(plain, dataset="digits", attacks=["clean", "pgd20"], n=20, sanity=False, device="cpu")
+    assert isinstance(linf, bench.EvalResult) and linf.eps == 0.2 and linf.settings["pgd20"]["norm"] == "Linf"
+    l2 = bench.evaluate(plain, dataset="digits", attacks=["clean", "pgd20"], n=20, sanity=False, device="cpu",
+                        norm="L2")
+    assert l2.eps == 1.0 and l2.settings["pgd20"]["norm"] == "L2" and l2.row()["norm"] == "L2"
+    assert l2.metrics["clean"] == linf.metrics["clean"] and l2.metrics["pgd20"] <= l2.metrics["clean"]
