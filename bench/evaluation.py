@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sys
 import time
 import zlib
@@ -215,7 +216,7 @@ def evaluate(model: nn.Module, x_test_u8: torch.Tensor, y_test: torch.Tensor, cf
     from bench.sanity import sanity_checks
 
     check_attacks(cfg.attacks)
-    check_eps(cfg.eps, cfg.norm, x_test_u8[0].numel())
+    check_eps(cfg.eps, cfg.norm, math.prod(x_test_u8.shape[1:]))
     model.eval()
     n = len(y_test) if cfg.n is None else min(cfg.n, len(y_test))
     x, y = float_images(x_test_u8, n), y_test[:n]  # batch by batch where the images are not on the device

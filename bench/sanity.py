@@ -27,6 +27,8 @@ returns its measured value, its threshold and whether it fired. Thresholds live 
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -72,7 +74,7 @@ def sanity_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: EvalC
         found = white - aa_after["square"]
         checks["blackbox_stronger"] = _check(found, s.blackbox_margin, found > s.blackbox_margin,
                                              "fraction of images Square breaks after the white-box attacks")
-    big = min(s.large_eps_factor * eps, eps_cap(cfg.norm, x[0].numel()))
+    big = min(s.large_eps_factor * eps, eps_cap(cfg.norm, math.prod(x.shape[1:])))
     acc_big = float(attack_flags(model, xs, ys, ATTACKS.get("pgd20"), big, cfg.batch_size, seed,
                                  state_key(f"sanity-eps{big:.6g}", cfg.norm), state, desc, norm=cfg.norm
                                  ).float().mean())

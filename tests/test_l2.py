@@ -182,7 +182,7 @@ def test_cli_eps_caps_follow_the_norm(capsys, tmp_path, trained_digits_model):
     assert main(["run", "--eps", "2"]) == 2
     assert "outside (0, 0.5] for the Linf threat model" in capsys.readouterr().err
     torch.save(trained_digits_model.state_dict(), tmp_path / "m.pt")
-    argv = ["eval", "--checkpoint", str(tmp_path / "m.pt"), "--arch", "cnn-narrow", "--dataset", "digits", "--n", "20",
+    argv = ["eval", "--weights", str(tmp_path / "m.pt"), "--arch", "cnn-narrow", "--dataset", "digits", "--n", "20",
             "--attacks", "clean,pgd20", "--no-sanity", "--norm", "L2"]
     assert main(argv + ["--eps", "5", "--out", str(tmp_path / "big")]) == 2  # above 0.5 sqrt(64) = 4: one line
     err = capsys.readouterr().err
