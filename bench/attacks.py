@@ -79,17 +79,21 @@ def random_start(x: torch.Tensor, eps: float, start: Start,
     Uniform in the L2 ball: a Gaussian direction scaled to radius eps * U^(1/d), the volume-uniform
     radius in d dimensions (so most starts lie near the sphere when d is large)."""
     _check_norm(norm)
+    # Drawn where the generator lives: a device generator (training) draws on the device, with no copy;
+    # a CPU generator (evaluation's per-batch streams, the same on every device) draws on the CPU.
+    # Without a generator, the global stream of x's device.
+    where = generator.device if generator is not None else x.device
     if start == "uniform":
         if norm == "Linf":
-            noise = torch.rand(x.shape, generator=generator, device="cpu").to(x.device) * 2 - 1
+            noise = torch.rand(x.shape, generator=generator, device=where).to(x.device) * 2 - 1
         else:
-            direction = l2_normalise(torch.randn(x.shape, generator=generator, device="cpu"))
+            direction = l2_normalise(torch.randn(x.shape, generator=generator, device=where))
             d = x[0].numel() if len(x) else 1
-            radius = torch.rand(len(x), generator=generator, device="cpu").pow(1.0 / d)
+            radius = torch.rand(len(x), generator=generator, device=where).pow(1.0 / d)
             noise = (direction * radius.reshape(-1, *([1] * (x.dim() - 1)))).to(x.device)
         x = x + eps * noise
     elif start == "normal":
-        x = x + 0.001 * torch.randn(x.shape, generator=generator, device="cpu").to(x.device)
+        x = x + 0.001 * torch.randn(x.shape, generator=generator, device=where).to(x.device)
     elif start != "none":
         raise ValueError(f"unknown start {start!r}; known: uniform, normal, none")
     return x.clamp(0.0, 1.0)

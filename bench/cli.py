@@ -142,6 +142,8 @@ def _add_eval_args(p: argparse.ArgumentParser) -> None:
                         "starts (default 0)")
     p.add_argument("--no-sanity", action="store_true",
                    help="skip the sanity checks (bench/sanity.py; default: run them)")
+    p.add_argument("--eval-precision", choices=["fp32", "bf16"],
+                   help="the evaluation attacks' arithmetic: bf16 autocast only when asked (default fp32)")
 
 
 def _add_grid_args(p: argparse.ArgumentParser) -> None:
@@ -154,6 +156,8 @@ def _add_grid_args(p: argparse.ArgumentParser) -> None:
                                                                          "(default: every visible GPU)")
     g.add_argument("--jobs", type=_int_range(1, 1024, "--jobs"),
                    help="local on a CPU-only machine: jobs side by side (default 1)")
+    g.add_argument("--jobs-per-gpu", type=_int_range(1, 64, "--jobs-per-gpu"),
+                   help="local: jobs that share each GPU (small networks leave a large GPU mostly idle; default 1)")
     g.add_argument("--partition", help="slurm partition (default: the cluster's)")
     g.add_argument("--time", help="slurm time limit per job (minutes, HH:MM:SS or D-HH:MM:SS; default 24:00:00); "
                                   "a job that reaches it is requeued and resumes")
@@ -242,7 +246,13 @@ def build_parser() -> Parser:
     run.add_argument("--train-eps", type=parse_eps, help="training-attack eps (default: --eps)")
     run.add_argument("--train-steps", type=_int_range(1, 1000, "--train-steps"),
                      help="training-attack steps (default: the preset's, 10 for digits)")
-    run.add_argument("--bf16", action="store_true", default=None, help="bf16 autocast on CUDA (default off)")
+    prec = run.add_mutually_exclusive_group()
+    prec.add_argument("--bf16", dest="precision", action="store_const", const="bf16",
+                      help="train under bf16 autocast, also on CPU (default: auto, bf16 on CUDA and fp32 elsewhere)")
+    prec.add_argument("--fp32", dest="precision", action="store_const", const="fp32",
+                      help="train in fp32, also on CUDA (default: auto, bf16 on CUDA and fp32 elsewhere)")
+    run.add_argument("--compile", action="store_true", default=None,
+                     help="torch.compile the student's and the teacher's forward while training (default off)")
     run.add_argument("--results", default="results", help="results directory (default results)")
     run.add_argument("--reports", default="reports", help="reports directory (default reports)")
     run.add_argument("--tensorboard", metavar="DIR", help="TensorBoard event files in DIR/RUNSET/RUN_ID (loss terms, lr, "
@@ -352,7 +362,7 @@ def _eval_config(base, args):
     from bench.evaluation import check_attacks
 
     cfg = override(base, attacks=tuple(args.attacks) if args.attacks else None, eps=args.eps, n=args.n,
-                   aa_n=args.aa_n, aa_version=args.aa_version, norm=args.norm)
+                   aa_n=args.aa_n, aa_version=args.aa_version, norm=args.norm, precision=args.eval_precision)
     if args.no_sanity:
         cfg = replace(cfg, sanity=replace(cfg.sanity, enabled=False))
     check_attacks(cfg.attacks)
@@ -395,7 +405,8 @@ def _resolve_run(args):
         cfg = override(cfg, eval=override(cfg.eval, curve_eps=tuple(round(e * eps / cfg.eval.eps, 6)
                                                                      for e in cfg.eval.curve_eps)))
     cfg = override(cfg, data=data, student_arch=args.student_arch,
-                   teacher=teacher, device=args.device, bf16=args.bf16, eval=_eval_config(cfg.eval, args),
+                   teacher=teacher, device=args.device, precision=args.precision, compile=args.compile,
+                   eval=_eval_config(cfg.eval, args),
                    probe=override(cfg.probe, targets=targets), structure=False if args.no_structure else None,
                    train=override(cfg.train, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                                   schedule=args.schedule, checkpoint=args.checkpoint),
@@ -429,6 +440,7 @@ def _grid_options(args):
     return GridOptions(executor=args.executor, results=Path(args.results), reports=Path(args.reports),
                        argv=tuple(args.argv), force=args.force, no_report=args.no_report,
                        only_teacher=args.only_teacher, sync_bn=args.sync_bn, gpus=args.gpus, jobs=args.jobs,
+                       jobs_per_gpu=args.jobs_per_gpu,
                        slurm=slurm, tensorboard=args.tensorboard)
 
 

@@ -74,10 +74,12 @@ class EvalConfig:
     attacks: tuple[str, ...] = ("clean", "fgsm", "pgd20", "cw", "aa")
     n: int | None = None              # first N test images for clean/FGSM/PGD/CW (None: all)
     aa_n: int | None = None           # first N test images for AutoAttack (None: as n)
+    aa_subset_why: str = ""           # why AutoAttack runs on fewer images than the other attacks (the report says)
     aa_version: str = "standard"
     aa_seed: int = 0
     curve_eps: tuple[float, ...] = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3)  # PGD-20 robustness curve
     batch_size: int = 500             # also the unit of resumable progress: one state entry per batch
+    precision: Literal["fp32", "bf16"] = "fp32"  # the attacks' arithmetic (bf16 autocast only when asked)
     sanity: SanityConfig = field(default_factory=SanityConfig)
 
 
@@ -171,7 +173,9 @@ class RunConfig:
     structure: bool = True            # teacher-student structure metrics for every student
     seed: int = 0
     device: str = "auto"              # auto: cuda when available, else cpu
-    bf16: bool = False                # bf16 autocast on CUDA
+    # training precision: auto = bf16 autocast on CUDA, fp32 elsewhere (each record stores the resolved one)
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    compile: bool = False             # torch.compile the student's and the teacher's forward while training
     sync_bn: bool = False             # under torchrun: batch-norm statistics over the global batch (CUDA)
 
 

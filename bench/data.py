@@ -251,19 +251,20 @@ class _FloatView:
 
 def augment(x: torch.Tensor, pad: int, flip: bool, generator: torch.Generator | None = None
             ) -> torch.Tensor:
-    """Random crop with zero padding ``pad`` and optional horizontal flip, batched on x's device."""
+    """Random crop with zero padding ``pad`` and optional horizontal flip, batched on x's device, drawing
+    from ``generator`` (on x's device: no host-to-device copy) or x's device's global stream."""
     b, _, h, w = x.shape
     if pad > 0:
         padded = F.pad(x, (pad, pad, pad, pad))
-        dy = torch.randint(0, 2 * pad + 1, (b,), generator=generator, device="cpu").to(x.device)
-        dx = torch.randint(0, 2 * pad + 1, (b,), generator=generator, device="cpu").to(x.device)
+        dy = torch.randint(0, 2 * pad + 1, (b,), generator=generator, device=x.device)
+        dx = torch.randint(0, 2 * pad + 1, (b,), generator=generator, device=x.device)
         rows = (dy[:, None] + torch.arange(h, device=x.device)[None, :])[:, None, :, None]
         cols = (dx[:, None] + torch.arange(w, device=x.device)[None, :])[:, None, None, :]
         batch = torch.arange(b, device=x.device)[:, None, None, None]
         chan = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
         x = padded[batch, chan, rows, cols]
     if flip:
-        mask = torch.rand(b, generator=generator, device="cpu").to(x.device) < 0.5
+        mask = torch.rand(b, generator=generator, device=x.device) < 0.5
         x = torch.where(mask[:, None, None, None], x.flip(3), x)
     return x
 

@@ -32,6 +32,7 @@ from bench.config import EvalConfig
 from bench.data import float_images
 from bench.errors import BenchError
 from bench.io import atomic_write_json
+from bench.precision import autocast
 
 EVAL_NAMES = ("clean", *ATTACKS.names(), AA_NAME)
 
@@ -213,15 +214,22 @@ def evaluate(model: nn.Module, x_test_u8: torch.Tensor, y_test: torch.Tensor, cf
     """
     if shard is not None and state_dir is None:
         raise BenchError("a sharded evaluation needs a state folder to write its batches to")
-    from bench.sanity import sanity_checks
-
     check_attacks(cfg.attacks)
     check_eps(cfg.eps, cfg.norm, math.prod(x_test_u8.shape[1:]))
     model.eval()
     n = len(y_test) if cfg.n is None else min(cfg.n, len(y_test))
     x, y = float_images(x_test_u8, n), y_test[:n]  # batch by batch where the images are not on the device
-    state = EvalState(state_dir)
-    metrics, settings, timings, flags = {}, {"n": n, "norm": cfg.norm}, {}, {}  # and each attack's own norm
+    with autocast(cfg.precision, y.device):  # fp32 unless bf16 is asked for
+        return _evaluate(model, x, y, cfg, num_classes, seed, EvalState(state_dir), desc, shard)
+
+
+def _evaluate(model, x, y, cfg: EvalConfig, num_classes: int, seed: int, state: EvalState, desc: str,
+              shard: tuple[int, int] | None) -> dict:
+    from bench.sanity import sanity_checks
+
+    n = len(y)
+    # (each attack's settings hold its own norm too)
+    metrics, settings, timings, flags = {}, {"n": n, "norm": cfg.norm, "precision": cfg.precision}, {}, {}
     aa_after, aa_warnings = {}, []
     for name in cfg.attacks:
         t0 = time.perf_counter()

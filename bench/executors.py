@@ -29,7 +29,7 @@ import submitit
 from bench.errors import BenchError
 
 # options that choose the executor (or the grid slice) and never reach a job's own command
-EXECUTOR_OPTIONS = {"--executor": 1, "--jobs": 1, "--gpus": 1, "--partition": 1, "--time": 1, "--gpus-per-job": 1,
+EXECUTOR_OPTIONS = {"--executor": 1, "--jobs": 1, "--jobs-per-gpu": 1, "--gpus": 1, "--partition": 1, "--time": 1, "--gpus-per-job": 1,
                     "--cpus-per-job": 1, "--mem": 1, "--account": 1, "--qos": 1, "--sbatch": 1, "--array-parallelism": 1,
                     "--dry-run": 0, "--force": 0, "--methods": 1, "--seeds": 1, "--n-seeds": 1, "--seed": 1, "--no-report": 0,
                     "--only-teacher": 0}
@@ -155,8 +155,9 @@ def _folder(grid: Grid) -> Path:
     return grid.results / grid.runset / ".submitit"
 
 
-def run_local(grid: Grid, workers: int, gpus: bool) -> list[str]:
-    """Start ``workers`` jobs (one per GPU when ``gpus``) and wait for them; returns failures."""
+def run_local(grid: Grid, workers: int, gpus: bool, per_gpu: int = 1) -> list[str]:
+    """Start ``workers`` jobs (``per_gpu`` on each GPU when ``gpus``: worker w on GPU w // per_gpu) and wait
+    for them; returns failures."""
     folder = _folder(grid)
     claims = folder / "claims"
     claims.mkdir(parents=True, exist_ok=True)
@@ -168,10 +169,11 @@ def run_local(grid: Grid, workers: int, gpus: bool) -> list[str]:
     ids = [int(v) for v in visible.split(",")] if re.fullmatch(r"\d+(,\d+)*", visible) else list(range(workers))
     jobs = []
     for w in range(workers):
+        gpu = ids[w // per_gpu] if gpus else None
         executor.update_parameters(timeout_min=FOREVER_MIN, gpus_per_node=1 if gpus else 0,
-                                   visible_gpus=(ids[w],) if gpus else ())
+                                   visible_gpus=(gpu,) if gpus else ())
         jobs.append(executor.submit(LocalWorker(), items, str(claims), os.getcwd(), threads))
-        print(f"worker {w} ({'GPU ' + str(ids[w]) if gpus else f'{threads} CPU threads'}): job {jobs[-1].job_id}, "
+        print(f"worker {w} ({f'GPU {gpu}' if gpus else f'{threads} CPU threads'}): job {jobs[-1].job_id}, "
               f"log {jobs[-1].paths.stderr}", file=sys.stderr, flush=True)
     failures = []
     for w, job in enumerate(jobs):
@@ -236,6 +238,7 @@ class GridOptions:
     sync_bn: bool = False
     gpus: int | None = None               # local: GPUs to use (None: every visible one)
     jobs: int | None = None               # local on CPU: jobs side by side
+    jobs_per_gpu: int | None = None       # local on GPUs: jobs sharing each GPU (None: 1)
     slurm: SlurmOptions = field(default_factory=SlurmOptions)
     tensorboard: Path | str | None = None  # TensorBoard event files per run (bench.tracking); jobs get it in argv
 
@@ -258,6 +261,8 @@ def execute(cfg, methods: list[str], seeds, runset: str, compare_to, opts: GridO
     """Run the (methods x seeds) grid of ``cfg`` into ``opts.results/runset`` and build its report."""
     from bench import distributed
 
+    if opts.jobs_per_gpu and opts.executor != "local":
+        raise BenchError("--jobs-per-gpu is for --executor local (a Slurm job's GPUs are its own: --gpus-per-job)")
     if opts.executor == "inline":
         return _inline(cfg, methods, seeds, runset, compare_to, opts)
     if distributed.world_size() > 1:
@@ -265,6 +270,8 @@ def execute(cfg, methods: list[str], seeds, runset: str, compare_to, opts: GridO
     grid = make_grid(list(opts.argv), methods, seeds, runset, opts.results, opts.reports)
     if opts.executor == "slurm":
         check_slurm()
+    else:
+        local_workers(cfg, opts)  # before anything is written
     from bench.runner import prepare_runset
 
     prepare_runset(cfg, methods, runset, opts.results, seeds, _meta(opts, methods, compare_to), force=opts.force)
@@ -296,19 +303,27 @@ def _inline(cfg, methods, seeds, runset, compare_to, opts: GridOptions) -> Outco
     return Outcome(0, (result.report.read_text(), f"report: {result.report}  (wall time {result.seconds:.0f} s)"))
 
 
-def _local(cfg, grid: Grid, runset: str, opts: GridOptions) -> Outcome:
+def local_workers(cfg, opts: GridOptions) -> tuple[int, int, int]:
+    """(workers, GPUs, jobs per GPU) of a local grid; one line for a request this machine cannot meet."""
     import torch
-
-    from bench.status import format_status, runset_status
 
     gpus = torch.cuda.device_count() if cfg.device in ("auto", "cuda") else 0
     if opts.gpus:
         if opts.gpus > gpus:
             raise BenchError(f"--gpus {opts.gpus}: only {gpus} GPU(s) visible here")
         gpus = opts.gpus
-    workers = gpus or opts.jobs or 1
+    if opts.jobs_per_gpu and not gpus:
+        raise BenchError(f"--jobs-per-gpu {opts.jobs_per_gpu}: no GPU is used here (on CPUs, --jobs N)")
+    per_gpu = opts.jobs_per_gpu or 1
+    return gpus * per_gpu or opts.jobs or 1, gpus, per_gpu
+
+
+def _local(cfg, grid: Grid, runset: str, opts: GridOptions) -> Outcome:
+    from bench.status import format_status, runset_status
+
+    workers, gpus, per_gpu = local_workers(cfg, opts)
     t0 = time.perf_counter()
-    failures = run_local(grid, workers, gpus=bool(gpus))
+    failures = run_local(grid, workers, gpus=bool(gpus), per_gpu=per_gpu)
     lines = [format_status(runset_status(opts.results, runset))]
     if not opts.no_report:
         from bench.report import build_report

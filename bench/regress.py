@@ -150,9 +150,17 @@ def run_regression(cfg: RunConfig, methods: list[str], seeds: tuple[int, ...],
     return collect(records, labels)
 
 
+# Config fields that were renamed, with how an old value reads in the new field.
+RENAMED = {"bf16": ("precision", lambda on: "bf16" if on else "fp32")}
+
+
 def config_changes(stored: dict, current: dict, defaults: dict, path: str = "") -> list[str]:
     """Where ``current`` differs from the baseline's config; a field the baseline predates counts as
-    unchanged while it holds its default value."""
+    unchanged while it holds its default value, and a renamed field is compared under its new name."""
+    stored = dict(stored)
+    for old, (new, convert) in RENAMED.items():
+        if old in stored and old not in current and new in current and new not in stored:
+            stored[new] = convert(stored.pop(old))
     changes = []
     for key, value in current.items():
         where = f"{path}{key}"

@@ -317,6 +317,13 @@ def report_figures(groups: dict[str, list[RunRecord]], records: list[RunRecord],
 
 # --- the report ---------------------------------------------------------------------------------
 
+def _aa_subset(aa: dict, n, why: str) -> str:
+    """What the AutoAttack line adds when it covers fewer images than the other attacks: which, and why."""
+    if n is None or aa["n"] >= n:
+        return ""
+    return f" (a subset of the {n}: {why})" if why else f" (a subset of the {n} the other attacks use)"
+
+
 def _setup_lines(records: list[RunRecord], meta: dict) -> list[str]:
     students = [r for r in records if r.role == "student"] or records
     cfg = students[0].config
@@ -356,7 +363,8 @@ def _setup_lines(records: list[RunRecord], meta: dict) -> list[str]:
              + f" on the first {students[0].attack_settings.get('n', '?')} test images."]
     if aa:
         lines.append(f"- AutoAttack ({aa['package']}, version `{aa['version']}`: {', '.join(aa['attacks'])}; "
-                     f"seed {aa['seed']}; {aa['n_target_classes']} target classes) on the first {aa['n']} test images.")
+                     f"seed {aa['seed']}; {aa['n_target_classes']} target classes) on the first {aa['n']} test images"
+                     + _aa_subset(aa, students[0].attack_settings.get("n"), ev.get("aa_subset_why", "")) + ".")
     stand_in = sorted({r.dataset for r in records if "stand_in" in r.data_info})
     if stand_in:
         lines.append(f"- **Smoke run on synthetic stand-in data for {', '.join(stand_in)}** (the real files were "

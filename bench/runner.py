@@ -19,6 +19,7 @@ from bench.data import ImageData, carve_validation, load_dataset
 from bench.errors import BenchError
 from bench.evaluation import evaluate
 from bench.io import atomic_save
+from bench.precision import step_facts
 from bench.models import build_model
 from bench.provenance import eval_digest, train_digest
 from bench.results import RECORD, RunRecord, git_commit, now, package_versions
@@ -334,11 +335,12 @@ def _train_and_evaluate(spec: MethodSpec, cfg: RunConfig, data, train_data, val,
     method = spec.build(ctx)
     tracker = tracking.open(run_dir.name)
     history = train_model(student, method, train_data, cfg.train, cfg.attack, t_model, run_dir, device,
-                          cfg.bf16, desc=f"{spec.label} s{seed}", val=val, tracker=tracker)
+                          cfg.precision, desc=f"{spec.label} s{seed}", val=val, tracker=tracker, seed=seed,
+                          compile=cfg.compile)
     train_s = sum(row["seconds"] for row in history)  # all epochs, across resumptions
     if distributed.is_main():
         atomic_save(student.state_dict(), run_dir / "model.pt")  # the evaluated weights (export, eval)
-    facts = method.facts() | tracking.facts(run_dir.name)
+    facts = method.facts() | tracking.facts(run_dir.name) | {"step": step_facts(cfg.precision, cfg.compile, device)}
     if distributed.active():  # one run over several processes: what each step really was
         facts["distributed"] = {"world_size": distributed.world_size(), "backend": torch.distributed.get_backend(),
                                 "global_batch": cfg.train.batch_size,

@@ -23,6 +23,7 @@ from bench.data import ImageData
 from bench.errors import BenchError
 from bench.io import atomic_save, atomic_write_json, load_weights
 from bench.models import ARCHS, build_model
+from bench.precision import step_facts
 from bench.provenance import train_digest
 from methods import parse_method
 from methods.base import Context
@@ -148,7 +149,8 @@ def _trained_key(cfg: RunConfig, tc: TrainedTeacher, seed: int, data: ImageData)
     code = train_digest(spec.cls)
     key = {"kind": "trained", "data": data_key(cfg.data), "arch": tc.arch, "method": spec.label,
            "train": asdict(tc.train), "attack": asdict(cfg.attack), "seed": seed,
-           "mean": list(data.mean), "std": list(data.std), "code": code}
+           "mean": list(data.mean), "std": list(data.std), "precision": cfg.precision, "compile": cfg.compile,
+           "code": code}
     if distributed.world_size() > 1:  # trained over several ranks: per-rank batch-norm statistics
         key["ranks"] = {"world_size": distributed.world_size(), "sync_bn": cfg.sync_bn}
     return f"{spec.name}-{tc.arch}-{config_hash(key)}", key, code
@@ -183,11 +185,12 @@ def _trained(cfg: RunConfig, tc: TrainedTeacher, seed: int, data: ImageData, res
                       student_dim=model.feature_dim, teacher_dim=None, device=device, epochs=tc.train.epochs,
                       seed=seed)
         history = train_model(model, spec.build(ctx), data, replace(tc.train, checkpoint="last"), cfg.attack, None,
-                              tdir, device, cfg.bf16, desc=f"teacher s{seed}")
+                              tdir, device, cfg.precision, desc=f"teacher s{seed}", seed=seed, compile=cfg.compile)
         train_s = sum(row["seconds"] for row in history)
         if main:
             atomic_save(model.state_dict(), weights)
             atomic_write_json(tdir / "meta.json", {"train_s": train_s, "teacher_id": teacher_id, "key": key,
+                                                   "step": step_facts(cfg.precision, cfg.compile, device),
                                                    "history": history})
             (tdir / "checkpoint.pt").unlink(missing_ok=True)
         distributed.barrier()

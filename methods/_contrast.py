@@ -71,6 +71,7 @@ class MemoryBank(nn.Module):
         stdv = 1.0 / math.sqrt(dim / 3)
         self.register_buffer("bank", F.normalize(torch.rand(n_data, dim).mul_(2 * stdv).add_(-stdv), dim=1))
         self.register_buffer("z", torch.tensor(-1.0))
+        self._z_fixed = False
         labels = labels.detach().cpu()
         order = torch.argsort(labels, stable=True)
         counts = torch.bincount(labels)
@@ -82,16 +83,17 @@ class MemoryBank(nn.Module):
         # samples only repeats negatives, so K is capped there.
         self.k = int(min(k, n_data - int(counts.max())))
 
-    def negatives(self, idx: torch.Tensor, shard=None) -> torch.Tensor:
-        """(B, K) indices of samples from classes other than each sample's own, uniformly. Under
-        torchrun (``shard``) every rank draws for the global batch, as one process would, and keeps
-        its rows, so the ranks' random streams stay equal."""
+    def negatives(self, idx: torch.Tensor, shard=None, generator: torch.Generator | None = None) -> torch.Tensor:
+        """(B, K) indices of samples from classes other than each sample's own, uniformly, drawn from
+        ``generator`` (the run's device stream; None: the device's global one). Under torchrun (``shard``)
+        every rank draws for the global batch, as one process would, and keeps its rows, so the ranks'
+        random streams stay equal. Everything stays on the device (no host sync)."""
         if shard is not None:
-            return self.negatives(shard.idx)[shard.part]
-        y = self.labels[idx.cpu()].to(idx.device)
+            return self.negatives(shard.idx, generator=generator)[shard.part]
+        y = self.labels[idx]
         start, count = self.class_start[y], self.class_count[y]
         pool = self.n_data - count
-        r = (torch.rand(len(idx), self.k, device=idx.device) * pool[:, None]).long()
+        r = (torch.rand(len(idx), self.k, generator=generator, device=idx.device) * pool[:, None]).long()
         r = torch.where(r >= start[:, None], r + count[:, None], r)
         return self.sorted_idx[r]
 
@@ -99,7 +101,9 @@ class MemoryBank(nn.Module):
         """exp(<query, key>/tau)/Z for keys (B, K+1, d); fixes Z on the first call (from the whole
         global batch under torchrun, so every rank fixes the same Z)."""
         out = torch.exp(torch.bmm(keys, query.unsqueeze(2)).squeeze(2) / self.tau)
-        if self.z < 0:
+        # Z is read back once per module (one host sync, then never again in the step); a resumed run's
+        # loaded Z is found fixed on that first read.
+        if not self._z_fixed and self.z < 0:
             if shard is None:
                 self.z.fill_(float(out.detach().mean()) * self.n_data)
             else:
@@ -108,6 +112,7 @@ class MemoryBank(nn.Module):
                 total = all_reduce_sum(torch.stack([out.detach().sum().double(),
                                                     torch.tensor(out.numel(), dtype=torch.double, device=out.device)]))
                 self.z.fill_(float(total[0] / total[1]) * self.n_data)
+        self._z_fixed = True
         return out / self.z
 
     @torch.no_grad()

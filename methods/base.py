@@ -54,6 +54,7 @@ class Batch:
     epoch: int               # 0-based
     cache: dict = field(default_factory=dict)  # per-batch values a method computes once
     shard: Any = None        # bench.distributed.Shard under torchrun: the global batch this is a part of
+    generator: torch.Generator | None = None  # the run's seeded stream on the device (attack starts, negatives)
 
     @cached_property
     def teacher_features(self) -> torch.Tensor:

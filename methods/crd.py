@@ -47,7 +47,7 @@ class CRD(Method):
         f_s = batch.student.features(batch.x)
         v_s, v_t = h["embed_s"](f_s), h["embed_t"](batch.teacher_features)
         # Positive and negatives both come from the banks (index 0 is the sample itself).
-        keys_idx = torch.cat([idx[:, None], h["bank_s"].negatives(idx, batch.shard)], 1)
+        keys_idx = torch.cat([idx[:, None], h["bank_s"].negatives(idx, batch.shard, batch.generator)], 1)
         p_s = h["bank_t"].scores(v_s, h["bank_t"].bank[keys_idx], batch.shard)   # student anchor, teacher bank
         p_t = h["bank_s"].scores(v_t, h["bank_s"].bank[keys_idx], batch.shard)   # teacher anchor, student bank
         n = self.ctx.n_train

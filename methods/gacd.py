@@ -47,7 +47,7 @@ def teacher_weights(teacher_logits: torch.Tensor, y: torch.Tensor, mode: str, po
         return w / w.mean().clamp_min(1e-12)
     from bench.distributed import all_reduce_sum
 
-    total = all_reduce_sum(torch.stack([w.sum(), torch.tensor(float(len(w)), device=w.device)]))
+    total = all_reduce_sum(torch.stack([w.sum(), torch.full((), float(len(w)), device=w.device)]))
     return w / (total[0] / total[1]).clamp_min(1e-12)
 
 
@@ -105,7 +105,7 @@ class GACD(Method):
                 loss = loss + info_nce(v_s, v_t, o.tau, mask)
             return loss
         if "negatives" not in batch.cache:  # one draw per batch, shared by the attack and the loss
-            neg = h["bank_s"].negatives(batch.idx, batch.shard)
+            neg = h["bank_s"].negatives(batch.idx, batch.shard, batch.generator)
             batch.cache["negatives"] = {side: h[side].bank[neg] for side in ("bank_s", "bank_t")}
         neg_keys = batch.cache["negatives"]
         p = h["bank_s"].scores(v_t, torch.cat([v_s[:, None], neg_keys["bank_s"]], 1), batch.shard)

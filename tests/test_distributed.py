@@ -236,3 +236,44 @@ def test_status_shows_a_failed_run_with_the_end_of_its_log(capsys, tmp_path):
     out = capsys.readouterr().out
     assert "done        teacher" in out and "failed      student pgd-at" in out
     assert "training diverged" in out and "1 failed" in out
+
+
+def test_jobs_per_gpu_puts_k_local_jobs_on_each_gpu(monkeypatch, tmp_path, capsys):
+    """Issue 12 item 3: --jobs-per-gpu K starts K workers per GPU, each pinned to its GPU (stand-ins for
+    the GPUs and for submitit's local executor: the assignment, not the hardware)."""
+    import bench.executors as ex
+
+    pinned = []
+
+    class Job:
+        job_id, paths = "1", type("P", (), {"stderr": "log"})
+
+        def result(self):
+            return []
+
+    class Executor:
+        def __init__(self, folder):
+            self.params = {}
+
+        def update_parameters(self, **params):
+            self.params = params
+
+        def submit(self, fn, *args):
+            pinned.append(self.params["visible_gpus"])
+            return Job()
+    monkeypatch.setattr(ex.submitit, "LocalExecutor", Executor)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    grid = ex.make_grid(["run", "--methods", "ard"], ["ard"], (0,), "g", tmp_path / "r", tmp_path / "p")
+    opts = ex.GridOptions(executor="local", results=tmp_path / "r", reports=tmp_path / "p", no_report=True,
+                          jobs_per_gpu=3)
+    monkeypatch.setattr("bench.status.runset_status", lambda results, runset: {})
+    monkeypatch.setattr("bench.status.format_status", lambda status: "status")
+    assert ex._local(type("C", (), {"device": "auto"})(), grid, "g", opts).code == 0
+    assert pinned == [(0,), (0,), (0,), (1,), (1,), (1,)]
+    capsys.readouterr()
+    # where it means nothing: one line, exit status 2
+    for extra in (["--jobs-per-gpu", "2"], ["--executor", "local", "--jobs-per-gpu", "2", "--device", "cpu"]):
+        assert main(["run", "--methods", "kd", "--epochs", "1", "--results", str(tmp_path / "x"), *extra]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "--jobs-per-gpu" in err[0]
+    assert not (tmp_path / "x").exists()  # refused before anything was written

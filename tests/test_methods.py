@@ -119,7 +119,7 @@ def test_crd_against_manual_nce(setup, monkeypatch):
     m = build("crd", ctx, feat_dim=4, k=5, tau=0.5)
     assert m.heads["bank_s"].k == 5
     neg = torch.tensor([[(i + j + 1) % 18 for j in range(5)] for i in range(B)])
-    monkeypatch.setattr(MemoryBank, "negatives", lambda self, idx, shard=None: neg)
+    monkeypatch.setattr(MemoryBank, "negatives", lambda self, idx, shard=None, generator=None: neg)
     bank_s, bank_t = m.heads["bank_s"].bank.clone(), m.heads["bank_t"].bank.clone()
     with torch.no_grad():
         v_s = m.heads["embed_s"](s.features(x))

@@ -15,6 +15,40 @@ import torch
 from torch import nn
 
 
+def _layout(x: torch.Tensor) -> torch.memory_format:
+    return torch.channels_last if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) \
+        and not x.is_contiguous() else torch.contiguous_format
+
+
+class _GlobalAvgPool(torch.autograd.Function):
+    """Mean over H and W, (B, C, H, W) -> (B, C), whose input gradient keeps the input's memory layout.
+
+    The forward is ``adaptive_avg_pool2d(x, 1)``'s own reduction (``mean`` over H, W). Its stock backward
+    returns a broadcast NCHW view, so the ReLU backward before it mixes NCHW and channels_last operands and
+    falls off the vectorised path (measured on CPU: 25x slower, a sixth of a small CNN's training step).
+    The gradient here has the same values, laid out as the input."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        ctx.shape, ctx.layout = x.shape, _layout(x)
+        return x.mean((2, 3))
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = ctx.shape
+        return (grad / (h * w))[:, :, None, None].expand(b, c, h, w).contiguous(memory_format=ctx.layout)
+
+
+def global_avg_pool(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) -> (B, C): the average over each channel (every architecture's last pooling)."""
+    return _GlobalAvgPool.apply(x)
+
+
+class GlobalAvgPool(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return global_avg_pool(x)
+
+
 class BenchModel(nn.Module, abc.ABC):
     feature_dim: int
     num_classes: int

@@ -11,7 +11,7 @@ with ``strict=True``:
 * ``wrn-34-10`` / ``wrn-28-10`` -- TRADES / RobustBench WideResNet (without ``sub_block1``):
                          ``conv1, block1..block3 (.layer), bn1, fc``.
 
-All pool with an adaptive average pool to 1x1, which equals the classic fixed-size pooling at
+All pool with a global average pool (``adaptive_avg_pool2d(x, 1)``), which equals the classic fixed-size pooling at
 32x32 and also accepts larger inputs (e.g. 96x96 STL-10 images).
 """
 from __future__ import annotations
@@ -24,11 +24,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.models import register_arch
-from bench.models.base import BenchModel
+from bench.models.base import BenchModel, global_avg_pool
 
 
 def _pool(x: torch.Tensor) -> torch.Tensor:
-    return torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
+    return global_avg_pool(x)
 
 
 # --------------------------------------------------------------------------------------------

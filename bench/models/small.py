@@ -4,7 +4,7 @@ from __future__ import annotations
 from torch import nn
 
 from bench.models import register_arch
-from bench.models.base import BenchModel
+from bench.models.base import BenchModel, GlobalAvgPool
 
 
 def _conv_bn(cin: int, cout: int) -> nn.Sequential:
@@ -20,7 +20,7 @@ class SmallCNN(BenchModel):
         super().__init__(mean, std, in_channels)
         c1, c2, c3 = widths
         self.body = nn.Sequential(_conv_bn(in_channels, c1), _conv_bn(c1, c2), nn.MaxPool2d(2),
-                                  _conv_bn(c2, c3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+                                  _conv_bn(c2, c3), GlobalAvgPool())
         self.linear = nn.Linear(c3, num_classes)
         self.feature_dim, self.num_classes = c3, num_classes
 
