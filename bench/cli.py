@@ -146,6 +146,17 @@ def _add_eval_args(p: argparse.ArgumentParser) -> None:
                    help="the evaluation attacks' arithmetic: bf16 autocast only when asked (default fp32)")
 
 
+def _add_step_args(p: argparse.ArgumentParser) -> None:
+    """How the training step computes: its precision and torch.compile."""
+    prec = p.add_mutually_exclusive_group()
+    prec.add_argument("--bf16", dest="precision", action="store_const", const="bf16",
+                      help="train under bf16 autocast, also on CPU (default: auto, bf16 on CUDA and fp32 elsewhere)")
+    prec.add_argument("--fp32", dest="precision", action="store_const", const="fp32",
+                      help="train in fp32, also on CUDA (default: auto, bf16 on CUDA and fp32 elsewhere)")
+    p.add_argument("--compile", action="store_true", default=None,
+                   help="torch.compile the student's and the teacher's forward while training (default off)")
+
+
 def _add_grid_args(p: argparse.ArgumentParser) -> None:
     """How a (methods x seeds) grid runs: in this process (default), as local jobs, or on Slurm."""
     g = p.add_argument_group("scaling out (submitit; see README 'Scaling out')")
@@ -246,13 +257,7 @@ def build_parser() -> Parser:
     run.add_argument("--train-eps", type=parse_eps, help="training-attack eps (default: --eps)")
     run.add_argument("--train-steps", type=_int_range(1, 1000, "--train-steps"),
                      help="training-attack steps (default: the preset's, 10 for digits)")
-    prec = run.add_mutually_exclusive_group()
-    prec.add_argument("--bf16", dest="precision", action="store_const", const="bf16",
-                      help="train under bf16 autocast, also on CPU (default: auto, bf16 on CUDA and fp32 elsewhere)")
-    prec.add_argument("--fp32", dest="precision", action="store_const", const="fp32",
-                      help="train in fp32, also on CUDA (default: auto, bf16 on CUDA and fp32 elsewhere)")
-    run.add_argument("--compile", action="store_true", default=None,
-                     help="torch.compile the student's and the teacher's forward while training (default off)")
+    _add_step_args(run)
     run.add_argument("--results", default="results", help="results directory (default results)")
     run.add_argument("--reports", default="reports", help="reports directory (default reports)")
     run.add_argument("--tensorboard", metavar="DIR", help="TensorBoard event files in DIR/RUNSET/RUN_ID (loss terms, lr, "
@@ -337,6 +342,7 @@ def build_parser() -> Parser:
                      help="full (default); smoke: tiny widths, 256 images, 1 epoch, stand-in data where files are "
                           "missing")
     pap.add_argument("--device", type=_device, help=DEVICE_HELP)
+    _add_step_args(pap)
     pap.add_argument("--results", default="results", help="results directory (default results)")
     pap.add_argument("--reports", default="reports", help="reports directory (default reports)")
     pap.add_argument("--tensorboard", metavar="DIR", help="TensorBoard event files in DIR/RUNSET/RUN_ID (loss terms, lr, "
@@ -505,7 +511,7 @@ def cmd_paper(args) -> int:
     if args.scale == "smoke":
         preset = smoke(preset)
     preset = _paper_slice(preset, args.methods, args.seeds)
-    cfg = override(preset.config, device=args.device)
+    cfg = override(preset.config, device=args.device, precision=args.precision, compile=args.compile)
     if args.dry_run and args.executor == "inline":
         return _print_plan(*paper_dry_run(args.name, args.scale, replace(preset, config=cfg)))
     return _run_and_report(cfg, list(preset.methods), preset.seeds, cfg.preset, None, args)
@@ -523,7 +529,7 @@ def cmd_eval(args) -> int:
     request = dict(attacks=args.attacks or DEFAULT_ATTACKS, eps=args.eps, n=args.n, curve=args.curve, out=out,
                    seed=args.seed or 0, device=args.device or "auto", aa_n=args.aa_n, aa_version=args.aa_version,
                    batch_size=args.batch_size, sanity=False if args.no_sanity else None, norm=args.norm or "Linf",
-                   on_device=args.data_on_device or "auto")
+                   on_device=args.data_on_device or "auto", precision=args.eval_precision or "fp32")
     if args.shard is not None:
         batches = evaluate_shard(model, data, shard=args.shard, **request)
         print(f"shard {args.shard[0]}/{args.shard[1]}: {batches} batch(es) written to {out}; run the command again "

@@ -137,7 +137,7 @@ def measure(args) -> dict:
         if args.one in BENCH_VARIANTS:  # this tree's options; a --ref tree runs with its own defaults
             precision, compiled = BENCH_VARIANTS[args.one]
             kwargs = {"precision": precision, "compile": compiled}
-        spec = parse_method(f"ard:t={t}")
+        spec = parse_method(f"ard:t={t}" if args.method == "ard" else args.method)
 
         def run() -> int:  # one epoch of a fresh student, as the reference's epochs (the same weights each time)
             student = prepare_model(copy.deepcopy(student0), device)
@@ -176,6 +176,8 @@ def main() -> int:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--variants", default="reference,bench", help=f"comma list of reference, {', '.join(BENCH_VARIANTS)}")
     ap.add_argument("--ref", help="also bench at this git commit (e.g. HEAD~1, main)")
+    ap.add_argument("--method", default="ard", help="bench's method (default ard, the reference loop's step; "
+                                                    "another one compares bench with --ref only)")
     ap.add_argument("--json", help="write the medians here as JSON")
     ap.add_argument("--one", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -192,7 +194,7 @@ def main() -> int:
         return 2
     passthrough = [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items()
                    if k in ("dataset", "student", "teacher", "epochs", "batch_size", "train_limit", "synthetic",
-                            "workers", "device")
+                            "workers", "device", "method")
                    and v is not None]
     with (_ref.checkout(args.ref) if args.ref else _ref.nothing()) as tree:
         trees = {v: ROOT for v in variants}

@@ -55,3 +55,12 @@ def test_config_changes_ignore_new_fields_at_their_default():
     defaults = {"a": 1, "sub": {"b": (1, 2), "new": None}, "added": False}
     assert config_changes(stored, {"a": 1, "sub": {"b": (1, 2), "new": None}, "added": False}, defaults) == []
     assert config_changes(stored, {"a": 2, "sub": {"b": (1, 2), "new": 5}, "added": False}, defaults) == ["a", "sub.new"]
+
+
+def test_config_changes_read_a_renamed_field_under_its_new_name():
+    """``bf16: false`` in a baseline made before the precision field is ``precision: fp32``."""
+    from bench.regress import config_changes
+    defaults = {"precision": "auto"}
+    assert config_changes({"bf16": False}, {"precision": "fp32"}, defaults) == []
+    assert config_changes({"bf16": True}, {"precision": "bf16"}, defaults) == []
+    assert config_changes({"bf16": False}, {"precision": "auto"}, defaults) == ["precision"]
