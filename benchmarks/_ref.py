@@ -46,3 +46,19 @@ def env_for(tree: Path) -> dict:
 def nothing():
     """The stand-in for ``checkout`` when no ref is asked for."""
     yield None
+
+
+THIS = "this tree"
+
+
+@contextlib.contextmanager
+def sides(ref: str | None):
+    """The trees to time: ``{"this tree": ROOT}`` and, with ``ref``, ``{"at <commit>": its worktree}``."""
+    with (checkout(ref) if ref else nothing()) as tree:
+        yield {THIS: ROOT} | ({f"at {describe(ref)}": tree} if tree is not None else {})
+
+
+def speedup(seconds: dict[str, float]) -> str:
+    """The line that gives this tree's speed-up over the other side (empty with one side)."""
+    other = [s for s in seconds if s != THIS]
+    return f"speed-up of this tree over {other[0]}: {seconds[other[0]] / seconds[THIS]:.2f}x" if other else ""

@@ -54,15 +54,14 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=1, help="runs per side, alternating (default 1)")
     ap.add_argument("extra", nargs="*", help="more `bench run` arguments (after --)")
     args = ap.parse_args()
-    with (_ref.checkout(args.ref) if args.ref else _ref.nothing()) as tree:
-        sides = {"this tree": ROOT} | ({f"at {_ref.describe(args.ref)}": tree} if tree is not None else {})
+    with _ref.sides(args.ref) as sides:
         runs: dict[str, list[dict]] = {s: [] for s in sides}
         for r in range(args.rounds):
             for side, where in sides.items():
                 runs[side].append(run_once(where, args.extra))
                 print(f"round {r + 1}/{args.rounds}, {side}: {runs[side][-1]['wall']:.0f} s", file=sys.stderr, flush=True)
     walls = {s: statistics.median(x["wall"] for x in rs) for s, rs in runs.items()}
-    print(runs["this tree"][-1]["report"])
+    print(runs[_ref.THIS][-1]["report"])
     print("python -m bench run --methods gacd,ard,crd " + " ".join(args.extra) + ", cold (teacher trained), "
           f"median of {args.rounds} run(s) per side:")
     for side, rs in runs.items():
@@ -70,9 +69,7 @@ def main() -> int:
         print(f"  {side}: {walls[side]:.0f} s wall ({split})")
         for line in rs[-1]["protocol"]:
             print(f"      {line}")
-    if len(walls) == 2:
-        other = next(s for s in walls if s != "this tree")
-        print(f"speed-up of this tree over {other.split(' ', 2)[1]}: {walls[other] / walls['this tree']:.2f}x")
+    print(_ref.speedup(walls))
     return 0
 
 

@@ -68,17 +68,13 @@ def main() -> int:
         make_folder(tmp / "images", args.n)
         make_weights(tmp / "model.pt")
         print(f"wrote {args.n} PNGs and a ResNet-18 state_dict in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
-        with (_ref.checkout(args.ref) if args.ref else _ref.nothing()) as tree:
-            sides = {"this tree": ROOT} | ({f"at {_ref.describe(args.ref)}": tree} if tree is not None else {})
-            walls = {}
-            for i, (side, where) in enumerate(sides.items()):
-                walls[side] = timed_eval(where, tmp / "model.pt", tmp / "images", tmp / f"out{i}")
+        with _ref.sides(args.ref) as sides:
+            runs = {side: timed_eval(where, tmp / "model.pt", tmp / "images", tmp / f"out{i}")
+                    for i, (side, where) in enumerate(sides.items())}
     print(f"bench eval --attacks clean, ResNet-18, folder of {args.n} CIFAR-shaped PNGs:")
-    for side, (wall, images) in walls.items():
+    for side, (wall, images) in runs.items():
         print(f"  {side}: {wall:.1f} s wall, {images} images evaluated ({args.n / wall:.0f} images/s)")
-    if len(walls) == 2:
-        other = next(s for s in walls if s != "this tree")
-        print(f"speed-up: {walls[other][0] / walls['this tree'][0]:.2f}x")
+    print(_ref.speedup({side: wall for side, (wall, _) in runs.items()}))
     return 0
 
 

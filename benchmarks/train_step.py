@@ -196,10 +196,9 @@ def main() -> int:
                    if k in ("dataset", "student", "teacher", "epochs", "batch_size", "train_limit", "synthetic",
                             "workers", "device", "method")
                    and v is not None]
-    with (_ref.checkout(args.ref) if args.ref else _ref.nothing()) as tree:
+    with _ref.sides(args.ref) as sides:
         trees = {v: ROOT for v in variants}
-        if tree is not None:
-            trees[f"bench@{args.ref}"] = tree
+        trees.update({f"bench@{args.ref}": tree for side, tree in sides.items() if side != _ref.THIS})
         results: dict[str, list[dict]] = {v: [] for v in trees}
         for r in range(args.rounds):
             for v, where in trees.items():

@@ -26,3 +26,20 @@ def trained_digits_model(digits):
             F.cross_entropy(model(x[idx]), y[idx]).backward()
             opt.step()
     return model.eval()
+
+
+@pytest.fixture
+def quick_autoattack(monkeypatch):
+    """AutoAttack with its standard attacks in their order but a few iterations each (10 for APGD and FAB,
+    50 Square queries), for tests of the paths around it (tables, reports, resumption, regress bands);
+    AutoAttack's own strength is pyautoattack's, and `bench regress` in CI runs the real one."""
+    import pyautoattack
+
+    real = pyautoattack.AutoAttack.__init__
+
+    def shortened(self, *args, **kwargs):
+        real(self, *args, **kwargs)
+        for attack in (self.apgd, self.apgd_targeted, self.fab):
+            attack.n_iter = 10
+        self.square.n_queries = 50
+    monkeypatch.setattr(pyautoattack.AutoAttack, "__init__", shortened)

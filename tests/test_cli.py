@@ -92,7 +92,7 @@ def test_list(capsys):
         assert word in out
 
 
-def test_end_to_end_run_report_and_eval(capsys, tmp_path):
+def test_end_to_end_run_report_and_eval(capsys, tmp_path, quick_autoattack):
     res, rep = tmp_path / "results", tmp_path / "reports"
     argv = ["run", "--methods", "gacd,ard,crd", "--epochs", "1", "--teacher-epochs", "1", "--n", "60",
             "--aa-n", "8", "--seeds", "0,1", "--name", "e2e", "--results", str(res), "--reports", str(rep)]
@@ -149,7 +149,7 @@ def test_end_to_end_run_report_and_eval(capsys, tmp_path):
     assert "Traceback" not in capsys.readouterr().err
 
 
-def test_same_seed_same_numbers_on_cpu(capsys, tmp_path):
+def test_same_seed_same_numbers_on_cpu(capsys, tmp_path, quick_autoattack):
     def run(folder):
         argv = ["run", "--methods", "pgd-at,gacd:estimator=nce", "--epochs", "1", "--teacher-epochs", "1",
                 "--n", "40", "--attacks", "clean,pgd20,aa", "--aa-n", "3", "--name", "det", "--device", "cpu",

@@ -36,7 +36,7 @@ def test_paper_dry_run_prints_plan_and_estimate(capsys):
     assert '"student_arch": "mobilenetv2-tiny"' in out  # every hyper-parameter is printed
 
 
-def test_paper_smoke_end_to_end_with_published_columns(capsys, tmp_path, monkeypatch):
+def test_paper_smoke_end_to_end_with_published_columns(capsys, tmp_path, monkeypatch, quick_autoattack):
     monkeypatch.setenv("BENCH_DATA_DIR", str(tmp_path / "no-data"))  # the real files are absent: stand-ins
     slim = dataclasses.replace(presets.PAPER_PRESETS["cifar10-resnet18"], methods=("ard:scale=0.1", "gacd"))
     monkeypatch.setitem(presets.PAPER_PRESETS, "cifar10-resnet18", slim)

@@ -345,7 +345,7 @@ def test_killed_evaluation_resumes_identically(tmp_path, trained_digits_model):
 
     def cmd(out):
         return [sys.executable, "-m", "bench", "eval", "--weights", str(tmp_path / "m.pt"), "--arch",
-                "cnn-narrow", "--dataset", "digits", "--n", "12", "--attacks", "clean,pgd20,aa", "--eps", "0.05",
+                "cnn-narrow", "--dataset", "digits", "--n", "8", "--attacks", "clean,pgd20,aa", "--eps", "0.05",
                 "--batch-size", "4", "--no-sanity", "--out", str(tmp_path / out)]
     assert subprocess.run(cmd("whole"), capture_output=True).returncode == 0
     proc = subprocess.Popen(cmd("killed"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -23,7 +23,7 @@ def test_compare_verdicts():
     assert compare(baseline, {})[0]["verdict"] == "missing"
 
 
-def test_regress_passes_on_itself_and_flags_a_weakened_method(capsys, tmp_path):
+def test_regress_passes_on_itself_and_flags_a_weakened_method(capsys, tmp_path, quick_autoattack):
     base = ["regress", "--baseline", str(tmp_path / "b.json"), "--methods", "pgd-at", "--seeds", "0,1,2",
             "--epochs", "6", "--teacher-epochs", "2", "--eps", "0.2", "--n", "120", "--aa-n", "4"]
     assert main(base) == 2  # no baseline yet: one clear line
