@@ -34,13 +34,14 @@ def official_variant(method: str, dataset: str = "cifar10") -> str:
     return f"{method}:{options}" if options else method
 
 
-# AutoAttack on the first 100 of the 226 test images: on a CPU it was about half of the default run's wall
-# time on all of them (Square queries each robust image 5,000 times); FGSM, PGD-20, CW and the sanity
-# checks still cover every test image (benchmarks/default_run.py measures both).
+# AutoAttack on the first 100 of the 226 test images: on all of them it took 40 % (76 of 198 s, 2 cores
+# with AVX-512) to 75 % (another 2-core machine) of the default run's wall time, Square querying each robust
+# image 5,000 times; FGSM, PGD-20, CW and the sanity checks still cover every test image
+# (benchmarks/default_run.py prints both sides' split).
 _DIGITS = RunConfig(eval=EvalConfig(aa_n=100, aa_subset_why=(
-    "on a CPU AutoAttack standard on all 226 images took about half of this run's wall time (Square queries "
-    "each robust image 5,000 times), so it runs on the first 100; the other attacks and the sanity checks "
-    "cover every test image")))
+    "on 2-core CPUs AutoAttack standard on all 226 images took 40 to 75 % of this run's wall time (Square "
+    "queries each robust image 5,000 times), so it runs on the first 100; the other attacks and the sanity "
+    "checks cover every test image")))
 # A CIFAR teacher trained here: TRADES WRN-34-10 with TRADES' own schedule as train_trades_cifar10.py
 # runs it (76 epochs, lr 0.1 then 0.01 for the last two; wd 2e-4; batch 128). The teacher keeps this
 # schedule whatever the students' schedule is, so every CIFAR-10 preset shares one teacher.
