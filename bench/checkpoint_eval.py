@@ -231,8 +231,11 @@ def _prepare(model, dataset, attacks, eps, n, curve, seed, device, data_dir, dow
     dev = distributed.init(device if isinstance(device, torch.device) else resolve_device(device))
     if seed is None or seed < 0:
         raise BenchError(f"seed must be a non-negative integer, got {seed}")
-    # channels_last, as bench's own models train and evaluate (faster convolutions on CPU and GPU)
-    model = model.to(dev).to(memory_format=torch.channels_last).eval()
+    model = model.to(dev).eval()
+    try:  # channels_last, as bench's own models train and evaluate (faster convolutions on CPU and GPU)
+        model = model.to(memory_format=torch.channels_last)
+    except RuntimeError:  # a model with 5-D weights (3-D convolutions) keeps its layout
+        pass
     return data.to(dev, on_device), model, cfg, eps, ("given" if given else f"the default for {data.name}")
 
 

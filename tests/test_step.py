@@ -235,3 +235,23 @@ def test_run_records_precision_and_rejects_both_flags(tmp_path, capsys):
     assert "not allowed with argument --bf16" in capsys.readouterr().err
     assert main([*argv, "--fp32", "--print-config"]) == 0
     assert "precision: fp32" in capsys.readouterr().out
+
+
+def test_evaluate_runs_models_channels_last_and_keeps_what_cannot_be():
+    """bench.evaluate (and `bench eval`) move a model to channels_last as bench's own models run; a model
+    with 5-D weights (a 3-D convolution) cannot be, and is evaluated as it is."""
+    import bench
+
+    conv2d = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.Flatten(), torch.nn.LazyLinear(5))
+    conv2d(torch.rand(2, 1, 8, 8))
+    assert bench.evaluate(conv2d, dataset="digits@0-4", attacks=["clean"], sanity=False).metrics["clean"] >= 0
+    assert conv2d[0].weight.is_contiguous(memory_format=torch.channels_last)
+
+    class Volume(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.head = torch.nn.Conv3d(1, 2, 1), torch.nn.Linear(128, 5)
+
+        def forward(self, x):
+            return self.head(self.conv(x[:, None]).flatten(1))
+    assert bench.evaluate(Volume(), dataset="digits@0-4", attacks=["clean"], sanity=False).metrics["clean"] >= 0
