@@ -34,10 +34,8 @@ def official_variant(method: str, dataset: str = "cifar10") -> str:
     return f"{method}:{options}" if options else method
 
 
-# AutoAttack on the first 100 of the 226 test images: on all of them it took 40 % (76 of 198 s, 2 cores
-# with AVX-512) to 75 % (another 2-core machine) of the default run's wall time, Square querying each robust
-# image 5,000 times; FGSM, PGD-20, CW and the sanity checks still cover every test image
-# (benchmarks/default_run.py prints both sides' split).
+# The AutoAttack subset's share was measured with benchmarks/default_run.py (76 of 198 s on one 2-core machine,
+# about 75 % on another); the reason below is printed in every report of the preset.
 _DIGITS = RunConfig(eval=EvalConfig(aa_n=100, aa_subset_why=(
     "on 2-core CPUs AutoAttack standard on all 226 images took 40 to 75 % of this run's wall time (Square "
     "queries each robust image 5,000 times), so it runs on the first 100; the other attacks and the sanity "

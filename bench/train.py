@@ -15,7 +15,7 @@ from tqdm import tqdm
 from bench import distributed
 from bench.attacks import ATTACKS, attack_accuracy, check_eps, pgd_ascent, random_start
 from bench.config import AttackConfig, EvalConfig, TrainConfig
-from bench.data import ImageData, augment, to_float
+from bench.data import HostImages, ImageData, augment, to_float
 from bench.errors import BenchError
 from bench.io import atomic_save, load_checkpoint
 from bench.precision import autocast, resolve_precision
@@ -176,6 +176,8 @@ class _Loop:
         n, bs = len(data.y_train), cfg.batch_size
         student.train()
         perm = torch.randperm(n, generator=self.generator, device=device)
+        # images in host memory are indexed on the host: the order is read back once an epoch, not every step
+        order = perm.cpu() if isinstance(data.x_train, HostImages) else perm
         # Running sums stay on the device (float64, as Python floats would be): reading them forces a
         # GPU sync, so the bar reads them at most once a second and the log once an epoch.
         sums: dict[str, torch.Tensor] = {}
@@ -184,7 +186,8 @@ class _Loop:
                    mininterval=1.0, disable=None)
         for i in bar:
             idx = perm[i * bs:(i + 1) * bs]
-            x = to_float(augment(data.x_train[idx], data.pad, data.flip, self.generator)).contiguous(
+            x = to_float(augment(data.x_train[order[i * bs:(i + 1) * bs]], data.pad, data.flip,
+                                 self.generator)).contiguous(
                 memory_format=torch.channels_last)
             y, shard = data.y_train[idx], None
             if ddp:  # every rank drew the global batch; it trains on its own rows

@@ -64,6 +64,8 @@ def test_global_avg_pool_is_adaptive_avg_pool_bit_for_bit(channels_last):
     ga, = torch.autograd.grad(ya, a, g)
     gb, = torch.autograd.grad(yb, b, g)
     assert torch.equal(ya, yb) and torch.equal(ga, gb)
+    with torch.no_grad():  # inference takes the plain reduction
+        assert torch.equal(global_avg_pool(b), ya)
     # the stock backward is a broadcast NCHW view, which sends the ReLU backward before it to a slow path
     assert gb.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
