@@ -29,7 +29,8 @@ import submitit
 from bench.errors import BenchError
 
 # options that choose the executor (or the grid slice) and never reach a job's own command
-EXECUTOR_OPTIONS = {"--executor": 1, "--jobs": 1, "--jobs-per-gpu": 1, "--gpus": 1, "--partition": 1, "--time": 1, "--gpus-per-job": 1,
+EXECUTOR_OPTIONS = {"--executor": 1, "--jobs": 1, "--jobs-per-gpu": 1, "--gpus": 1, "--partition": 1, "--time": 1,
+                    "--gpus-per-job": 1,
                     "--cpus-per-job": 1, "--mem": 1, "--account": 1, "--qos": 1, "--sbatch": 1, "--array-parallelism": 1,
                     "--dry-run": 0, "--force": 0, "--methods": 1, "--seeds": 1, "--n-seeds": 1, "--seed": 1, "--no-report": 0,
                     "--only-teacher": 0}
@@ -271,7 +272,7 @@ def execute(cfg, methods: list[str], seeds, runset: str, compare_to, opts: GridO
     if opts.executor == "slurm":
         check_slurm()
     else:
-        local_workers(cfg, opts)  # before anything is written
+        workers = local_workers(cfg, opts)  # before anything is written
     from bench.runner import prepare_runset
 
     prepare_runset(cfg, methods, runset, opts.results, seeds, _meta(opts, methods, compare_to), force=opts.force)
@@ -282,7 +283,7 @@ def execute(cfg, methods: list[str], seeds, runset: str, compare_to, opts: GridO
                            f"{ids['folder']}",
                            f"follow it with `python -m bench status {runset}`; the report lands in "
                            f"{opts.reports / runset}/README.md"))
-    return _local(cfg, grid, runset, opts)
+    return _local(grid, runset, opts, *workers)
 
 
 def _inline(cfg, methods, seeds, runset, compare_to, opts: GridOptions) -> Outcome:
@@ -318,10 +319,9 @@ def local_workers(cfg, opts: GridOptions) -> tuple[int, int, int]:
     return gpus * per_gpu or opts.jobs or 1, gpus, per_gpu
 
 
-def _local(cfg, grid: Grid, runset: str, opts: GridOptions) -> Outcome:
+def _local(grid: Grid, runset: str, opts: GridOptions, workers: int, gpus: int, per_gpu: int) -> Outcome:
     from bench.status import format_status, runset_status
 
-    workers, gpus, per_gpu = local_workers(cfg, opts)
     t0 = time.perf_counter()
     failures = run_local(grid, workers, gpus=bool(gpus), per_gpu=per_gpu)
     lines = [format_status(runset_status(opts.results, runset))]

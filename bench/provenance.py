@@ -15,7 +15,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 TRAIN_CODE = ("bench/attacks.py", "bench/data.py", "bench/io.py", "bench/precision.py", "bench/runner.py",
-              "bench/teacher.py", "bench/train.py", "bench/models", "methods/__init__.py", "methods/base.py", "methods/_contrast.py")
+              "bench/teacher.py", "bench/train.py", "bench/models", "methods/__init__.py", "methods/base.py",
+              "methods/_contrast.py")
 EVAL_CODE = ("bench/attacks.py", "bench/data.py", "bench/evaluation.py", "bench/precision.py", "bench/sanity.py",
              "bench/structure.py", "bench/transfer.py", "bench/models", "bench/zoo.py", "bench/robustbench_compat.py")
 

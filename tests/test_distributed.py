@@ -268,7 +268,7 @@ def test_jobs_per_gpu_puts_k_local_jobs_on_each_gpu(monkeypatch, tmp_path, capsy
                           jobs_per_gpu=3)
     monkeypatch.setattr("bench.status.runset_status", lambda results, runset: {})
     monkeypatch.setattr("bench.status.format_status", lambda status: "status")
-    assert ex._local(type("C", (), {"device": "auto"})(), grid, "g", opts).code == 0
+    assert ex._local(grid, "g", opts, *ex.local_workers(type("C", (), {"device": "auto"})(), opts)).code == 0
     assert pinned == [(0,), (0,), (0,), (1,), (1,), (1,)]
     capsys.readouterr()
     # where it means nothing: one line, exit status 2
