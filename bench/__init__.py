@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 
 _API = {"run": ("bench.api", "run"), "RunResult": ("bench.api", "RunResult"),
-        "evaluate": ("bench.checkpoint_eval", "evaluate_model"), "EvalResult": ("bench.checkpoint_eval", "EvalResult"),
+        "evaluate": ("bench.eval.model", "evaluate_model"), "EvalResult": ("bench.eval.model", "EvalResult"),
         "register_method": ("methods", "register"), "load_methods": ("methods", "load_file")}
 
 __all__ = sorted(_API)
@@ -22,7 +22,7 @@ def __getattr__(name: str):
     if name in _API:
         module, attr = _API[name]
         return getattr(importlib.import_module(module), attr)
-    try:  # a submodule not imported yet: bench.report, bench.config, ...
+    try:  # a submodule not imported yet: bench.report.build, bench.config.schema, ...
         return importlib.import_module(f"{__name__}.{name}")
     except ModuleNotFoundError as err:
         if err.name != f"{__name__}.{name}":

@@ -1,18 +1,37 @@
 """The Python API of ``bench run``: ``bench.run(...)`` trains and evaluates a (methods x seeds) grid and
-returns its records and table. ``python -m bench run`` parses its flags into the same typed config and
-calls ``execute`` here, so both run the same code."""
+returns its records and table. ``python -m bench run`` resolves its flags with the same resolver
+(bench.config.resolve), checks the run once (bench.runs.job.plan) and calls ``launch`` here, so both run
+the same code; an executor's job runs ``run_part`` of the job file written at submission."""
 from __future__ import annotations
 
+import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Iterable
 
 import pandas as pd
 
-from bench.config import RunConfig
-from bench.errors import BenchError
-from bench.results import RunRecord
+from bench.common import distributed
+from bench.common.errors import BenchError
+from bench.common.provenance import ROOT, method_file
+from bench.config import files
+from bench.config.resolve import Flags, resolve
+from bench.config.schema import RunConfig
+from bench.report.aggregate import accuracy_columns, group_records, table
+from bench.report.build import build_report
+from bench.runs.executors import (
+    GridOptions,
+    Outcome,
+    SlurmOptions,
+    check_options,
+    submit,
+)
+from bench.runs.job import Job, plan, read
+from bench.runs.orchestrate import run_methods
+from bench.runs.record import RunRecord, load_records
+from bench.runs.status import format_status, runset_status
+from methods import parse_method
 
 
 @dataclass(frozen=True)
@@ -41,111 +60,75 @@ class RunResult:
                 f"{len(self.records) - len(self.students)} teacher row(s){where})\n{self.table.to_string(index=False)}")
 
 
-def validate(cfg: RunConfig, methods: Iterable[str]) -> None:
-    """Everything a run needs, checked before any data or training work (one-line errors)."""
-    from bench import configfile, distributed
-    from bench.attacks import check_eps
-    from bench.evaluation import check_attacks
-    from bench.models import ARCHS
-    from bench.runner import resolve_device
-    from bench.teacher import check_teacher
-    from methods import parse_method
-
-    for m in methods:
-        parse_method(m)
-    configfile.check_ranges(cfg)
-    for part in (cfg.attack, cfg.eval):  # L2's cap needs the image size: checked again with the data
-        check_eps(part.eps, part.norm)
-    ARCHS.get(cfg.student_arch)
-    check_attacks(cfg.eval.attacks)
-    check_teacher(cfg.teacher, cfg.data.name)
-    resolve_device(cfg.device)
-    if cfg.sync_bn:
-        import torch
-
-        if distributed.world_size() == 1:
-            raise BenchError("--sync-bn is for one run over several GPUs: start it with torchrun --nproc-per-node N")
-        if not torch.cuda.is_available():
-            raise BenchError("--sync-bn needs CUDA (PyTorch's SyncBatchNorm does not run on CPU)")
-
-
 def tables(records: list[RunRecord], methods: Iterable[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(shown, numeric) main table of ``records``, rows as the report orders them (bench.report)."""
-    from bench.report import _groups, accuracy_columns, table
-    from methods import parse_method
 
-    return table(_groups(records, [parse_method(m).label for m in methods]), accuracy_columns(records), main=True)
+    return table(group_records(records, [parse_method(m).label for m in methods]), accuracy_columns(records), main=True)
 
 
-def execute(cfg: RunConfig, methods: list[str], seeds, runset: str, *, compare_to: str | None = None,
-            results: str | Path = "results", reports: str | Path = "reports", force: bool = False,
-            report: bool = True, command: str = "", only_teacher: bool = False,
-            tensorboard: str | Path | None = None) -> RunResult:
-    """Run the grid in this process (bench.runner.run_methods), write the report, return the result.
-    ``tensorboard``: a folder for TensorBoard event files, one per run (bench.tracking); None: off."""
-    from bench import distributed
-    from bench.report import build_report
-    from bench.runner import run_methods
-    from methods import parse_method
+def execute(job: Job, *, results: str | Path = "results", reports: str | Path = "reports", force: bool = False,
+            report: bool = True, only_teacher: bool = False, tensorboard: str | Path | None = None) -> RunResult:
+    """Run a checked job's grid in this process (bench.runs.orchestrate.run_methods), write the report,
+    return the result. ``tensorboard``: a folder for TensorBoard event files, one per run; None: off."""
 
-    validate(cfg, methods)
     results, reports = Path(results), Path(reports)
     t0 = time.perf_counter()
-    meta = {"command": command, "methods": [parse_method(m).label for m in methods], "compare_to": compare_to}
-    records = run_methods(cfg, list(methods), runset, results, seeds=tuple(seeds), force=force, meta=meta,
+    meta = {"command": job.command, "methods": list(job.methods), "compare_to": job.compare_to}
+    records = run_methods(job.config, list(job.methods), job.runset, results, seeds=job.seeds, force=force, meta=meta,
                           only_teacher=only_teacher, tensorboard=tensorboard)
     out = None
     if report and distributed.is_main():  # rank 0 writes the report
-        out = build_report(results, runset, reports) / "README.md"
-    shown, numeric = tables(records, methods)
-    return RunResult(records, shown, numeric, cfg, tuple(methods), tuple(seeds), runset, results / runset, out,
-                     time.perf_counter() - t0, command)
+        out = build_report(results, job.runset, reports) / "README.md"
+    shown, numeric = tables(records, job.methods)
+    return RunResult(records, shown, numeric, job.config, job.methods, job.seeds, job.runset, results / job.runset,
+                     out, time.perf_counter() - t0, job.command)
 
 
-def _nested(overrides: dict[str, Any]) -> dict:
-    """``{"train.epochs": 2}`` or ``{"train": {"epochs": 2}}`` -> a nested layer."""
-    out: dict = {}
-    for key, value in overrides.items():
-        *parents, leaf = str(key).split(".")
-        node = out
-        for p in parents:
-            node = node.setdefault(p, {})
-            if not isinstance(node, dict):
-                raise BenchError(f"override {key!r} sets inside {p!r}, which another override sets to a value")
-        if isinstance(value, dict) and isinstance(node.get(leaf), dict):
-            node[leaf] = {**node[leaf], **_nested(value)}
-        else:
-            node[leaf] = value
-    return out
+def launch(job: Job, opts: GridOptions) -> RunResult | Outcome:
+    """Run a checked job as ``opts`` says: in this process (a RunResult), or as submitit jobs (the
+    executor's Outcome; after a local grid, the report is built here)."""
+    check_options(job.config, opts)  # before anything is written
+    if opts.executor == "inline":
+        return execute(job, results=opts.results, reports=opts.reports, force=opts.force, report=not opts.no_report,
+                       only_teacher=opts.only_teacher, tensorboard=opts.tensorboard)
+    t0 = time.perf_counter()
+    outcome, _ = submit(job, opts)
+    if opts.executor != "local":
+        return outcome
+    lines = [*outcome.lines, format_status(runset_status(opts.results, job.runset))]
+    if not opts.no_report:
+        out = build_report(opts.results, job.runset, opts.reports)
+        lines.append(f"report: {out}/README.md  (wall time {time.perf_counter() - t0:.0f} s)")
+    return Outcome(outcome.code, tuple(lines), outcome.errors)
 
 
-def resolve(methods=None, preset: str | None = None, seeds=None, overrides: dict | None = None,
-            config: str | Path | None = None, **dotted) -> tuple[Any, RunConfig, list[str], tuple[int, ...]]:
-    """(preset, config, methods, seeds) from the layers: preset < ``config`` file < ``overrides`` <
-    keyword overrides (``train__epochs=2``: ``__`` for the dots)."""
-    from bench import configfile
+def run_part(job_file: str | Path, *, teacher: bool = False, method: str | None = None, seed: int | None = None,
+             report: bool = False, reports: str | Path = "reports", tensorboard: str | Path | None = None):
+    """One part of a written job (what an executor's job runs): the teacher, one (method, seed), or the
+    report. The results folder is the job file's: results/<runset>/.jobs/<id>.yaml."""
 
-    base, cfg, grid = configfile.load(preset, config)
-    cfg, g1 = configfile.apply(cfg, _nested(overrides or {}), "overrides")
-    cfg, g2 = configfile.apply(cfg, _nested({k.replace("__", "."): v for k, v in dotted.items()}), "keyword overrides")
-    grid = g2.over(g1.over(grid))
-    if isinstance(methods, str):
-        methods = [m for m in methods.split(",") if m.strip()]
-    if isinstance(seeds, int):
-        seeds = [seeds]
-    methods = list(methods) if methods is not None else list(grid.methods)
-    seeds = tuple(seeds) if seeds is not None else tuple(grid.seeds)
-    if not methods or not seeds:
-        raise BenchError("bench.run needs at least one method and one seed")
-    if len(set(seeds)) != len(seeds):
-        raise BenchError(f"seeds {list(seeds)} repeat a seed")
-    return base, cfg, methods, seeds
+    path = Path(job_file)
+    job = read(path)
+    results = path.resolve().parents[2]
+    if report:
+        return build_report(results, job.runset, Path(reports))
+    if teacher:
+        part = replace(job, methods=job.methods[:1])
+    else:
+        if method not in job.methods or seed not in job.seeds:
+            raise BenchError(f"{method} seed {seed} is not in the grid of {path} (methods {', '.join(job.methods)}; "
+                             f"seeds {', '.join(map(str, job.seeds))})")
+        part = replace(job, methods=(method,), seeds=(seed,))
+    return execute(part, results=results, reports=reports, report=False, only_teacher=teacher,
+                   tensorboard=tensorboard)
 
 
 def run(methods=None, preset: str | None = None, seeds=None, overrides: dict | None = None,
         results: str | Path = "results", reports: str | Path = "reports", name: str | None = None,
         force: bool = False, report: bool = True, config: str | Path | None = None,
-        tensorboard: str | Path | None = None, **dotted) -> RunResult:
+        tensorboard: str | Path | None = None, executor: str = "inline", jobs: int | None = None,
+        gpus: int | None = None, jobs_per_gpu: int | None = None, slurm: SlurmOptions | None = None,
+        **dotted) -> RunResult:
     """Train and evaluate ``methods`` (names with options, ``"gacd:reweight=none"``) for ``seeds`` with a
     teacher, exactly as ``python -m bench run`` does, and return the records and the table.
 
@@ -153,15 +136,41 @@ def run(methods=None, preset: str | None = None, seeds=None, overrides: dict | N
     ``config`` YAML file, then ``overrides`` (``{"train.epochs": 2}``), then keyword overrides
     (``train__epochs=2``). ``methods``/``seeds`` default to the file's, else the preset's. Results go
     to ``results/<name>`` (``name`` defaults to the preset), the report to ``reports/<name>``;
-    ``tensorboard=DIR`` writes TensorBoard event files per run under it."""
-    from bench import configfile
+    ``tensorboard=DIR`` writes TensorBoard event files per run under it. ``executor="local"`` (with
+    ``jobs=N`` on CPUs, ``gpus``/``jobs_per_gpu`` on GPUs) runs the grid as submitit jobs on this machine,
+    each from the job file written at submission, and returns the same result read from the records;
+    ``executor="slurm"`` submits the grid (``partition`` and the other Slurm choices through ``slurm``, a
+    ``bench.runs.executors.SlurmOptions``) and returns at once with no records."""
 
-    from bench.provenance import ROOT, method_file
-    from methods import parse_method
-
-    base, cfg, methods, seeds = resolve(methods, preset, seeds, overrides, config, **dotted)
-    user_files = sorted({f for f in (method_file(parse_method(m).cls) for m in methods)
+    if isinstance(methods, str):
+        methods = [m for m in methods.split(",") if m.strip()]
+    if isinstance(seeds, int):
+        seeds = [seeds]
+    layer = {**(overrides or {}), **{k.replace("__", "."): v for k, v in dotted.items()}}
+    resolved = resolve(preset, config, Flags(methods=tuple(methods) if methods is not None else None,
+                                             seeds=tuple(seeds) if seeds is not None else None), layer)
+    user_files = sorted({f for f in (method_file(parse_method(m).cls) for m in resolved.methods)
                          if f and not Path(f).resolve().is_relative_to(ROOT)})  # for the report's Reproduce line
-    command = configfile.command(base.config, cfg, methods, seeds, name, user_files)
-    return execute(cfg, methods, seeds, name or cfg.preset, compare_to=base.compare_to, results=results,
-                   reports=reports, force=force, report=report, command=command, tensorboard=tensorboard)
+    command = files.command(resolved.preset.config, resolved.config, resolved.methods, resolved.seeds, name,
+                            user_files)
+    job = plan(resolved, name, command, user_files)
+    t0 = time.perf_counter()
+    opts = GridOptions(executor=executor, results=Path(results), reports=Path(reports), force=force,
+                       no_report=not report, jobs=jobs, gpus=gpus, jobs_per_gpu=jobs_per_gpu, tensorboard=tensorboard,
+                       slurm=slurm or SlurmOptions())
+    out = launch(job, opts)
+    if isinstance(out, RunResult):
+        return out
+    if out.code != 0:
+        raise BenchError("; ".join(out.errors) or f"executor {executor} failed")
+    if executor == "slurm":  # submitted, nothing finished yet: the lines say how to follow it
+        print("\n".join(out.lines), file=sys.stderr)
+        empty = pd.DataFrame()
+        return RunResult([], empty, empty, job.config, job.methods, job.seeds, job.runset, Path(results) / job.runset,
+                         None, time.perf_counter() - t0, command)
+    runset_dir = Path(results) / job.runset
+    records = load_records(runset_dir)
+    shown, numeric = tables(records, job.methods)
+    report_path = Path(reports) / job.runset / "README.md"
+    return RunResult(records, shown, numeric, job.config, job.methods, job.seeds, job.runset, runset_dir,
+                     report_path if report and report_path.exists() else None, time.perf_counter() - t0, command)

@@ -84,10 +84,10 @@ def evaluation(out: Path, smoke: bool) -> dict:
     from train_step import load_data
 
     import bench
-    from bench.config import AttackConfig, TrainConfig
+    from bench.config.schema import AttackConfig, TrainConfig
     from bench.models import build_model
-    from bench.teacher import prepare_model
-    from bench.train import train_model
+    from bench.train.loop import train_model
+    from bench.train.teacher import prepare_model
     from methods import parse_method
     from methods.base import Context
 

@@ -16,7 +16,7 @@ OUT=${OUT:-$(mktemp -d)}
 python benchmarks/gpu.py train --out "$OUT" "${SMOKE[@]}" || echo "gpu.sh: the train step failed" >&2
 timeout 240 python benchmarks/gpu.py eval --out "$OUT" "${SMOKE[@]}" || echo "gpu.sh: the eval step failed" >&2
 if python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
-  timeout 120 python -m pytest -q -p no:cacheprovider tests/test_step.py -k cuda | tail -3
+  timeout 120 python -m pytest -q -p no:cacheprovider tests/train/test_step.py -k cuda | tail -3
 fi
 timeout 240 python benchmarks/gpu.py jobs --out "$OUT" "${SMOKE[@]}" || echo "gpu.sh: the jobs step failed" >&2
 python benchmarks/gpu.py table --out "$OUT" "${SAVE[@]}"

@@ -1,4 +1,4 @@
-"""How the digits L2 default eps (bench/data.py DEFAULT_EPS) was chosen: PGD-20 accuracy in the L2 ball of
+"""How the digits L2 default eps (bench/data/sources.py DEFAULT_EPS) was chosen: PGD-20 accuracy in the L2 ball of
 a natural and an L2 PGD-AT cnn-narrow student on digits@0-4 at a few radii (seed 0, 20 epochs, the
 default student schedule: SGD 0.05, momentum 0.9, weight decay 5e-4, cosine, batch 64, PGD-10 step eps/4).
 A few minutes on 2 CPU cores:
@@ -12,9 +12,10 @@ import sys
 import torch
 import torch.nn.functional as F
 
-from bench.attacks import ATTACKS, attack_accuracy, ce_loss, pgd_ascent, predict
-from bench.config import AttackConfig, TrainConfig
-from bench.data import augment, load_dataset, to_float
+from bench.attacks.ascent import ATTACKS, attack_accuracy, ce_loss, pgd_ascent, predict
+from bench.config.schema import AttackConfig, TrainConfig
+from bench.data.images import augment, to_float
+from bench.data.sources import load_dataset
 from bench.models import build_model
 
 

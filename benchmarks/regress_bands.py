@@ -12,8 +12,8 @@ from __future__ import annotations
 import json
 import time
 
-from bench.presets import get_preset
-from bench.regress import BASELINE_DIR, compare, format_table, run_regression
+from bench.config.presets import get_preset
+from bench.report.regress import BASELINE_DIR, compare, format_table, run_regression
 
 
 def main() -> None:

@@ -65,8 +65,8 @@ def reference_epoch(student, teacher, loader, opt, eps, step, steps, t, device) 
 def load_data(name: str, train_limit: int | None, synthetic: int | None):
     """The data set's first ``train_limit`` training images, or -- where its files are absent and
     ``synthetic`` is given -- that many synthetic images of its shape (speed does not depend on pixels)."""
-    from bench.data import load_dataset, synthetic_stand_in
-    from bench.errors import BenchError
+    from bench.common.errors import BenchError
+    from bench.data.sources import load_dataset, synthetic_stand_in
 
     try:
         return load_dataset(name, train_limit=train_limit or synthetic)
@@ -83,11 +83,11 @@ def measure(args) -> dict:
     from torch.utils.data import DataLoader, Dataset
     from torchvision import transforms
 
-    from bench.config import AttackConfig, TrainConfig
+    from bench.common.device import resolve_device
+    from bench.config.schema import AttackConfig, TrainConfig
     from bench.models import build_model
-    from bench.runner import resolve_device
-    from bench.teacher import prepare_model
-    from bench.train import train_model
+    from bench.train.loop import train_model
+    from bench.train.teacher import prepare_model
     from methods import parse_method
     from methods.base import Context
 

@@ -14,8 +14,8 @@ import pkgutil
 import sys
 from pathlib import Path
 
-from bench.errors import BenchError
-from bench.registry import Registry
+from bench.common.errors import BenchError
+from bench.common.registry import Registry
 from methods.base import Batch, Context, InnerMax, Method, MethodSpec, parse_options
 
 ENTRY_POINT_GROUP = "bench.methods"

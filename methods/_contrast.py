@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bench.common.distributed import all_reduce_sum, gather_rows
+
 NCE_EPS = 1e-7
 
 
@@ -107,7 +109,6 @@ class MemoryBank(nn.Module):
             if shard is None:
                 self.z.fill_(float(out.detach().mean()) * self.n_data)
             else:
-                from bench.distributed import all_reduce_sum
 
                 total = all_reduce_sum(torch.stack([out.detach().sum().double(),
                                                     torch.tensor(out.numel(), dtype=torch.double, device=out.device)]))
@@ -120,7 +121,6 @@ class MemoryBank(nn.Module):
         """Momentum update of the rows ``idx``; under torchrun with every rank's rows (all-gathered),
         so the banks stay identical across ranks."""
         if shard is not None:
-            from bench.distributed import gather_rows
 
             idx, emb = shard.idx, gather_rows(emb.detach(), shard)
         mixed = self.bank[idx] * self.momentum + emb.detach() * (1 - self.momentum)

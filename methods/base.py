@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.errors import BenchError
+from bench.common.errors import BenchError
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ class Batch:
     teacher: nn.Module | None
     epoch: int               # 0-based
     cache: dict = field(default_factory=dict)  # per-batch values a method computes once
-    shard: Any = None        # bench.distributed.Shard under torchrun: the global batch this is a part of
+    shard: Any = None        # bench.common.distributed.Shard under torchrun: the global batch this is a part of
     generator: torch.Generator | None = None  # the run's seeded stream on the device (attack starts, negatives)
 
     @cached_property

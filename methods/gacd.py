@@ -29,8 +29,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.attacks import ce_loss
+from bench.common.distributed import all_reduce_sum, gather_rows
 from methods import register
-from methods._contrast import Embed, MemoryBank, info_nce, info_nce_at, nce_loss, other_class_mask
+from methods._contrast import (
+    Embed,
+    MemoryBank,
+    info_nce,
+    info_nce_at,
+    nce_loss,
+    other_class_mask,
+)
 from methods.base import InnerMax, Method, kl_div
 
 
@@ -45,7 +53,6 @@ def teacher_weights(teacher_logits: torch.Tensor, y: torch.Tensor, mode: str, po
          "teacher-prob-pow": p_true.pow(power)}[mode]
     if shard is None:
         return w / w.mean().clamp_min(1e-12)
-    from bench.distributed import all_reduce_sum
 
     total = all_reduce_sum(torch.stack([w.sum(), torch.full((), float(len(w)), device=w.device)]))
     return w / (total[0] / total[1]).clamp_min(1e-12)
@@ -117,7 +124,6 @@ class GACD(Method):
 
     def _infonce_sharded(self, batch, v_s: torch.Tensor, v_t: torch.Tensor) -> torch.Tensor:
         """In-batch InfoNCE over the global batch: this rank's anchors against every rank's keys."""
-        from bench.distributed import gather_rows
 
         o, shard = self.options, batch.shard
         own = torch.arange(shard.part.start, shard.part.stop, device=v_s.device)

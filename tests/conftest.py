@@ -2,7 +2,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bench.data import load_dataset, to_float
+from bench.data.images import to_float
+from bench.data.sources import load_dataset
 from bench.models import build_model
 
 
@@ -29,6 +30,24 @@ def trained_digits_model(digits):
 
 
 @pytest.fixture
+def lrs():
+    """The learning rate each epoch of ``train_cfg`` trains at, from the loop's own optimiser and schedule."""
+    from torch import nn
+
+    from bench.train.loop import make_optimizer
+
+    def trace(train_cfg, epochs=None):
+        opt, sched = make_optimizer([nn.Parameter(torch.zeros(1))], train_cfg)
+        out = []
+        for _ in range(epochs or train_cfg.epochs):
+            out.append(opt.param_groups[0]["lr"])
+            opt.step()
+            sched.step()
+        return out
+    return trace
+
+
+@pytest.fixture
 def quick_autoattack(monkeypatch):
     """AutoAttack with its standard attacks in their order but a few iterations each (10 for APGD and FAB,
     50 Square queries), for tests of the paths around it (tables, reports, resumption, regress bands);
@@ -43,3 +62,14 @@ def quick_autoattack(monkeypatch):
             attack.n_iter = 10
         self.square.n_queries = 50
     monkeypatch.setattr(pyautoattack.AutoAttack, "__init__", shortened)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: trains or evaluates whole runs (tests/e2e/ is slow throughout); "
+                                       "`pytest -m 'not slow'` is the fast set, CI runs everything")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if "/e2e/" in item.path.as_posix():
+            item.add_marker(pytest.mark.slow)

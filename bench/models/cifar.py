@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.models import register_arch
 from bench.models.base import BenchModel, global_avg_pool
+from bench.models.registry import register_arch
 
 
 def _pool(x: torch.Tensor) -> torch.Tensor:

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from bench.models import register_arch
 from bench.models.base import BenchModel, GlobalAvgPool
+from bench.models.registry import register_arch
 
 
 def _conv_bn(cin: int, cout: int) -> nn.Sequential:

@@ -1,0 +1,1 @@
+"""Stage 1, configuration: typed dataclasses (schema), presets, YAML config files, and the one resolver."""

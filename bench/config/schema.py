@@ -1,0 +1,199 @@
+"""Typed configuration with presets. Everything a number depends on lives here and is stored
+with the number."""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Literal, Union
+
+from bench.common.errors import BenchError
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    # Digits 0-4 train the students; 5-9 are the transfer task's label space they never see.
+    name: str = "digits@0-4"
+    data_dir: str | None = None       # None: $BENCH_DATA_DIR or ~/.cache/bench/data
+    download: bool = False
+    image_size: int | None = None     # resize once at load time (None: native)
+    stand_in: bool = False            # smoke scale only: synthetic data where the real files are missing
+    train_limit: int | None = None    # keep the first N training images (smoke scale)
+    # images on the device (yes), in host memory with batches copied over (no), or yes when they fit (auto);
+    # where they live changes no number
+    on_device: Literal["auto", "yes", "no"] = "auto"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: Literal["cosine", "step"] = "cosine"
+    milestones: tuple[int, ...] = ()  # epochs where a step schedule multiplies lr by gamma
+    gamma: float = 0.1
+    # Which weights are evaluated: the last epoch's, or the epoch with the best PGD-20 accuracy on a
+    # validation split carved from the training data (never the test set).
+    checkpoint: Literal["last", "best-val"] = "last"
+    val_fraction: float = 0.1
+
+
+@dataclass(frozen=True)
+class AttackConfig:
+    """The training-time inner maximisation (its objective is the method's)."""
+    eps: float = 0.2
+    step_ratio: float = 0.25          # step = step_ratio * eps
+    steps: int = 10
+    norm: Literal["Linf", "L2"] = "Linf"  # the threat model's ball (bench/attacks/ascent.py)
+
+
+@dataclass(frozen=True)
+class SanityConfig:
+    """Checks that flag an unreliable robustness number (AutoAttack's checks.py; Carlini et al. 2019,
+    "On Evaluating Adversarial Robustness"). Thresholds are accuracy fractions; bench/eval/sanity.py
+    documents each check."""
+    enabled: bool = True
+    n: int | None = 500               # first N evaluated images for the extra attacks (None: all)
+    iterative_margin: float = 0.01    # flag PGD-20 accuracy > FGSM accuracy + this
+    blackbox_margin: float = 0.01     # flag Square breaking more than this fraction after the white-box attacks
+    large_eps_factor: float = 4.0     # PGD-20 at min(factor x eps, 0.5) ...
+    large_eps_max_acc: float = 0.10   # ... must leave at most this accuracy
+    strong_steps: int = 100           # PGD-100 with restarts, on top of PGD-20 ...
+    strong_restarts: int = 3
+    convergence_margin: float = 0.03  # ... flag when it lowers accuracy by more than this
+    zero_grad_max: float = 0.01       # flag when more than this fraction of inputs has a zero input gradient
+    determinism_tol: float = 1e-4     # largest |logit difference| allowed between two eval-mode passes
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    eps: float = 0.2
+    norm: Literal["Linf", "L2"] = "Linf"  # every attack's ball: FGSM, PGD, CW, AutoAttack, the curve, sanity
+    attacks: tuple[str, ...] = ("clean", "fgsm", "pgd20", "cw", "aa")
+    n: int | None = None              # first N test images for clean/FGSM/PGD/CW (None: all)
+    aa_n: int | None = None           # first N test images for AutoAttack (None: as n)
+    aa_subset_why: str = ""           # why AutoAttack runs on fewer images than the other attacks (the report says)
+    aa_version: str = "standard"
+    aa_seed: int = 0
+    curve_eps: tuple[float, ...] = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3)  # PGD-20 robustness curve
+    batch_size: int = 500             # also the unit of resumable progress: one state entry per batch
+    precision: Literal["fp32", "bf16"] = "fp32"  # the attacks' arithmetic (bf16 autocast only when asked)
+    sanity: SanityConfig = field(default_factory=SanityConfig)
+
+
+@dataclass(frozen=True)
+class TrainedTeacher:
+    """A teacher the suite trains (and caches) itself, with its own schedule, recorded in its id."""
+    arch: str = "cnn-wide"
+    method: str = "pgd-at"
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=60))
+    seed: int | None = 0              # None: one teacher per student seed (the teacher row gets a spread)
+    kind: Literal["trained"] = "trained"
+
+
+@dataclass(frozen=True)
+class ZooTeacher:
+    """A RobustBench model-zoo entry, read offline from RobustBench's own folder layout."""
+    name: str = "Zhang2019Theoretically"
+    arch: str = "wrn-34-10"           # bench's name for its architecture (records, smoke twin)
+    threat_model: str = "Linf"
+    kind: Literal["robustbench"] = "robustbench"
+
+
+@dataclass(frozen=True)
+class FileTeacher:
+    """A state_dict file; ``method`` says how it was trained (labels and published numbers)."""
+    path: str = ""
+    arch: str = "cnn-wide"
+    method: str = "unknown"
+    mean: tuple[float, ...] | None = None  # its input normalisation (None: none)
+    std: tuple[float, ...] | None = None
+    kind: Literal["file"] = "file"
+
+
+TeacherConfig = Union[TrainedTeacher, ZooTeacher, FileTeacher]
+TEACHER_KINDS: dict[str, type] = {"trained": TrainedTeacher, "robustbench": ZooTeacher, "file": FileTeacher}
+
+
+def parse_teacher(text: str | None, base: TeacherConfig, arch: str | None = None, method: str | None = None,
+                  epochs: int | None = None, mean=None, std=None) -> TeacherConfig:
+    """``--teacher train|robustbench:NAME|PATH`` and its companion flags as a typed teacher; the
+    string is parsed here, once. ``None`` keeps the preset's teacher kind."""
+    if text == "train" or (text is None and isinstance(base, TrainedTeacher)):
+        t = base if isinstance(base, TrainedTeacher) else TrainedTeacher()
+        return override(t, arch=arch, method=method, train=override(t.train, epochs=epochs))
+    if text is not None and text.startswith("robustbench:"):
+        name = text.split(":", 1)[1]
+        if not name:
+            raise BenchError("--teacher robustbench:NAME needs a model name")
+        arch = arch or (base.arch if isinstance(base, ZooTeacher) else "wrn-34-10")
+        return ZooTeacher(name=name, arch=arch)
+    if text is None:
+        return override(base, arch=arch, **({} if isinstance(base, ZooTeacher) else
+                                           {"method": method, "mean": mean, "std": std}))
+    return FileTeacher(path=text, arch=arch or base.arch, method=method or "unknown", mean=mean, std=std)
+
+
+def teacher_from_dict(d: dict) -> TeacherConfig:
+    """The typed teacher of a stored config (inverse of ``asdict``)."""
+    cls = TEACHER_KINDS[d.get("kind", "trained")]
+    names = {f.name for f in fields(cls)}
+    d = {k: v for k, v in d.items() if k in names}
+    if isinstance(d.get("train"), dict):
+        d["train"] = TrainConfig(**{**d["train"], "milestones": tuple(d["train"]["milestones"])})
+    for k in ("mean", "std"):
+        if d.get(k) is not None:
+            d[k] = tuple(d[k])
+    return cls(**d)
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    """Transfer: a linear head on the frozen student, trained on each target's training split."""
+    targets: tuple[str, ...] = ("digits@5-9",)
+    epochs: int = 30
+    lr: float = 0.05
+    batch_size: int = 128
+    weight_decay: float = 5e-4
+    attacks: tuple[str, ...] = ("pgd20",)   # add "aa" for AutoAttack on the probed network
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    preset: str = "digits"
+    data: DataConfig = field(default_factory=DataConfig)
+    student_arch: str = "cnn-narrow"
+    teacher: TeacherConfig = field(default_factory=TrainedTeacher)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    attack: AttackConfig = field(default_factory=AttackConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
+    structure: bool = True            # teacher-student structure metrics for every student
+    seed: int = 0
+    device: str = "auto"              # auto: cuda when available, else cpu
+    # training precision: auto = bf16 autocast on CUDA, fp32 elsewhere (each record stores the resolved one)
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    compile: bool = False             # torch.compile the student's and the teacher's forward while training
+    sync_bn: bool = False             # under torchrun: batch-norm statistics over the global batch (CUDA)
+
+
+def config_hash(obj) -> str:
+    """Stable short id of a JSON-serialisable description."""
+    blob = json.dumps(obj if isinstance(obj, dict) else asdict(obj), sort_keys=True, default=list)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def override(cfg, **changes):
+    """dataclasses.replace that ignores None values (unset command-line flags)."""
+    return replace(cfg, **{k: v for k, v in changes.items() if v is not None})
+
+
+def data_key(data: DataConfig) -> dict:
+    """The parts of a data config that change the data (not where the files are)."""
+    d = asdict(data)
+    d.pop("data_dir")
+    d.pop("download")
+    d.pop("on_device")
+    return d

@@ -1,0 +1,1 @@
+"""Stage 4, evaluation: a model and test tensors in, a typed result out (attacks, AutoAttack, resumable per-batch state, sanity checks, transfer, structure). Imports nothing from running or reporting."""

@@ -1,0 +1,181 @@
+"""Evaluation under one protocol: clean, FGSM, PGD-20, CW, AutoAttack, a PGD eps-curve and the
+sanity checks that flag an unreliable robustness number, under the L-inf or the L2 threat model
+(``EvalConfig.norm``, recorded in every attack's settings).
+
+Accuracies are fractions in [0, 1]; every attack's settings are returned next to its number.
+
+Resumable: with a ``state_dir``, each (attack, batch of ``cfg.batch_size`` images) writes its
+per-image results there atomically as soon as it is done, and a re-run reads them back instead of
+attacking again. Every batch draws its random start from its own generator, seeded by (seed, attack,
+batch index), so an evaluation killed at any point and resumed gives exactly the numbers of one that
+was never interrupted. AutoAttack runs per batch and per attack (APGD-CE, APGD-T, FAB-T, Square in
+the standard order, each on the images still robust), which also yields the accuracy after each
+attack for the black-box check.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from bench.attacks.ascent import AA_NAME, ATTACKS, batched, predict
+from bench.attacks.threat import check_eps
+from bench.common.errors import BenchError
+from bench.common.precision import autocast
+from bench.config.schema import EvalConfig
+from bench.data.images import float_images
+from bench.eval.sanity import sanity_checks
+from bench.eval.state import EvalState, Progress, attack_flags, mine, state_key
+
+EVAL_NAMES = ("clean", *ATTACKS.names(), AA_NAME)
+LABELS = {"clean": "Clean", "fgsm": "FGSM", "pgd20": "PGD-20", "cw": "CW∞", "aa": "AutoAttack"}  # table titles
+
+
+def check_attacks(names) -> None:
+    for name in names:
+        if name not in EVAL_NAMES:
+            raise BenchError(f"unknown attack {name!r}; known: {', '.join(EVAL_NAMES)}")
+
+
+class _Collect(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record):
+        msg = record.getMessage()
+        if msg not in self.messages:
+            self.messages.append(msg)
+
+
+def autoattack_flags(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, num_classes: int,
+                     version: str, seed: int, batch_size: int, state: EvalState, desc: str = "",
+                     shard: tuple[int, int] | None = None, norm: str = "Linf"):
+    """AutoAttack (pyautoattack, ``norm`` "Linf" or "L2"), per batch and per attack; returns (per-image
+    robustness, accuracy after each attack, settings, AutoAttack's own warnings). The model must be in
+    eval mode; target classes are min(9, C-1) for APGD-T and FAB-T."""
+    from pyautoattack import AutoAttack
+
+    logger = logging.getLogger("auto-attack")
+    logger.setLevel(logging.WARNING)
+    collect = _Collect()
+    logger.addHandler(collect)
+    adversary = AutoAttack(model, device=x.device, eps=eps, norm=norm, seed=seed, version=version)
+    n_targets = min(9, num_classes - 1)
+    adversary.apgd_targeted.n_target_classes = n_targets
+    adversary.fab.n_target_classes = n_targets
+    attacks = list(adversary.attacks_to_run)
+    after = {a: 0 for a in ["clean", *attacks]}
+    progress = Progress(desc, AA_NAME, len(x))
+
+    def run_batch(index, xb, yb):
+        key = f"{state_key(AA_NAME, norm)}-{index:05d}"
+        done = state.get(key) or {}
+        if "clean" not in done:
+            done["clean"] = (predict(model, xb, batch_size) == yb).tolist()
+            state.put(key, done)
+        robust = torch.tensor(done["clean"], dtype=torch.bool, device=y.device)
+        for attack in attacks:
+            if attack not in done:
+                idx = robust.nonzero().squeeze(1)
+                if len(idx):
+                    adversary.attacks_to_run = [attack]
+                    x_adv, _ = adversary.run_standard_evaluation(xb[idx], yb[idx], batch_size=batch_size)
+                    robust[idx] = predict(model, x_adv, batch_size) == yb[idx]
+                done[attack] = robust.tolist()
+                state.put(key, done)
+            robust = torch.tensor(done[attack], dtype=torch.bool, device=y.device)
+        for a in after:
+            after[a] += sum(done[a])
+        progress.update(len(xb))
+        return robust
+
+    try:
+        robust = batched(run_batch, x, y, batch_size=batch_size, select=lambda index: mine(index, shard),
+                         empty=torch.zeros(0, dtype=torch.bool, device=y.device))
+    finally:
+        adversary.attacks_to_run = attacks
+        logger.removeHandler(collect)
+    progress.close(float(robust.float().mean()) if len(robust) else None)
+    settings = {"name": AA_NAME, "package": "pyautoattack", "version": version, "seed": seed, "eps": eps,
+                "norm": norm, "attacks": attacks, "n_target_classes": n_targets, "n": len(x),
+                "batch_size": batch_size}
+    return robust, {a: v / len(x) for a, v in after.items()}, settings, collect.messages
+
+
+def evaluate(model: nn.Module, x_test_u8: torch.Tensor, y_test: torch.Tensor, cfg: EvalConfig,
+             num_classes: int, seed: int = 0, state_dir: Path | None = None, desc: str = "",
+             shard: tuple[int, int] | None = None) -> dict:
+    """Evaluate ``model`` (put in eval mode) on the first ``cfg.n`` test images.
+
+    Returns {"metrics": {name: acc}, "curve": {eps: acc}, "settings": {...}, "timings": {...},
+    "sanity": {...}} (sanity empty when ``cfg.sanity.enabled`` is false).
+
+    ``shard=(i, k)``: attack only the i-th of k round-robin shares of the batches (clean, FGSM, PGD,
+    CW, AutoAttack, the curve), write them to ``state_dir`` and return {"shard": ..., "batches": ...}.
+    An unsharded call on the same ``state_dir`` then finds every batch done and merges them; each batch
+    draws its randomness from its own (seed, attack, batch) generator, so the merged result is the
+    unsharded one, number for number.
+    """
+    if shard is not None and state_dir is None:
+        raise BenchError("a sharded evaluation needs a state folder to write its batches to")
+    check_attacks(cfg.attacks)
+    check_eps(cfg.eps, cfg.norm, math.prod(x_test_u8.shape[1:]))
+    model.eval()
+    n = len(y_test) if cfg.n is None else min(cfg.n, len(y_test))
+    x, y = float_images(x_test_u8, n), y_test[:n]  # batch by batch where the images are not on the device
+    with autocast(cfg.precision, y.device):  # fp32 unless bf16 is asked for
+        return _evaluate(model, x, y, cfg, num_classes, seed, EvalState(state_dir), desc, shard)
+
+
+def _evaluate(model, x, y, cfg: EvalConfig, num_classes: int, seed: int, state: EvalState, desc: str,
+              shard: tuple[int, int] | None) -> dict:
+    n = len(y)
+    # (each attack's settings hold its own norm too)
+    metrics, settings, timings, flags = {}, {"n": n, "norm": cfg.norm, "precision": cfg.precision}, {}, {}
+    aa_after, aa_warnings = {}, []
+    for name in cfg.attacks:
+        t0 = time.perf_counter()
+        if name == "clean":
+            flags["clean"] = predict(model, x, cfg.batch_size) == y  # one forward pass: never sharded
+            settings["clean"] = {"n": n}
+        elif name == AA_NAME:
+            n_aa = n if cfg.aa_n is None else min(cfg.aa_n, n)
+            flags[name], aa_after, settings[name], aa_warnings = autoattack_flags(
+                model, x[:n_aa], y[:n_aa], cfg.eps, num_classes, cfg.aa_version, cfg.aa_seed, cfg.batch_size,
+                state, desc, shard, cfg.norm)
+        else:
+            spec = ATTACKS.get(name)
+            flags[name] = attack_flags(model, x, y, spec, cfg.eps, cfg.batch_size, seed, state_key(name, cfg.norm),
+                                       state, desc, shard, cfg.norm)
+            settings[name] = {**spec.settings(cfg.eps, cfg.norm), "n": n}
+        metrics[name] = float(flags[name].float().mean())
+        timings[name] = round(time.perf_counter() - t0, 3)
+    curve = {}
+    if cfg.curve_eps:
+        t0 = time.perf_counter()
+        spec = ATTACKS.get("pgd20")
+        for eps in cfg.curve_eps:
+            key = state_key(f"curve@{eps:.6g}", cfg.norm)
+            curve[f"{eps:.6g}"] = float(attack_flags(model, x, y, spec, eps, cfg.batch_size, seed, key, state,
+                                                     desc, shard, cfg.norm).float().mean())
+        settings["curve"] = {**spec.settings(0.0, cfg.norm), "eps": list(cfg.curve_eps), "n": n}
+        timings["curve"] = round(time.perf_counter() - t0, 3)
+    if shard is not None:  # the merge (an unsharded call) computes the metrics and the sanity checks
+        return {"shard": list(shard), "batches": sum(mine(b, shard) for b in range(-(-n // cfg.batch_size))),
+                "timings": timings}
+    sanity = {}
+    if cfg.sanity.enabled:
+        t0 = time.perf_counter()
+        sanity = sanity_checks(model, x, y, cfg, flags, aa_after, aa_warnings, seed, state, desc)
+        timings["sanity"] = round(time.perf_counter() - t0, 3)
+    return {"metrics": metrics, "curve": curve, "settings": settings, "timings": timings, "sanity": sanity}
+
+
+def without_sanity(cfg: EvalConfig) -> EvalConfig:
+    return replace(cfg, sanity=replace(cfg.sanity, enabled=False))

@@ -1,0 +1,204 @@
+"""Records to numbers: rows grouped by method, each column's mean over seeds with its 95 % Student-t
+interval (bench/report/stats.py), the ablation differences with Holm's correction, published numbers
+beside ours, and the per-seed frame. A row whose sanity checks fired is marked ⚠."""
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass
+
+import pandas as pd
+
+from bench.eval.protocol import LABELS
+from bench.report.references import published
+from bench.report.stats import NAN, holm, interval, paired_difference
+from bench.runs.record import RunRecord
+
+COLUMNS = LABELS  # each evaluation's column title
+
+
+@dataclass(frozen=True)
+class Column:
+    label: str
+    path: tuple[str, ...]        # where the value sits in a RunRecord (attribute, keys...)
+    scale: float = 100.0         # 100: accuracies shown in %
+    digits: int = 1
+    bounds: tuple[float, float] | None = (0.0, 1.0)   # the range its interval is clipped to
+
+    def value(self, rec: RunRecord) -> float:
+        node = getattr(rec, self.path[0])
+        for key in self.path[1:]:
+            if not isinstance(node, dict) or key not in node:
+                return NAN
+            node = node[key]
+        return float(node) if node is not None else NAN
+
+
+FLAG = " ⚠"
+
+
+def teacher_label(rec: RunRecord) -> str:
+    info = rec.teacher or {}
+    where = f"; {info['source']}" if info.get("kind", "trained") != "trained" else ""
+    return f"{rec.method}, {rec.arch}{where}"
+
+
+def row_name(rec: RunRecord) -> str:
+    if rec.role == "teacher":
+        return f"teacher ({teacher_label(rec)})"
+    return f"{rec.method} ({rec.note})" if rec.note else rec.method
+
+
+def short_name(rec: RunRecord) -> str:
+    return "teacher" if rec.role == "teacher" else rec.method
+
+
+def cell(mean: float, low: float = NAN, high: float = NAN, scale: float = 100.0, digits: int = 1,
+         sign: bool = False) -> str:
+    """``mean [low, high]``, or the mean alone when there is no interval."""
+    if math.isnan(mean):
+        return "–"
+    f = f"{'+' if sign else ''}.{digits}f"
+    text = f"{scale * mean:{f}}"
+    return text if math.isnan(low) else f"{text} [{scale * low:{f}}, {scale * high:{f}}]"
+
+
+def flagged(recs: list[RunRecord]) -> dict[str, int]:
+    """{check name: number of seeds it fired on}."""
+    out: dict[str, int] = {}
+    for r in recs:
+        for name in (r.sanity or {}).get("flags", []):
+            out[name] = out.get(name, 0) + 1
+    return out
+
+
+def group_records(records: list[RunRecord], order: list[str]) -> dict[str, list[RunRecord]]:
+    """Records grouped by row: the teacher first, then methods in the run-set's order."""
+    rank = {m: i for i, m in enumerate(order)}
+    ordered = sorted(records, key=lambda r: (r.role != "teacher", rank.get(r.method, len(rank)), r.created, r.seed))
+    groups: dict[str, list[RunRecord]] = {}
+    for rec in ordered:
+        groups.setdefault(row_name(rec), []).append(rec)
+    return {name + (FLAG if flagged(recs) else ""): recs for name, recs in groups.items()}
+
+
+def table(groups: dict[str, list[RunRecord]], columns: list[Column], main: bool = False
+          ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(display table: mean [95 % interval] per cell, n, sanity; numeric table: mean, low, high, n)."""
+    shown, numeric = [], []
+    for name, recs in groups.items():
+        disp = {"Method": name}
+        num = {"method": name, "short": short_name(recs[0])}
+        for col in columns:
+            iv = interval([col.value(r) for r in recs], col.bounds)
+            disp[col.label] = cell(iv.mean, iv.low, iv.high, col.scale, col.digits)
+            num[f"{col.label} mean"], num[f"{col.label} low"], num[f"{col.label} high"] = iv.mean, iv.low, iv.high
+        if main:  # the run-set's main table also shows the train time and the sanity flags
+            times = [r.timings.get("train_s", NAN) for r in recs]
+            times = [t for t in times if t is not None and not math.isnan(t)]
+            median = statistics.median(times) if times else NAN
+            disp["Train time (s, median)"] = cell(median, scale=1.0, digits=0)
+            num["train_s median"] = median
+        disp["n"] = num["n"] = len(recs)
+        if main:
+            flags = flagged(recs)
+            disp["Sanity"] = ", ".join(f"{k} ({v}/{len(recs)})" for k, v in flags.items()) if flags else (
+                "ok" if any(r.sanity for r in recs) else "–")
+        shown.append(disp)
+        numeric.append(num)
+    return pd.DataFrame(shown), pd.DataFrame(numeric)
+
+
+def _targets(records: list[RunRecord]) -> list[str]:
+    return list(dict.fromkeys(t for r in records for t in r.transfer))
+
+
+def _transfer_attacks(records: list[RunRecord], target: str) -> list[str]:
+    return list(dict.fromkeys(k for r in records for k in r.transfer.get(target, {}).get("metrics", {})))
+
+
+def accuracy_columns(records) -> list[Column]:
+    present = {k for r in records for k in r.metrics}
+    return [Column(label, ("metrics", key)) for key, label in COLUMNS.items() if key in present]
+
+
+def transfer_columns(records) -> list[Column]:
+    return [Column(f"{target} {COLUMNS.get(a, a)}", ("transfer", target, "metrics", a))
+            for target in _targets(records) for a in _transfer_attacks(records, target)]
+
+
+STRUCTURE_COLUMNS = [
+    Column("corr gap clean", ("structure", "clean", "corr_gap"), 1.0, 3, (0.0, 2.0)),
+    Column("corr gap adv", ("structure", "adv", "corr_gap"), 1.0, 3, (0.0, 2.0)),
+    Column("CKA clean", ("structure", "clean", "cka"), 1.0, 3),
+    Column("CKA adv", ("structure", "adv", "cka"), 1.0, 3),
+    Column("agree clean %", ("structure", "clean", "agreement")),
+    Column("agree adv %", ("structure", "adv", "agreement")),
+    Column("adv fools T %", ("structure", "adv", "fools_teacher_given_student")),
+]
+
+
+def ablation_table(groups: dict[str, list[RunRecord]], reference: str, columns: list[Column]) -> pd.DataFrame:
+    """Each row's difference from the reference row over seeds: paired t-test where the seeds pair up
+    (Welch otherwise), 95 % interval of the mean difference, Holm-adjusted p over every comparison of
+    the table; * where the adjusted p < 0.05."""
+    ref = next((recs for recs in groups.values() if recs[0].role == "student" and recs[0].method == reference), None)
+    if ref is None:
+        return pd.DataFrame()
+    cells = []
+    for name, recs in groups.items():
+        if recs[0].role != "student" or recs is ref:
+            continue
+        for col in columns:
+            d = paired_difference({r.seed: col.value(r) for r in recs}, {r.seed: col.value(r) for r in ref})
+            cells.append((name, len(recs), col, d))
+    adjusted = holm([d.p for *_, d in cells])
+    rows: dict[str, dict] = {}
+    for (name, n, col, d), p in zip(cells, adjusted):
+        row = rows.setdefault(name, {"Variant": name, "n": n, "test": d.test})
+        sure = not math.isnan(p) and p < 0.05
+        row[f"Δ {col.label}"] = cell(d.diff, d.low, d.high, col.scale, col.digits, sign=True) + (" *" if sure else "")
+        row[f"p {col.label} (Holm)"] = "–" if math.isnan(p) else f"{p:.3g}"
+    return pd.DataFrame(list(rows.values()))
+
+
+def published_table(groups: dict[str, list[RunRecord]], columns: list[Column]):
+    """(table with ours / published / Δ per metric, notes) where any reference matches, else None."""
+
+    rows, notes, matched = [], [], False
+    for name, recs in groups.items():
+        rec = recs[0]
+        best, all_rows = published(rec.method_name, rec.role, rec.dataset, rec.arch)
+        reported = (rec.teacher or {}).get("reported") or {}
+        for metric in ("clean", "aa"):  # what the RobustBench zoo reports for this very model
+            if metric in reported:
+                best[metric] = {"value": f"{reported[metric]:.2f}", "source": reported["source"], "status": "verified"}
+        all_rows = all_rows or ([reported] if reported else [])
+        row = {"Method": name}
+        for col in columns:
+            key = col.path[-1]
+            ours = interval([col.value(r) for r in recs]).mean
+            ref = best.get(key)
+            row[f"{col.label} ours"] = cell(ours)
+            row[f"{col.label} published"] = ref["value"] if ref else "–"
+            row[f"{col.label} Δ"] = cell(ours - float(ref["value"]) / 100, sign=True) if ref else "–"
+        sources = sorted({f"{r['source']} ({r['status']})" for r in best.values()})
+        row["source"] = "; ".join(sources) if sources else "–"
+        matched |= bool(all_rows)
+        if not best and rec.role == "student":
+            why = next((r["source"] for r in all_rows if r["status"] == "missing"), "none in bench/report/references.csv")
+            notes.append(f"- `{rec.method}`: no published number ({why}).")
+        rows.append(row)
+    return (pd.DataFrame(rows), notes) if matched else None
+
+
+def per_run_frame(records: list[RunRecord], columns: list[Column]) -> pd.DataFrame:
+    rows = []
+    for r in records:
+        row = {"run_id": r.run_id, "row": row_name(r), "role": r.role, "method": r.method, "seed": r.seed,
+               "dataset": r.dataset, "arch": r.arch, "teacher_id": r.teacher_id}
+        row.update({c.label: c.value(r) for c in columns})
+        row.update({f"pgd20@{e}": v for e, v in r.curve.items()})
+        row.update({"train_s": r.timings.get("train_s"), "eval_s": r.timings.get("eval_s")})
+        rows.append(row)
+    return pd.DataFrame(rows)

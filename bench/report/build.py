@@ -1,0 +1,271 @@
+r"""Tables (Markdown, CSV, LaTeX) and figures (drawn by bench/report/figures.py) for a run-set, rebuilt from
+results/ alone.
+
+Every table cell is the mean over seeds with its 95 % Student-t interval, clipped to the quantity's
+range, as ``mean [low, high]`` when n > 1 (bench/report/stats.py, scipy.stats); the LaTeX tables write the
+same interval in math mode (``$m \pm h$``, or ``$m^{+a}_{-b}$`` where clipping made it asymmetric);
+train time is the median. The CSVs keep the per-seed values. A row whose sanity checks fired
+(bench/eval/sanity.py) is marked ⚠ in every table (``$^\dagger$`` in LaTeX) and named in the text.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+import pandas as pd
+
+from bench.attacks.threat import NORM_LABELS
+from bench.common.errors import BenchError
+from bench.common.io import atomic_write_json, atomic_write_text
+from bench.common.tables import markdown_table
+from bench.report import figures as plots
+from bench.report.aggregate import (
+    STRUCTURE_COLUMNS,
+    Column,
+    ablation_table,
+    accuracy_columns,
+    flagged,
+    group_records,
+    per_run_frame,
+    published_table,
+    short_name,
+    table,
+    teacher_label,
+    transfer_columns,
+)
+from bench.report.latex import latex_table
+from bench.report.stats import LEVEL, interval
+from bench.runs.record import RECORD, RunRecord, load_records
+from bench.runs.runset import entries, read_manifest
+
+# --- figures --------------------------------------------------------------------------------------
+
+def report_figures(groups: dict[str, list[RunRecord]], records: list[RunRecord], acc_cols: list[Column]
+                   ) -> tuple[dict[str, str], dict]:
+    """(palette: {row name: colour}, {figure stem: matplotlib Figure}) for every figure of the report,
+    all drawn in the one palette."""
+    rows = [plots.Row(name, short_name(recs[0]), recs[0].role == "teacher", tuple(recs)) for name, recs in groups.items()]
+    students = [row for row in rows if not row.teacher]
+    pal = plots.palette(rows)
+
+    def cells(rows, cols):
+        return {row.name: {c.label: interval([c.value(r) for r in row.records], c.bounds) for c in cols} for row in rows}
+
+    eps, norm = plots.threat_model(records)
+    figures = {"accuracy_per_attack": plots.bars(rows, cells(rows, acc_cols), [c.label for c in acc_cols], pal,
+                                                 "Accuracy per attack", "accuracy (%)", 100, 105),
+               "robustness_curve": plots.robustness_curve(rows, pal, eps, norm),
+               "training_curves": plots.training_curves(rows, pal)}
+    if any(r.structure for r in records):
+        figures["correlation_heatmaps"] = plots.correlation_heatmaps(students)
+        cka = [c for c in STRUCTURE_COLUMNS if c.label.startswith("CKA")]
+        figures["cka"] = plots.bars(students, cells(students, cka), [c.label for c in cka], pal,
+                                    "Linear CKA with the teacher", "CKA", 1.0, 1.05)
+    return pal, {stem: fig for stem, fig in figures.items() if fig is not None}
+
+
+# --- the report ---------------------------------------------------------------------------------
+
+def _aa_subset(aa: dict, n, why: str) -> str:
+    """What the AutoAttack line adds when it covers fewer images than the other attacks: which, and why."""
+    if n is None or aa["n"] >= n:
+        return ""
+    return f" (a subset of the {n}: {why})" if why else f" (a subset of the {n} the other attacks use)"
+
+
+def _setup_lines(records: list[RunRecord], meta: dict) -> list[str]:
+    students = [r for r in records if r.role == "student"] or records
+    cfg = students[0].config
+    ev, at = cfg["eval"], cfg["attack"]
+    # records made before the L2 threat model carry no norm: they were L-inf
+    norm, train_norm = (NORM_LABELS[c.get("norm", "Linf")] for c in (ev, at))
+    aa = next((r.attack_settings.get("aa") for r in records if "aa" in r.attack_settings), None)
+    teachers = [r for r in records if r.role == "teacher"]
+    tcfg = cfg["teacher"]
+    if tcfg.get("kind", "trained") == "trained" and "train" in tcfg:
+        tt = tcfg["train"]
+        how = (f"trained here with `{tcfg['method']}` for {tt['epochs']} epochs ({tt['schedule']} schedule"
+               + (f", decay at {list(tt['milestones'])}" if tt["schedule"] == "step" else "")
+               + f", lr {tt['lr']}, batch {tt['batch_size']}), "
+               + ("one teacher per student seed" if tcfg.get("seed") is None else f"seed {tcfg['seed']}"))
+    else:
+        how = teacher_label(teachers[0]) if teachers else tcfg.get("kind", "")
+    code = sorted({(r.code or {}).get("train", "?") for r in students})
+    evals = sorted({(r.code or {}).get("eval", "?") for r in records})
+    commits = sorted({str((r.code or {}).get("commit") or r.git_commit) for r in records})
+    lines = [f"- Dataset: `{students[0].dataset}`; student `{cfg['student_arch']}`; teacher "
+             f"`{tcfg['arch']}` ({how}); "
+             f"{cfg['train']['epochs']} epochs; seeds: {sorted({r.seed for r in students})}; checkpoint: "
+             + ("last epoch." if cfg["train"].get("checkpoint", "last") == "last" else
+                f"best PGD-20 accuracy on a {cfg['train']['val_fraction']:.0%} validation split of the training data "
+                "(never the test set)."),
+             f"- Threat model: {norm}, ε = {ev['eps']:.4g} on pixels in [0, 1]. Training attack: PGD-{at['steps']}, "
+             f"step {at['step_ratio']}·ε"
+             + (f" in the {train_norm} ball" if train_norm != norm else "")
+             + ", the start and objective each method declares.",
+             ("- FGSM (one step of ε), PGD-20 (step ε/4, random start), CW∞ (PGD-30 on the margin loss, step ε/4)"
+              if norm == "L∞" else
+              "- FGSM (one step of length ε along the L2-normalised gradient), PGD-20 (steps of ε/4 along it, "
+              "random start in the L2 ball), CW₂ (PGD-30 on the margin loss, step ε/4)")
+             + f" on the first {students[0].attack_settings.get('n', '?')} test images."]
+    if aa:
+        lines.append(f"- AutoAttack ({aa['package']}, version `{aa['version']}`: {', '.join(aa['attacks'])}; "
+                     f"seed {aa['seed']}; {aa['n_target_classes']} target classes) on the first {aa['n']} test images"
+                     + _aa_subset(aa, students[0].attack_settings.get("n"), ev.get("aa_subset_why", "")) + ".")
+    stand_in = sorted({r.dataset for r in records if "stand_in" in r.data_info})
+    if stand_in:
+        lines.append(f"- **Smoke run on synthetic stand-in data for {', '.join(stand_in)}** (the real files were "
+                     "not found): it checks the path end to end; its numbers mean nothing.")
+    lines.append(f"- Code identity (bench/common/provenance.py): training code {', '.join(code)}; evaluation code "
+                 f"{', '.join(evals)}; git commit {', '.join(commits)}. A run is reused only while both digests "
+                 "match the code that runs.")
+    commands = meta.get("commands") or ([meta["command"]] if meta.get("command") else [])
+    if len(commands) == 1:
+        lines.append(f"- Reproduce: `{commands[0]}`")
+    elif commands:
+        lines.append("- Reproduce (the run-set was built by these commands, in order): "
+                     + "; ".join(f"`{c}`" for c in commands))
+    return lines
+
+
+SANITY_TEXT = {
+    "iterative_weaker": "PGD-20 weaker than FGSM",
+    "blackbox_stronger": "Square (black-box) breaks images the white-box attacks missed",
+    "large_eps": "accuracy does not fall to about 0 at a large eps",
+    "not_converged": "PGD with more steps and restarts breaks images every evaluation attack missed",
+    "zero_gradients": "inputs with an all-zero gradient",
+    "nondeterministic": "not deterministic in eval mode",
+}
+
+
+def sanity_lines(groups: dict[str, list[RunRecord]]) -> list[str]:
+    """The report's text on the checks: what each is, and every row where one fired."""
+    recs = [r for g in groups.values() for r in g if r.sanity]
+    if not recs:
+        return []
+    s = recs[0].sanity
+    checks = s.get("checks", {})
+    lines = ["## Sanity checks", "",
+             "Every evaluated model is checked for signs of an unreliable robustness number "
+             "(AutoAttack's checks.py; Carlini et al. 2019); thresholds are stored with each record "
+             "(`sanity` in runs.json), extra attacks run on the first "
+             f"{s.get('n', '?')} evaluated images:", ""]
+    for name, c in checks.items():
+        lines.append(f"- `{name}`: {SANITY_TEXT.get(name, name)} ({c['what']}; flagged above {c['threshold']:.3g}).")
+    lines.append("")
+    hits = [(name, flagged(g), g) for name, g in groups.items() if flagged(g)]
+    if not hits:
+        lines += ["No check fired on any row.", ""]
+        return lines
+    lines += ["**Rows marked ⚠ carry a robustness number that a check calls unreliable:**", ""]
+    for name, flags, g in hits:
+        for check, count in flags.items():
+            values = [r.sanity["checks"][check]["value"] for r in g if check in r.sanity.get("flags", [])]
+            lines.append(f"- {name}: `{check}` ({SANITY_TEXT.get(check, check)}) on {count} of {len(g)} seeds; "
+                         f"measured {', '.join(f'{v:.3g}' for v in values)}.")
+    warnings = sorted({w for g in groups.values() for r in g for w in (r.sanity or {}).get("autoattack_warnings", [])})
+    lines += [""] + [f"- AutoAttack warned: {w}" for w in warnings] + [""]
+    return lines
+
+
+def build_report(results_dir: Path, runset: str, reports_dir: Path) -> Path:
+    runset_dir = Path(results_dir) / runset
+    meta = read_manifest(runset_dir)
+    records = load_records(runset_dir, meta.get("runs"))
+    if not records:
+        raise BenchError(f"no finished runs in {runset_dir}; run `python -m bench run` first")
+    missing = [e for e in entries(meta) if not (runset_dir / e.run_id / RECORD).exists()]
+    out = Path(reports_dir) / runset
+    out.mkdir(parents=True, exist_ok=True)
+    groups = group_records(records, meta.get("methods", []))
+    students = {k: v for k, v in groups.items() if v[0].role == "student"}
+
+    acc_cols, tr_cols = accuracy_columns(records), transfer_columns(records)
+    shown, numeric = table(groups, acc_cols, main=True)
+    tr_shown, tr_num = table(groups, tr_cols)
+    st_shown, st_num = table(students, STRUCTURE_COLUMNS)
+    has_structure = any(r.structure for r in records)
+
+    atomic_write_text(out / "table.csv", shown.to_csv(index=False))
+    atomic_write_text(out / "table.tex", latex_table(shown, numeric, acc_cols))
+    atomic_write_text(out / "summary.csv", pd.concat([numeric, tr_num.drop(columns=["method", "short", "n"])],
+                                                     axis=1).to_csv(index=False))
+    atomic_write_text(out / "runs.csv", per_run_frame(records, acc_cols + tr_cols + STRUCTURE_COLUMNS)
+                      .to_csv(index=False))
+    atomic_write_json(out / "runs.json", [{k: v for k, v in asdict(r).items() if k != "history"} for r in records])
+
+    figures = {stem: plots.save(fig, out / stem) for stem, fig in report_figures(groups, records, acc_cols)[1].items()}
+
+    notes = sorted({(r.method_name, r.note) for r in records if r.note})
+    text = [f"# Run-set `{runset}`", "", *_setup_lines(records, meta), "",
+            "Accuracy in %: mean over seeds [95 % Student-t interval of the mean, clipped to 0–100] when n > 1; "
+            "n = seeds; train time is the median over seeds; Sanity names the checks that fired (section below).",
+            "",
+            markdown_table(shown), ""]
+    if missing:
+        text += [f"**Missing: {len(missing)} planned run(s) have no finished record yet** (`python -m bench status "
+                 f"{runset}` says why); the table holds the others:", ""]
+        text += [f"- {e.role} `{e.method}`" + (f" seed {e.seed}" if e.seed is not None else "") + f" ({e.run_id})"
+                 for e in missing] + [""]
+    text += [f"- `{name}`: {note}." for name, note in notes]
+    text += [""] + [f"![{stem}.png]({stem}.png)" for stem in ("accuracy_per_attack", "robustness_curve",
+                                                              "training_curves") if stem in figures]
+    text += ["", f"Whiskers and bands: the {100 * LEVEL:g} % Student-t interval of the mean over seeds (a row with one "
+             f"seed has none); the dotted line marks the threat model's ε; the training curves show every seed"
+             + (" and its PGD-20 accuracy on the validation split"
+                if any("val_pgd20" in h for r in records for h in r.history) else "")
+             + ". Each figure is also a PDF.", ""]
+
+    if tr_cols:
+        atomic_write_text(out / "transfer.csv", tr_shown.to_csv(index=False))
+        atomic_write_text(out / "transfer.tex", latex_table(tr_shown, tr_num, tr_cols))
+        text += ["## Transfer to other tasks", "",
+                 "A linear head is trained on each target's training split on top of the frozen network; "
+                 "accuracy (%) of the probed network on the target's test split, clean and under attack "
+                 "on the whole network.", "", markdown_table(tr_shown), ""]
+    if has_structure:
+        atomic_write_text(out / "structure.csv", st_shown.to_csv(index=False))
+        atomic_write_text(out / "structure.tex", latex_table(st_shown, st_num, STRUCTURE_COLUMNS))
+        text += ["## Structural knowledge", "",
+                 "Teacher–student similarity on clean test inputs and on the student's PGD-20 examples: mean "
+                 "absolute gap between class-correlation matrices of logits (lower is closer), linear CKA of "
+                 "penultimate features (1 = same up to rotation and scale), prediction agreement (%), and how "
+                 "often an example that fools the student also fools the teacher (%).", "",
+                 markdown_table(st_shown), ""]
+        if "correlation_heatmaps" in figures:
+            text += ["Each panel: |teacher − student| class-correlation matrix of logits, mean over the student's "
+                     "seeds, on one colour scale; darker is closer.", "",
+                     "![correlation_heatmaps.png](correlation_heatmaps.png)", ""]
+        text += ["Linear CKA between the student's and the teacher's penultimate features.", "", "![cka.png](cka.png)", ""]
+
+    pub = published_table(groups, acc_cols)
+    if pub is not None:
+        atomic_write_text(out / "published.csv", pub[0].to_csv(index=False))
+        text += ["## Published numbers", "",
+                 "Our mean next to the best-attested published number for the same method, data set and "
+                 "student (`bench/report/references.csv`; Δ = ours − published, in points).", "",
+                 markdown_table(pub[0]), "", *pub[1], ""]
+
+    text += sanity_lines(groups)
+
+    reference = meta.get("compare_to")
+    if reference:
+        key_cols = [c for c in acc_cols if c.path[-1] in ("clean", "pgd20", "aa")] + tr_cols[:2] + \
+                   [c for c in STRUCTURE_COLUMNS if c.label in ("corr gap adv", "CKA adv")]
+        abl = ablation_table(groups, reference, key_cols)
+        if not abl.empty:
+            atomic_write_text(out / "ablation.csv", abl.to_csv(index=False))
+            text += [f"## Ablation against `{reference}`", "",
+                     f"Each row's difference from `{reference}`: mean over seeds [95 % interval of the mean "
+                     "difference]; accuracies in points, structure in raw units. Seeds share the initialisation "
+                     "across methods, so the test is a paired t-test over seeds (Welch's where the seeds do not "
+                     "pair; column `test`); p-values are Holm-adjusted over every comparison in this table, and "
+                     "* marks an adjusted p < 0.05.", "",
+                     markdown_table(abl), ""]
+    text += ["Files: `table.csv`, `table.tex`, `summary.csv` (means, intervals), `runs.csv` (per run and seed), "
+             "`runs.json` (each run's full config, seed, versions and metrics)"
+             + (", `transfer.csv`, `transfer.tex`" if tr_cols else "")
+             + (", `structure.csv`, `structure.tex`" if has_structure else "")
+             + "; every figure as PNG and PDF (" + ", ".join(f"`{stem}`" for stem in figures) + ")."]
+    atomic_write_text(out / "README.md", "\n".join(text) + "\n")
+    return out

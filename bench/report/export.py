@@ -1,0 +1,161 @@
+"""A bench student as a RobustBench submission: its leaderboard row and its weights.
+
+The row is a :class:`LeaderboardEntry` (typed: accuracies as fractions, eps as a number); it becomes
+RobustBench's ``model_info`` JSON (the field order of robustbench's ``ModelInfo``, accuracies as percent
+strings, eps as ``"8/255"``) only when written. Layout, mirroring the RobustBench repository and its
+default ``./models`` model folder::
+
+    <out_dir>/model_info/<dataset>/<threat_model>/<name>.json
+    <out_dir>/models/<dataset>/<threat_model>/<name>.pt      # {"state_dict": ...}
+
+so RobustBench's ``load_model(name, model_dir=<out_dir>/models)`` loads the weights once the
+architecture is in its zoo, and :func:`bench.common.io.load_weights` loads them into a bench model.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bench.common.errors import BenchError
+from bench.common.io import atomic_save, atomic_write_text
+from bench.models import leaderboard_name
+
+ROBUSTBENCH_DATASETS = ("cifar10", "cifar100", "imagenet")
+THREAT_MODELS = ("Linf", "L2")
+# Test-set sizes RobustBench evaluates on (ImageNet: its fixed 5,000-image subset).
+FULL_TEST_SIZE = {"cifar10": 10000, "cifar100": 10000, "imagenet": 5000}
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def format_eps(eps: float) -> str:
+    """``"8/255"`` when eps is k/255 for an integer k, else the decimal (``"0.031"``, ``"0.5"``)."""
+    k = eps * 255
+    if abs(k - round(k)) < 1e-6 and round(k) > 0:
+        return f"{round(k)}/255"
+    return f"{eps:.6g}"
+
+
+def _percent(fraction: float | None) -> str:
+    return "" if fraction is None else f"{100 * fraction:.2f}"
+
+
+def _is_fraction(value: Any) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
+            and 0 <= value <= 1)
+
+
+@dataclass(frozen=True)
+class LeaderboardEntry:
+    """One row of a RobustBench leaderboard (``model_info/<dataset>/<threat_model>/<name>.json``).
+
+    Accuracies are fractions in [0, 1]; ``threat_model`` is the JSON's folder, not one of its fields.
+    bench leaves the paper fields (link, name, authors, venue, reported) empty."""
+    dataset: str
+    threat_model: str
+    eps: float
+    architecture: str                 # the leaderboards' name, e.g. "ResNet-18"
+    autoattack_acc: float
+    clean_acc: float | None = None
+    footnote: str = ""
+    additional_data: bool = False     # bench trains on the dataset's training split only
+    number_forward_passes: int = 1
+    link: str = ""
+    name: str = ""                    # the paper's title
+    authors: str = ""
+    venue: str = ""
+    reported: float | None = None     # the robust accuracy the paper reports
+
+    def __post_init__(self):
+        if self.dataset not in ROBUSTBENCH_DATASETS:
+            raise BenchError(f"RobustBench has leaderboards for {', '.join(ROBUSTBENCH_DATASETS)} only, "
+                             f"not {self.dataset!r}")
+        if self.threat_model not in THREAT_MODELS:
+            raise BenchError(f"{self.threat_model!r} is not a RobustBench threat model ({', '.join(THREAT_MODELS)})")
+        if isinstance(self.eps, bool) or not isinstance(self.eps, (int, float)) or not self.eps > 0:
+            raise BenchError(f"RobustBench entry eps {self.eps!r} is not a positive number")
+        for what in ("autoattack_acc", "clean_acc", "reported"):
+            value = getattr(self, what)
+            if (value is not None or what == "autoattack_acc") and not _is_fraction(value):
+                raise BenchError(f"RobustBench entry {what} {value!r} is not a fraction in [0, 1]")
+
+    def model_info(self) -> dict[str, Any]:
+        """The entry as RobustBench's model_info JSON object, in the field order of its ModelInfo."""
+        return {"link": self.link, "name": self.name, "authors": self.authors,
+                "additional_data": self.additional_data, "number_forward_passes": self.number_forward_passes,
+                "dataset": self.dataset, "venue": self.venue, "architecture": self.architecture,
+                "eps": format_eps(float(self.eps)), "clean_acc": _percent(self.clean_acc),
+                "reported": _percent(self.reported), "autoattack_acc": _percent(self.autoattack_acc),
+                "footnote": self.footnote}
+
+
+def leaderboard_entry(record: Any) -> LeaderboardEntry:
+    """A bench run record (a dict or a RunRecord) as a leaderboard row; the footnote says the method,
+    teacher and AutoAttack settings (and when AutoAttack or the clean accuracy used fewer than the full
+    test set). Refuses a record without an AutoAttack accuracy."""
+    if dataclasses.is_dataclass(record) and not isinstance(record, type):
+        record = dataclasses.asdict(record)
+    metrics = record.get("metrics") or {}
+    if metrics.get("aa") is None:
+        raise BenchError(f"run {record.get('run_id', '?')} has no AutoAttack accuracy (metrics['aa']); "
+                         f"RobustBench entries need one: evaluate with the 'aa' attack first")
+    config = record.get("config") or {}
+    aa_settings = (record.get("attack_settings") or {}).get("aa") or {}
+    eps = aa_settings.get("eps", (config.get("eval") or {}).get("eps"))
+    if eps is None:
+        raise BenchError("the run record gives no AutoAttack eps")
+    arch = config.get("student_arch") if record.get("role", "student") == "student" else None
+    entry = LeaderboardEntry(
+        dataset=(config.get("data") or {}).get("name") or record.get("dataset") or "",
+        threat_model=aa_settings.get("norm") or "Linf", eps=eps,
+        architecture=leaderboard_name(arch or record.get("arch") or ""),
+        autoattack_acc=metrics["aa"], clean_acc=metrics.get("clean"))
+    return dataclasses.replace(entry, footnote=_footnote(record, entry))
+
+
+def _footnote(record: dict, entry: LeaderboardEntry) -> str:
+    config = record.get("config") or {}
+    aa_settings = (record.get("attack_settings") or {}).get("aa") or {}
+    full = FULL_TEST_SIZE[entry.dataset]
+    n_aa = aa_settings.get("n")
+    version = aa_settings.get("version", "standard")
+    notes = []
+    method = record.get("method") or record.get("method_name")
+    if method:
+        teacher = record.get("teacher_id")
+        notes.append(f"bench run {record.get('run_id', '')}: {method}"
+                     + (f" distilled from teacher {teacher}" if teacher else "") + ".")
+    where = f"{n_aa} of the {full}" if n_aa is not None else f"an unrecorded number of the {full}"
+    notes.append(f"AutoAttack (pyautoattack, version {version}, {entry.threat_model}, "
+                 f"eps {format_eps(float(entry.eps))}) on {where} test images.")
+    if n_aa is not None and n_aa < full:
+        notes.append(f"AutoAttack ran on fewer than the full test set (the first {n_aa} images only).")
+    if version != "standard":
+        notes.append(f"AutoAttack version {version!r}, not 'standard'.")
+    n_clean = (config.get("eval") or {}).get("n")
+    if entry.clean_acc is not None and n_clean is not None and n_clean < full:
+        notes.append(f"Clean accuracy on the first {n_clean} of the {full} test images.")
+    return " ".join(notes)
+
+
+def export_robustbench(record: Any, state_dict: dict, out_dir: Path, name: str) -> tuple[Path, Path]:
+    """Write a bench run as a RobustBench submission named ``name``; returns (json_path, checkpoint_path)."""
+    if not _NAME.match(name or ""):
+        raise BenchError(f"RobustBench model name {name!r} must be letters, digits, '_', '-' or '.'")
+    entry = leaderboard_entry(record)
+    if not isinstance(state_dict, dict) or not state_dict \
+            or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
+        raise BenchError("the weights to export are not a non-empty state_dict of tensors")
+    out_dir = Path(out_dir)
+    json_path = out_dir / "model_info" / entry.dataset / entry.threat_model / f"{name}.json"
+    ckpt_path = out_dir / "models" / entry.dataset / entry.threat_model / f"{name}.pt"
+    weights = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
+    atomic_save({"state_dict": weights}, ckpt_path)
+    atomic_write_text(json_path, json.dumps(entry.model_info(), indent=2) + "\n")
+    return json_path, ckpt_path

@@ -1,0 +1,265 @@
+"""The report's figures, each written as PNG and PDF: bar charts per metric, the robustness curve,
+training curves and class-correlation heatmaps.
+
+- One colour per row of the report in every figure (``palette``, fixed once per report from the
+  ordered rows; the teacher is always the same neutral grey).
+- Every interval is the mean over seeds with its 95 % Student-t interval (bench/report/stats.py, the same
+  interval the tables print) and the figure says so; a row with one seed (a single trained teacher)
+  has no spread and is drawn without a band or whisker.
+- The robustness curve marks the threat model's ε; legends sit outside the axes, never on data.
+- Artists carry ``gid`` = the row's name, so a test can find each row's lines, bands and bars.
+"""
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+from bench.common.io import atomic_write_bytes  # noqa: E402
+from bench.report.stats import LEVEL, Interval, interval  # noqa: E402
+from bench.runs.record import RunRecord  # noqa: E402
+
+TEACHER_COLOUR = "#555555"
+# tab10 then tab20's light shades, without their greys (grey is the teacher's)
+_STUDENT_COLOURS = ([c for i, c in enumerate(plt.get_cmap("tab10").colors) if i != 7]
+                    + [c for i, c in enumerate(plt.get_cmap("tab20").colors) if i % 2 and i != 15])
+SEED_STYLES = ("-", "--", ":", "-.")
+NORM_TEXT = {"Linf": "L∞", "L2": "L2", "L1": "L1"}
+STYLE = {"pdf.fonttype": 42, "ps.fonttype": 42,   # TrueType in the PDF: text stays text for journals
+         "font.size": 9, "axes.titlesize": 9, "legend.fontsize": 8,
+         "axes.spines.top": False, "axes.spines.right": False}
+BAND_TEXT = f"{100 * LEVEL:g} % t-interval over n seeds"
+THREAT_GID = "threat-model"
+
+
+@dataclass(frozen=True)
+class Row:
+    """One row of the report: its name (the palette's key), legend label and records, one per seed."""
+    name: str
+    label: str
+    teacher: bool
+    records: tuple[RunRecord, ...]
+
+    @property
+    def n(self) -> int:
+        return len(self.records)
+
+    @property
+    def legend(self) -> str:
+        return f"{self.label} (n = {self.n})"
+
+
+def _hex(colour) -> str:
+    return matplotlib.colors.to_hex(colour)
+
+
+def palette(rows: list[Row]) -> dict[str, str]:
+    """{row name: colour}: students take the colours in the report's row order, the teacher grey."""
+    out, k = {}, 0
+    for row in rows:
+        if row.teacher:
+            out[row.name] = TEACHER_COLOUR
+        else:
+            out[row.name] = _hex(_STUDENT_COLOURS[k % len(_STUDENT_COLOURS)])
+            k += 1
+    return out
+
+
+def threat_model(records: list[RunRecord]) -> tuple[float, str]:
+    """(ε, norm) the report's numbers are measured at; records written before the norm was stored
+    are L∞."""
+    rec = next((r for r in records if r.role == "student"), records[0])
+    cfg, settings = rec.config or {}, rec.attack_settings or {}
+    eps = (cfg.get("eval") or {}).get("eps", (settings.get("pgd20") or {}).get("eps", math.nan))
+    places = (cfg.get("eval"), cfg.get("attack"), cfg, settings, settings.get("pgd20"), settings.get("aa"))
+    norm = next((p["norm"] for p in places if isinstance(p, dict) and p.get("norm")), "Linf")
+    return float(eps), str(norm)
+
+
+def norm_text(norm: str) -> str:
+    return NORM_TEXT.get(norm, norm)
+
+
+def save(fig, stem: Path) -> list[str]:
+    """Write ``stem``.png and ``stem``.pdf (tight margins, legends included), atomically; close."""
+    names = []
+    for fmt in ("png", "pdf"):
+        buf = io.BytesIO()
+        fig.savefig(buf, format=fmt, dpi=150, bbox_inches="tight", pad_inches=0.05)
+        path = Path(stem).with_suffix(f".{fmt}")
+        atomic_write_bytes(path, buf.getvalue())
+        names.append(path.name)
+    plt.close(fig)
+    return names
+
+
+def _legend_outside(ax, handles=None, labels=None, title: str | None = None):
+    """A legend to the right of the axes, clear of every data point."""
+    kw = {} if handles is None else {"handles": handles, "labels": labels}
+    return ax.legend(**kw, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, frameon=False,
+                     title=title, title_fontsize=8, alignment="left")
+
+
+def bars(rows: list[Row], values: dict[str, dict[str, Interval]], metrics: list[str], pal: dict[str, str],
+         title: str, ylabel: str, scale: float, ylim: float | None):
+    """Grouped bars, one group per metric, one bar per row in the row's colour; whiskers are the
+    95 % t-interval of the mean over the row's seeds (none where it has one seed)."""
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots(figsize=(max(4.5, 0.22 * len(rows) * len(metrics) + 1.5), 3.2))
+        width = 0.8 / max(1, len(rows))
+        for j, row in enumerate(rows):
+            ivs = [values[row.name][m] for m in metrics]
+            xs = [i + (j - (len(rows) - 1) / 2) * width for i in range(len(metrics))]
+            means = [scale * iv.mean for iv in ivs]
+            has = [not math.isnan(iv.low) for iv in ivs]
+            err = None if not any(has) else [
+                [scale * (iv.mean - iv.low) if ok else math.nan for iv, ok in zip(ivs, has)],
+                [scale * (iv.high - iv.mean) if ok else math.nan for iv, ok in zip(ivs, has)]]
+            ax.bar(xs, means, width, yerr=err, color=pal[row.name], label=row.legend, gid=row.name,
+                   capsize=2, error_kw={"elinewidth": 0.8, "capthick": 0.8})
+        ax.set_xticks(range(len(metrics)))
+        ax.set_xticklabels(metrics)
+        ax.set_ylabel(ylabel)
+        if ylim:
+            ax.set_ylim(0, ylim)
+        ax.set_title(title)
+        _legend_outside(ax, title=f"whiskers: {BAND_TEXT}")
+    return fig
+
+
+def _curve(rec: RunRecord) -> dict[float, float]:
+    return {float(e): float(v) for e, v in rec.curve.items() if v is not None}
+
+
+def robustness_curve(rows: list[Row], pal: dict[str, str], eps: float, norm: str):
+    """PGD-20 accuracy against ε: the mean over seeds, a band for its 95 % t-interval where a row has
+    more than one seed, and a vertical line at the threat model's ε. None when no row has a curve."""
+    drawn = [(row, sorted({e for r in row.records for e in _curve(r)})) for row in rows]
+    drawn = [(row, grid) for row, grid in drawn if grid]
+    if not drawn:
+        return None
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots(figsize=(5.0, 3.4))
+        for row, grid in drawn:
+            curves = [_curve(r) for r in row.records]
+            ivs = [interval([c.get(e, math.nan) for c in curves], (0.0, 1.0)) for e in grid]
+            colour = pal[row.name]
+            ax.plot(grid, [100 * iv.mean for iv in ivs], color=colour, marker="s" if row.teacher else "o",
+                    markersize=3.5, linewidth=1.4, linestyle="--" if row.teacher else "-", label=row.legend,
+                    gid=row.name)
+            if row.n > 1 and any(not math.isnan(iv.low) for iv in ivs):
+                ax.fill_between(grid, [100 * iv.low for iv in ivs], [100 * iv.high for iv in ivs],
+                                color=colour, alpha=0.2, linewidth=0, gid=row.name)
+        if not math.isnan(eps):
+            ax.axvline(eps, color="black", linestyle=":", linewidth=1.0, gid=THREAT_GID,
+                       label=f"ε = {eps:g} (threat model, {norm_text(norm)})")
+            ax.annotate(f"ε = {eps:g}", xy=(eps, 1.0), xycoords=("data", "axes fraction"), xytext=(0, 2),
+                        textcoords="offset points", ha="center", va="bottom", fontsize=7)
+        ax.set_ylim(-2, 102)
+        ax.set_xlabel(f"ε ({norm_text(norm)}, pixels in [0, 1])")
+        ax.set_ylabel("PGD-20 accuracy (%)")
+        ax.set_title("Robust accuracy vs ε (mean over seeds)", pad=12)
+        _legend_outside(ax, title=f"bands: {BAND_TEXT}")
+    return fig
+
+
+def training_curves(rows: list[Row], pal: dict[str, str]):
+    """Every seed's training loss (and, where the history has it, its PGD-20 accuracy on the
+    validation split, on a second panel): thin lines in the row's colour, one line style per seed.
+    None when no record has a history."""
+    rows = [row for row in rows if any(r.history for r in row.records)]
+    if not rows:
+        return None
+    seeds = sorted({r.seed for row in rows for r in row.records})
+    style = {s: SEED_STYLES[i % len(SEED_STYLES)] for i, s in enumerate(seeds)}
+    has_val = any("val_pgd20" in h for row in rows for r in row.records for h in r.history)
+    positive = all(h["loss"] > 0 for row in rows for r in row.records for h in r.history)
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(1, 2 if has_val else 1, figsize=(8.0 if has_val else 4.8, 3.2), squeeze=False)
+        axes = axes[0]
+        for row in rows:
+            for rec in sorted(row.records, key=lambda r: r.seed):
+                hist = rec.history
+                kw = {"color": pal[row.name], "linestyle": style[rec.seed], "linewidth": 0.9, "alpha": 0.85,
+                      "gid": row.name}
+                axes[0].plot([h["epoch"] for h in hist], [h["loss"] for h in hist], **kw)
+                val = [h for h in hist if "val_pgd20" in h]
+                if has_val and val:
+                    axes[1].plot([h["epoch"] for h in val], [100 * h["val_pgd20"] for h in val], **kw)
+        axes[0].set_ylabel("training loss (sum of terms)")
+        if positive:
+            axes[0].set_yscale("log")
+        if has_val:
+            axes[1].set_ylabel("validation PGD-20 accuracy (%)")
+        for ax in axes:
+            ax.set_xlabel("epoch")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        fig.suptitle("Training curves (every seed)")
+        handles = [Line2D([], [], color=pal[row.name], linewidth=1.4) for row in rows]
+        handles += [Line2D([], [], color="black", linestyle=style[s], linewidth=0.9) for s in seeds]
+        labels = [row.legend for row in rows] + [f"seed {s}" for s in seeds]
+        _legend_outside(axes[-1], handles, labels)
+    return fig
+
+
+def class_names(rec: RunRecord, count: int) -> list[str]:
+    """The student's class names: stored with the structure metrics, else the data's class list,
+    else 0..C-1."""
+    for names in (rec.structure.get("classes"), rec.data_info.get("class_names"), rec.data_info.get("classes")):
+        if names and len(names) == count:
+            return [str(c) for c in names]
+    return [str(i) for i in range(count)]
+
+
+def _tick_every(count: int, most: int = 20) -> int:
+    return max(1, math.ceil(count / most))
+
+
+def correlation_heatmaps(rows: list[Row]):
+    """|teacher − student| class-correlation of logits on clean test inputs, mean over each student's
+    seeds, class names on both axes, one colour scale and colour bar for the figure. None when no
+    record holds the matrices."""
+    panels = []
+    for row in rows:
+        recs = [r for r in row.records if r.structure.get("corr_teacher") and r.structure.get("corr_student")]
+        if recs:
+            gap = np.mean([np.abs(np.asarray(r.structure["corr_teacher"]) - np.asarray(r.structure["corr_student"]))
+                           for r in recs], axis=0)
+            off = float(np.mean([r.structure["clean"]["corr_gap"] for r in recs]))
+            panels.append((row, gap, off, len(recs), class_names(recs[0], gap.shape[0])))
+    if not panels:
+        return None
+    vmax = max(float(p[1].max()) for p in panels) or 1.0
+    cols = min(4, len(panels))
+    nrows = math.ceil(len(panels) / cols)
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(nrows, cols, figsize=(2.8 * cols + 0.9, 2.7 * nrows + 0.4), squeeze=False,
+                                 layout="constrained")
+        for ax in axes.flat[len(panels):]:
+            ax.set_visible(False)
+        for ax, (row, gap, off, n, names) in zip(axes.flat, panels):
+            im = ax.imshow(gap, vmin=0.0, vmax=vmax, cmap="magma", gid=row.name)
+            step = _tick_every(len(names))
+            ticks = list(range(0, len(names), step))
+            rotate = 90 if max(len(n) for n in names) > 2 else 0
+            ax.set_xticks(ticks, [names[t] for t in ticks], fontsize=6, rotation=rotate)
+            ax.set_yticks(ticks, [names[t] for t in ticks], fontsize=6)
+            ax.tick_params(length=0, pad=1)
+            ax.set_title(f"{row.label} (n = {n})\noff-diagonal mean {off:.3f}", fontsize=7.5)
+            for side in ax.spines.values():
+                side.set_visible(False)
+        bar = fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.85)
+        bar.set_label("|corr_T − corr_S|", fontsize=8)
+        bar.ax.tick_params(labelsize=7)
+        fig.suptitle("|teacher − student| class-correlation of logits (clean test inputs, mean over seeds)",
+                     fontsize=9)
+    return fig

@@ -1,0 +1,255 @@
+"""`python -m bench regress`: re-run a fixed preset and compare every metric with a stored baseline.
+
+On another machine (another CPU make, another library build) float rounding sends training down
+another trajectory, much as a new seed does. The bands therefore come from the seed spread, and
+every row has one: the regress preset trains one teacher per seed, so the teacher row has a spread
+too. The check makes one comparison per (row, metric), m in all, and holds the chance of *any*
+false alarm in a run of unchanged code at FAMILY_ALPHA (Bonferroni: each comparison at
+FAMILY_ALPHA / m). A metric fails when its mean over seeds falls below
+
+    baseline mean - max(FLOOR, t_q(df) * sd * sqrt(1/n_base + 1/n_now)),   q = 1 - FAMILY_ALPHA / m
+
+taking the larger of two (sd, df): the row's own seed sd from the baseline's and this run's seeds
+together, and the baseline's sd of that metric pooled over the rows (see ``bands``). Simulated with
+three seeds, five rows and seven metrics whose seed sds range from 0.5 to 10 points, this gives
+about 1 % false alarms per run and catches a drop of eight seed sds about 95 % of the time
+(tests/report/test_regress_bands.py); training without the attack (``--substitute pgd-at=natural``) still
+fails. Runs always start from scratch (teachers included) in a temporary folder.
+"""
+from __future__ import annotations
+
+import getpass
+import math
+import statistics
+import tempfile
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from bench.common.errors import BenchError
+from bench.common.io import atomic_write_json
+from bench.common.provenance import git_commit, now
+from bench.config.schema import RunConfig, config_hash
+from bench.runs.orchestrate import run_methods
+from bench.runs.record import RunRecord
+from methods import parse_method
+
+FLOOR = 0.02          # two accuracy points
+FAMILY_ALPHA = 0.05   # chance of any false alarm in one check of unchanged code
+BASELINE_DIR = Path("results") / "baselines"
+
+
+def metric_values(rec: RunRecord) -> dict[str, float]:
+    """Every accuracy a record holds: the protocol's and each transfer target's."""
+    values = {k: float(v) for k, v in rec.metrics.items()}
+    for target, tr in rec.transfer.items():
+        values.update({f"transfer:{target}:{k}": float(v) for k, v in tr["metrics"].items()})
+    return values
+
+
+def collect(records: list[RunRecord], labels: dict[str, str]) -> dict[str, dict[str, list[float]]]:
+    """{row: {metric: [value per seed]}}; ``labels`` maps a run's method label to the row it fills."""
+    out: dict[str, dict[str, list[float]]] = {}
+    for rec in sorted(records, key=lambda r: r.seed):
+        row = "teacher" if rec.role == "teacher" else labels.get(rec.method, rec.method)
+        for metric, value in metric_values(rec).items():
+            out.setdefault(row, {}).setdefault(metric, []).append(value)
+    return out
+
+
+@dataclass(frozen=True)
+class Band:
+    mean: float        # baseline mean over seeds
+    sd: float          # the row's own seed sd, from the baseline's and this run's seeds together
+    sd_pooled: float   # the baseline's seed sd of this metric, pooled over the rows
+    n: int
+    lowest: float      # the lowest mean over seeds that passes
+
+
+@lru_cache(maxsize=None)
+def _t(q: float, df: int) -> float:
+    from scipy import stats
+    return float(stats.t.ppf(q, df))
+
+
+def _sd(values: list[float]) -> float:
+    return statistics.stdev(values) if len(values) > 1 and max(values) > min(values) else 0.0
+
+
+def _pooled_sd(samples: list[list[float]]) -> tuple[float, int]:
+    """Pooled standard deviation of several samples and its degrees of freedom."""
+    parts = [v for v in samples if len(v) > 1]
+    df = sum(len(v) - 1 for v in parts)
+    return (math.sqrt(sum((len(v) - 1) * _sd(v) ** 2 for v in parts) / df) if df else 0.0), df
+
+
+def bands(values: dict[str, dict[str, list[float]]], now: dict[str, dict[str, list[float]]] | None = None,
+          floor: float = FLOOR, family_alpha: float = FAMILY_ALPHA) -> dict[tuple[str, str], Band]:
+    """The allowed band of every (row, metric) of a baseline's per-seed values, given this run's.
+
+    The margin is the larger of two one-sided t-margins for the difference of two n-seed means, each
+    at FAMILY_ALPHA / m: one with the row's own seed sd, estimated from the baseline's and this run's
+    seeds together (2(n-1) degrees of freedom), and one with the baseline's seed sd pooled over the
+    rows of the metric (more degrees of freedom; it guards against a row whose own few seeds happen
+    to agree). Never less than ``floor``.
+    """
+    now = now or {}
+    m = sum(len(metrics) for metrics in values.values())
+    q = 1 - family_alpha / m
+    pooled = {metric: _pooled_sd([metrics.get(metric, []) for metrics in values.values()])
+              for metric in {k for metrics in values.values() for k in metrics}}
+    out = {}
+    for row, metrics in values.items():
+        for metric, vals in metrics.items():
+            n = len(vals)
+            mean = sum(vals) / n
+            got = now.get(row, {}).get(metric) or []
+            own, df_own = _pooled_sd([vals, got])
+            sd_pooled, df_pooled = pooled[metric]
+            scale = math.sqrt(1 / n + 1 / max(len(got), 1)) if got else math.sqrt(2 / n)
+            margin = max(_t(q, df_own) * own if df_own else 0.0, _t(q, df_pooled) * sd_pooled if df_pooled else 0.0) * scale
+            out[row, metric] = Band(mean, own, sd_pooled, n, mean - max(floor, margin))
+    return out
+
+
+def compare(baseline: dict, now_values: dict[str, dict[str, list[float]]]) -> list[dict]:
+    rows = []
+    limits = bands(baseline["values"], now_values, baseline.get("floor", FLOOR),
+                   baseline.get("family_alpha", FAMILY_ALPHA))
+    for (row, metric), b in limits.items():
+        got = now_values.get(row, {}).get(metric)
+        now_mean = sum(got) / len(got) if got else float("nan")
+        verdict = "missing" if not got else ("DROP" if now_mean < b.lowest else "ok")
+        rows.append({"row": row, "metric": metric, "baseline": b.mean, "sd": b.sd, "sd_used": max(b.sd, b.sd_pooled),
+                     "n": b.n, "now": now_mean, "lowest": b.lowest, "verdict": verdict})
+    return rows
+
+
+def format_table(rows: list[dict]) -> str:
+    lines = [f"{'row':24s} {'metric':28s} {'baseline (sd, n)':>18s} {'now':>7s} {'allowed ≥':>10s}  verdict"]
+    for r in rows:
+        base = f"{100 * r['baseline']:.1f} ({100 * r['sd_used']:.1f}, {r['n']})"
+        lines.append(f"{r['row']:24s} {r['metric']:28s} {base:>18s} {100 * r['now']:7.1f} "
+                     f"{100 * r['lowest']:10.1f}  {r['verdict']}")
+    return "\n".join(lines)
+
+
+def run_regression(cfg: RunConfig, methods: list[str], seeds: tuple[int, ...],
+                   substitute: dict[str, str] | None = None) -> dict[str, dict[str, list[float]]]:
+    """Train and evaluate from scratch in a temporary folder; ``substitute`` swaps a method for a
+    variant that is then scored against the original's baseline (to test the check itself)."""
+
+    substitute = substitute or {}
+    unknown = set(substitute) - set(methods)
+    if unknown:
+        raise BenchError(f"--substitute names {', '.join(sorted(unknown))}, not in the baseline's methods "
+                         f"({', '.join(methods)})")
+    actual = [substitute.get(m, m) for m in methods]
+    labels = {parse_method(a).label: parse_method(m).label for m, a in zip(methods, actual)}
+    with tempfile.TemporaryDirectory(prefix="bench-regress-") as tmp:
+        records = run_methods(cfg, actual, "regress", Path(tmp), seeds=seeds)
+    return collect(records, labels)
+
+
+# Config fields that were renamed, with how an old value reads in the new field.
+RENAMED = {"bf16": ("precision", lambda on: "bf16" if on else "fp32")}
+
+
+def config_changes(stored: dict, current: dict, defaults: dict, path: str = "") -> list[str]:
+    """Where ``current`` differs from the baseline's config; a field the baseline predates counts as
+    unchanged while it holds its default value, and a renamed field is compared under its new name."""
+    stored = dict(stored)
+    for old, (new, convert) in RENAMED.items():
+        if old in stored and old not in current and new in current and new not in stored:
+            stored[new] = convert(stored.pop(old))
+    changes = []
+    for key, value in current.items():
+        where = f"{path}{key}"
+        if key not in stored:
+            if value != defaults.get(key):
+                changes.append(where)
+        elif isinstance(value, dict) and isinstance(stored[key], dict):
+            changes += config_changes(stored[key], value, defaults.get(key) or {}, where + ".")
+        elif (list(value) if isinstance(value, tuple) else value) != stored[key]:
+            changes.append(where)
+    changes += [f"{path}{key}" for key in stored if key not in current]
+    return changes
+
+
+def write_baseline(path: Path, cfg: RunConfig, methods: list[str], seeds: tuple[int, ...],
+                   values: dict, reason: str, previous: dict | None) -> dict:
+    entry = {"who": getpass.getuser(), "why": reason, "when": now(), "commit": git_commit()}
+    baseline = {"config": asdict(cfg), "config_id": config_hash(asdict(cfg)), "methods": methods,
+                "seeds": list(seeds), "floor": FLOOR, "family_alpha": FAMILY_ALPHA, "values": values,
+                "history": [*(previous or {}).get("history", []), entry]}
+    atomic_write_json(path, baseline)
+    return baseline
+
+
+def parse_substitute(pairs: list[str] | None) -> dict[str, str]:
+    """``--substitute method=variant`` pairs."""
+    substitute = dict(pair.split("=", 1) for pair in pairs or [] if "=" in pair)
+    if pairs and len(substitute) != len(pairs):
+        raise BenchError("--substitute takes method=variant pairs")
+    return substitute
+
+
+def read_baseline(path: Path) -> dict | None:
+    import json
+
+    return json.loads(Path(path).read_text()) if Path(path).exists() else None
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The outcome of one regression check: every (row, metric) compared with its band."""
+    rows: tuple[dict, ...]
+    baseline: str
+    last_change: dict                 # the baseline's latest history entry (who, why, when)
+    seconds: float
+
+    @property
+    def drops(self) -> list[str]:
+        return [f"{r['row']} {r['metric']}" for r in self.rows if r["verdict"] != "ok"]
+
+    @property
+    def passed(self) -> bool:
+        return not self.drops
+
+    def lines(self) -> list[str]:
+        last = self.last_change
+        out = [format_table(list(self.rows)),
+               f"baseline {self.baseline}: {last['when']} by {last['who']} ({last['why']}); wall {self.seconds:.0f} s"]
+        if self.drops:
+            out.append(f"REGRESSION: {len(self.drops)} metric(s) below their band: {', '.join(self.drops)}")
+        else:
+            out.append(f"no regression: {len(self.rows)} metrics within their bands")
+        return out
+
+
+def check(cfg: RunConfig, methods: list[str], seeds: tuple[int, ...], path: Path,
+          substitute: dict[str, str] | None = None) -> Verdict:
+    """Re-run ``cfg`` from scratch and compare every metric with the baseline at ``path``; the
+    baseline must have been made with the same config, methods and seeds."""
+    import time
+
+    previous = read_baseline(path)
+    if previous is None:
+        raise BenchError(f"no baseline at {path}; create one with --update --reason \"...\"")
+    changed = config_changes(previous["config"], asdict(cfg), asdict(RunConfig()))
+    changed += [k for k, a, b in (("methods", previous["methods"], methods),
+                                  ("seeds", tuple(previous["seeds"]), tuple(seeds))) if a != b]
+    if changed:
+        raise BenchError(f"baseline {path} was made with another config ({', '.join(changed[:6])}); "
+                         f"rerun with --update --reason \"...\" if the change is intended")
+    t0 = time.perf_counter()
+    rows = compare(previous, run_regression(cfg, methods, seeds, substitute))
+    return Verdict(tuple(rows), str(path), previous["history"][-1], time.perf_counter() - t0)
+
+
+def update(cfg: RunConfig, methods: list[str], seeds: tuple[int, ...], path: Path, reason: str | None) -> dict:
+    """Re-run ``cfg`` from scratch and rewrite the baseline at ``path``, recording why."""
+    if not reason:
+        raise BenchError("--update needs --reason \"why the numbers change\"")
+    values = run_regression(cfg, methods, seeds)
+    return write_baseline(path, cfg, methods, seeds, values, reason, read_baseline(path))

@@ -1,0 +1,1 @@
+"""Stage 5, running (``bench.runs``; ``bench.run(...)`` is the Python API that calls it): run identity, orchestration of a (methods x seeds) grid, run-sets and their locks, executors (inline, local, Slurm), status; writes one RunRecord per run."""

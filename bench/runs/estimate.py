@@ -1,0 +1,250 @@
+"""The plan of a preset and its cost, from a throughput measured on this device (`paper --dry-run`,
+`run --dry-run`), and the files it needs, checked before anyone books GPUs.
+
+Cost model (counted in image passes, then divided by the measured images/s):
+  training, per epoch:  N_train x (attack steps + 1) student forward-backward passes for a method with
+                        an inner maximisation (else N_train); N_train teacher forwards, and N_train x
+                        steps teacher forward-backward passes when the method evaluates the teacher at x';
+  evaluation, per model: n x (FGSM 1 + PGD-20 20 + CW 30 + structure 20 + 20 per curve eps and per
+                        transfer target) forward-backward passes, plus about AA_PASSES per AutoAttack image
+                        (APGD-CE 100, APGD-T 9 x 100 and FAB-T on the points still robust, Square's 5,000
+                        queries forward-only; a rough figure for a robust model).
+
+The measurement is bounded so that a dry run answers in seconds on a CPU: each network is timed for
+about MEASURE_BUDGET_S per mode (at least one step; a warm-up step first on a GPU), at batch
+CPU_BATCH on a CPU (the training batch on a GPU), once per process.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from bench.common.device import resolve_device
+from bench.common.errors import BenchError
+from bench.config.presets import Preset
+from bench.config.schema import FileTeacher, RunConfig, ZooTeacher
+from bench.data.sources import _TORCHVISION_FILES, default_data_dir
+from bench.models import build_model
+from bench.models.zoo import (
+    default_model_dir,
+    locate_robustbench_model,
+    robustbench_checkpoint_path,
+)
+from bench.runs.executors import command
+from methods import parse_method
+
+AA_PASSES = 1500
+MEASURE_BUDGET_S = 0.5
+CPU_BATCH = 2
+# images (train, test), channels, size, classes of the data sets a preset may name, without loading them
+KNOWN = {"cifar10": (50000, 10000, 3, 32, 10), "cifar100": (50000, 10000, 3, 32, 100),
+         "stl10": (5000, 8000, 3, 96, 10), "digits": (1347, 450, 1, 8, 10)}
+
+
+@lru_cache(maxsize=None)
+def measure(arch: str, channels: int, size: int, classes: int, device: torch.device, batch: int,
+            budget_s: float = MEASURE_BUDGET_S) -> tuple[float, float]:
+    """(forward-backward, forward) images per second of ``arch`` on ``device``, each timed for about
+    ``budget_s`` (at least one step)."""
+    model = build_model(arch, classes, channels).to(device).to(memory_format=torch.channels_last)
+    x = torch.rand(batch, channels, size, size, device=device)
+    y = torch.randint(0, classes, (batch,), device=device)
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def timed(step) -> float:
+        if device.type == "cuda":  # CUDA's lazy initialisation and cuDNN's autotuning: not the steady state
+            step()
+            sync()
+        times: list[float] = []
+        while not times or sum(times) < budget_s:
+            t0 = time.perf_counter()
+            step()
+            sync()
+            times.append(time.perf_counter() - t0)
+        steady = times[1:] or times  # the first CPU step is slower too; drop it where there is another
+        return len(steady) * batch / sum(steady)
+
+    def fwd_bwd():
+        xa = x.clone().requires_grad_(True)
+        torch.autograd.grad(F.cross_entropy(model(xa), y), xa)
+
+    with torch.no_grad():
+        fwd = timed(lambda: model(x))
+    return timed(fwd_bwd), fwd
+
+
+def estimate(preset: Preset, methods: list, device: torch.device) -> tuple[list[dict], dict]:
+    """Rows of (method, passes, hours) and the measured throughputs."""
+    cfg = preset.config
+    base = cfg.data.name.partition("@")[0]
+    n_train, n_test, channels, size, classes = KNOWN.get(base, KNOWN["cifar10"])
+    n_train = min(n_train, cfg.data.train_limit or n_train)
+    size = cfg.data.image_size or size
+    batch = cfg.train.batch_size if device.type == "cuda" else CPU_BATCH
+    s_fb, s_f = measure(cfg.student_arch, channels, size, classes, device, batch)
+    t_fb, t_f = measure(cfg.teacher.arch, channels, size, classes, device, batch)
+    n = min(cfg.eval.n or n_test, n_test)
+    aa_n = min(cfg.eval.aa_n or n, n) if "aa" in cfg.eval.attacks else 0
+    per_eval = n * (1 + 20 + 30 + 20 + 20 * len(cfg.eval.curve_eps) + 20 * len(cfg.probe.targets)) + aa_n * AA_PASSES
+    steps = cfg.attack.steps
+    rows = []
+    for spec in methods:
+        inner = spec.cls.inner
+        student = n_train * ((steps + 1) if inner else 1)
+        teacher_fb = n_train * steps if inner and inner.teacher_at.startswith("x'") else 0
+        teacher_f = n_train if spec.cls.needs_teacher else 0
+        train_s = cfg.train.epochs * (student / s_fb + teacher_f / t_f + teacher_fb / t_fb)
+        eval_s = per_eval / s_fb
+        rows.append({"method": spec.label, "train_h": train_s / 3600, "eval_h": eval_s / 3600,
+                     "seeds": len(preset.seeds), "total_h": len(preset.seeds) * (train_s + eval_s) / 3600})
+    teacher_eval_h = per_eval / t_fb / 3600
+    rows.append({"method": f"teacher ({cfg.teacher.kind} {cfg.teacher.arch}) evaluation", "train_h": 0.0, "eval_h": teacher_eval_h,
+                 "seeds": 1, "total_h": teacher_eval_h})
+    info = {"device": str(device), "batch": batch, "student_fwd_bwd": s_fb, "student_fwd": s_f,
+            "teacher_fwd_bwd": t_fb, "teacher_fwd": t_f, "n_train": n_train, "n_eval": n, "aa_n": aa_n}
+    return rows, info
+
+
+# --- the files a plan needs -----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class MissingFile:
+    what: str        # what needs it, e.g. "data cifar10" or "teacher robustbench:NAME"
+    path: str        # where it was looked for
+    fix: str         # what to do
+
+
+def _data_file(name: str, data_dir: str | None) -> MissingFile | None:
+    if name.startswith("folder:"):
+        path = Path(name[len("folder:"):])
+        return None if path.is_dir() else MissingFile(f"data {name}", str(path), "give an existing ImageFolder "
+                                                                                "directory (one sub-folder per class)")
+    base = name.partition("@")[0]
+    if base not in _TORCHVISION_FILES:  # embedded (digits)
+        return None
+    root = Path(data_dir) if data_dir else default_data_dir()
+    folder, source = _TORCHVISION_FILES[base]
+    path = root / folder
+    if path.is_dir():
+        return None
+    return MissingFile(f"data {base}", str(path), f"put the extracted {source} in {root} (or set BENCH_DATA_DIR / "
+                                                  f"--data-dir), or run once with --download where there is internet")
+
+
+def missing_files(cfg: RunConfig) -> list[MissingFile]:
+    """Every data file and teacher checkpoint ``cfg`` needs that is not on disk (data that a smoke
+    run replaces by a stand-in is not needed)."""
+    out = []
+    if not cfg.data.stand_in:
+        for name in dict.fromkeys((cfg.data.name, *cfg.probe.targets)):
+            missing = _data_file(name, cfg.data.data_dir)
+            if missing:
+                out.append(missing)
+    tc = cfg.teacher
+    if isinstance(tc, ZooTeacher):
+
+        base = cfg.data.name.partition("@")[0]
+        # robustbench_checkpoint_path's layout without importing robustbench and timm (seconds) when the
+        # file is there; where it is not, robustbench names the file to fetch
+        present = (default_model_dir() / base / tc.threat_model / f"{tc.name}.pt").is_file()
+        try:
+            if not present:
+                locate_robustbench_model(tc.name, base, tc.threat_model)
+        except BenchError as err:
+            try:
+                path = str(robustbench_checkpoint_path(tc.name, base, tc.threat_model))
+            except BenchError:
+                path = "(no RobustBench layout for this data set)"
+            out.append(MissingFile(f"teacher robustbench:{tc.name}", path, str(err)))
+    elif isinstance(tc, FileTeacher) and not Path(tc.path).is_file():
+        out.append(MissingFile("teacher file", tc.path, "give an existing state_dict file with --teacher"))
+    return out
+
+
+def missing_lines(missing: list[MissingFile]) -> list[str]:
+    return [f"missing: {m.what}: looked for {m.path}; {m.fix}" for m in missing]
+
+
+# --- what a dry run prints ------------------------------------------------------------------------
+
+def paper_list_lines(presets: dict[str, Preset]) -> list[str]:
+    lines = []
+    for name, preset in presets.items():
+        c = preset.config
+        lines.append(f"{name:20s} {preset.description}")
+        lines.append(f"{'':20s} methods {','.join(preset.methods)}; seeds {list(preset.seeds)}; {c.train.epochs} "
+                     f"epochs, lr {c.train.lr}, decay at {list(c.train.milestones)}, wd {c.train.weight_decay}, "
+                     f"batch {c.train.batch_size}; eps {c.eval.eps:.4g}; first {c.eval.n} test images; transfer "
+                     f"{', '.join(c.probe.targets)}")
+    return lines
+
+
+def _unit(device: torch.device, short: bool = False) -> str:
+    if device.type == "cuda":
+        return "GPU-h" if short else "GPU-hours"
+    return f"h on this {device.type}" if short else f"hours on {device.type} (no GPU here: rerun on the GPU host)"
+
+
+def paper_plan_lines(name: str, scale: str, preset: Preset, rows: list[dict], info: dict,
+                     device: torch.device) -> list[str]:
+    """Every hyper-parameter of a paper preset, the measured throughputs and the cost per method."""
+    cfg = preset.config
+    lines = [f"plan {name} ({scale}): {preset.description}",
+             f"methods at their official loss magnitude: {', '.join(preset.methods)}",
+             json.dumps(asdict(cfg), indent=1, default=list),
+             f"measured on {info['device']} at batch {info['batch']} (about {MEASURE_BUDGET_S:g} s each): student "
+             f"{cfg.student_arch} {info['student_fwd_bwd']:.0f} img/s forward-backward; teacher {cfg.teacher.arch} "
+             f"{info['teacher_fwd_bwd']:.0f} img/s forward-backward, {info['teacher_fwd']:.0f} forward",
+             f"{'method':34s} {'train h':>9s} {'eval h':>8s} {'seeds':>5s} {'total h':>9s}"]
+    lines += [f"{r['method']:34s} {r['train_h']:9.2f} {r['eval_h']:8.2f} {r['seeds']:5d} {r['total_h']:9.2f}"
+              for r in rows]
+    lines.append(f"estimate: {sum(r['total_h'] for r in rows):.1f} {_unit(device)} (cost model in bench/runs/estimate.py)")
+    return lines
+
+
+def grid_plan_lines(executor: str, grid, methods: list[str], seeds, rows: list[dict], device: torch.device) -> list[str]:
+    """The jobs of a grid (bench.runs.executors.Grid), each a command, with its estimated hours."""
+
+    hours = {r["method"]: r["train_h"] + r["eval_h"] for r in rows}
+    unit = _unit(device, short=True)
+    lines = [f"{executor}: {len(grid.runs) + 2} jobs for run-set {grid.runset} ({len(methods)} methods x {len(seeds)} "
+             f"seeds, the teacher first, the report last); hours from bench/runs/estimate.py, measured on {device}",
+             f"  teacher  {command(grid.teacher)}"]
+    total = rows[-1]["eval_h"]
+    for method, _seed, argv in grid.runs:
+        h = hours[parse_method(method).label]
+        total += h
+        lines.append(f"  {h:7.2f} {unit}  {command(argv)}")
+    lines.append(f"  report   {command(grid.report)}")
+    lines.append(f"estimate: {total:.1f} {unit} in all (the teacher's training not included)")
+    return lines
+
+
+def _measured(preset: Preset) -> tuple[list[dict], dict, torch.device]:
+
+    device = resolve_device(preset.config.device)
+    rows, info = estimate(preset, [parse_method(m) for m in preset.methods], device)
+    return rows, info, device
+
+
+def paper_dry_run(name: str, scale: str, preset: Preset) -> tuple[list[str], list[MissingFile]]:
+    """``paper NAME --dry-run``: the plan's lines and the files it needs that are missing."""
+    missing = missing_files(preset.config)  # first: the cheap check that saves a booking
+    rows, info, device = _measured(preset)
+    return paper_plan_lines(name, scale, preset, rows, info, device), missing
+
+
+def grid_dry_run(executor: str, grid, cfg: RunConfig, methods: list[str], seeds) -> tuple[list[str], list[MissingFile]]:
+    """``--executor X --dry-run``: the grid's jobs with their hours and the files it needs that are missing."""
+    missing = missing_files(cfg)
+    rows, _, device = _measured(Preset(cfg, tuple(methods), tuple(seeds)))
+    return grid_plan_lines(executor, grid, methods, seeds, rows, device), missing

@@ -1,0 +1,341 @@
+"""Orchestration of a (methods x seeds) grid: config -> data, models, teacher -> train -> evaluate ->
+record, for each run the grid holds, with locks so that any number of processes can share a run-set.
+No method names in here."""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from contextlib import contextmanager, nullcontext
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from bench.common import distributed
+from bench.common.device import resolve_device, seed_everything
+from bench.common.errors import BenchError
+from bench.common.io import atomic_save, lock_for
+from bench.common.log import log
+from bench.common.precision import step_facts
+from bench.common.provenance import (
+    eval_digest,
+    git_commit,
+    now,
+    package_versions,
+    train_digest,
+)
+from bench.config.files import write_run_config
+from bench.config.schema import RunConfig, TrainedTeacher
+from bench.data.images import ImageData
+from bench.data.sources import load_dataset
+from bench.data.splits import carve_validation
+from bench.eval.protocol import evaluate
+from bench.eval.state import evaluate_and_keep
+from bench.eval.structure import structure_metrics
+from bench.eval.transfer import transfer_metrics
+from bench.models import build_model
+from bench.runs.identity import eval_key, per_seed_teacher, plan, student_run_id
+from bench.runs.record import RECORD, RunRecord
+from bench.runs.runset import Entry, merge_manifest
+from bench.runs.status import mark_failed, mark_running
+from bench.train.loop import train_model
+from bench.train.teacher import (
+    TEACHERS_DIR,
+    Teacher,
+    get_teacher,
+    prepare_model,
+)
+from bench.train.tracking import Tracking, tracking_for
+from methods import MethodSpec, parse_method
+from methods.base import Context
+
+
+def load_targets(cfg: RunConfig, source: ImageData, device: torch.device) -> dict[str, ImageData]:
+    """Transfer targets at the source's input size; their channels must match the source's."""
+    targets = {}
+    for name in cfg.probe.targets:
+        target = load_dataset(name, cfg.data.data_dir, cfg.data.download, source.image_size, cfg.data.stand_in,
+                              cfg.data.train_limit)
+        if target.in_channels != source.in_channels:
+            raise BenchError(f"transfer target {name} has {target.in_channels} channels, "
+                             f"{source.name} has {source.in_channels}")
+        targets[name] = target.to(device)
+    return targets
+
+
+def evaluate_all(model, data: ImageData, targets: dict[str, ImageData], teacher, cfg: RunConfig,
+                 state_dir: Path | None = None, desc: str = "") -> dict:
+    """The protocol, transfer to each target, and (for students) structure against the teacher.
+    Per-batch results go to ``state_dir`` as they are computed, so a killed evaluation resumes."""
+    ev = evaluate(model, data.x_test, data.y_test, cfg.eval, data.num_classes, cfg.seed, state_dir, desc)
+    n = ev["settings"]["n"]
+    ev["transfer"] = {}
+    for name, target in targets.items():
+        t0 = time.perf_counter()
+        sub = state_dir / f"transfer-{name}" if state_dir is not None else None
+        ev["transfer"][name] = transfer_metrics(model, target, cfg.probe, cfg.eval, cfg.seed, sub,
+                                                f"{desc}{name} ")
+        ev["timings"][f"transfer_{name}"] = round(time.perf_counter() - t0, 3)
+    ev["structure"] = {}
+    if teacher is not None and cfg.structure:
+        t0 = time.perf_counter()
+        ev["structure"] = structure_metrics(model, teacher, data.x_test[:n], data.y_test[:n], cfg.eval.eps,
+                                            cfg.eval.batch_size, cfg.seed, cfg.eval.norm)
+        ev["structure"]["classes"] = list(data.classes)  # the heatmaps' axis labels
+        ev["timings"]["structure"] = round(time.perf_counter() - t0, 3)
+    return ev
+
+
+@dataclass(frozen=True)
+class Subject:
+    """What a record is about: the run and the model that was trained and evaluated."""
+    run_id: str
+    role: str                  # student | teacher
+    method: str                # the variant's label
+    method_name: str
+    arch: str
+    note: str = ""
+    options: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Training:
+    """How the evaluated weights came about: the per-epoch log, seconds, code digest, method facts."""
+    history: list
+    seconds: float
+    code: str
+    extra: dict = field(default_factory=dict)
+
+
+def _record(subject: Subject, cfg: RunConfig, data: ImageData, teacher: Teacher, training: Training,
+            ev: dict) -> RunRecord:
+    return RunRecord(
+        **asdict(subject), dataset=data.name, teacher_id=teacher.teacher_id, seed=cfg.seed, config=asdict(cfg),
+        eval_key=eval_key(cfg), data_info=data.info, metrics=ev["metrics"], curve=ev["curve"],
+        attack_settings=ev["settings"], transfer=ev["transfer"], structure=ev["structure"], sanity=ev["sanity"],
+        teacher=asdict(teacher.info), git_commit=git_commit(),
+        code={"train": training.code, "eval": eval_digest(), "commit": git_commit()},
+        timings={"train_s": round(training.seconds, 2), "eval_s": round(sum(ev["timings"].values()), 2),
+                 **{f"eval_{k}_s": v for k, v in ev["timings"].items()}},
+        history=training.history, extra=training.extra, versions=package_versions(), created=now())
+
+
+def _reusable(path: Path, key: str, force: bool) -> RunRecord | None:
+    """The finished record at ``path`` when its evaluation matches ``key``. A damaged record is derived
+    again: the run's weights are evaluated anew (training resumes from its last checkpoint: nothing is
+    retrained that finished)."""
+    if force or not path.exists():
+        return None
+    try:
+        rec = RunRecord.load(path)
+    except BenchError:
+        log(f"{path} is damaged: evaluating the run's weights again (finished training is not redone)")
+        path.unlink(missing_ok=True)
+        return None
+    return rec if rec.eval_key == key else None
+
+
+def _evaluate_and_save(run_dir: Path, model, data, targets, teacher_model, cfg: RunConfig, desc: str,
+                       make_record) -> RunRecord:
+    """Evaluate (resumably, sharded over the ranks under torchrun) and write the record and the resolved
+    config beside it."""
+    def passes(state, shard):
+        if shard is not None:
+            return evaluate(model, data.x_test, data.y_test, cfg.eval, data.num_classes, cfg.seed, state, desc,
+                            shard=shard)
+        return evaluate_all(model, data, targets, teacher_model, cfg, state, desc)
+
+    def keep(ev):
+        rec = make_record(ev)
+        rec.save(run_dir)
+        write_run_config(run_dir, cfg)  # the resolved config as YAML beside the record (--config reads it)
+        return rec
+
+    return evaluate_and_keep(run_dir, eval_key(cfg), passes, keep)
+
+
+@contextmanager
+def _owned(path: Path):
+    """Own ``path`` (a run or teacher-row folder) against other processes: its lock, taken by rank 0
+    alone under torchrun (the other ranks follow rank 0's decisions)."""
+    with (lock_for(path) if distributed.is_main() else nullcontext()):
+        yield
+
+
+def _teacher_history(results: Path, teacher: Teacher) -> list[dict]:
+    """A trained teacher's per-epoch log (its cache's meta.json); none for a zoo or file teacher."""
+    meta = results / TEACHERS_DIR / teacher.teacher_id / "meta.json"
+    return json.loads(meta.read_text()).get("history", []) if meta.exists() else []
+
+
+def _teacher_record(teacher: Teacher, cfg: RunConfig, data, targets, runset_dir: Path, force: bool,
+                    tracking: Tracking) -> RunRecord:
+    teacher_cfg = replace(cfg, seed=teacher.seed)
+    tdir = runset_dir / f"teacher-{teacher.teacher_id}"
+    with _owned(tdir):  # another job may be evaluating this teacher: wait, then reuse its record
+        rec = distributed.broadcast_object(_reusable(tdir / RECORD, eval_key(teacher_cfg), force)
+                                           if distributed.is_main() else None)
+        if rec is not None:
+            tracking.backfill(rec, _teacher_history(runset_dir.parent, teacher))
+            return rec
+        log(f"evaluating teacher {teacher.teacher_id}")
+        info = teacher.info
+        if distributed.is_main():
+            mark_running(tdir, "teacher evaluation")
+        try:
+            rec = _evaluate_and_save(
+                tdir, teacher.model, data, targets, None, teacher_cfg, "teacher ",
+                lambda ev: _record(Subject(tdir.name, "teacher", info.method, info.method.split(":")[0], info.arch),
+                                   teacher_cfg, data, teacher,
+                                   Training([], teacher.train_s, teacher.code,
+                                            {"source": info.source, "reported": info.reported,
+                                             **tracking.facts(tdir.name)}), ev))
+            # teacher training (bench/train/teacher.py) is not tracked live: its logged epochs go in now
+            tracking.log_finished(rec, _teacher_history(runset_dir.parent, teacher))
+            return rec
+        except Exception as err:
+            mark_failed(tdir, err)
+            raise
+
+
+def _load(cfg: RunConfig, device: torch.device) -> ImageData:
+    data = load_dataset(cfg.data.name, cfg.data.data_dir, cfg.data.download, cfg.data.image_size,
+                        cfg.data.stand_in, cfg.data.train_limit).to(device, cfg.data.on_device)
+    if "stand_in" in data.info:
+        log(f"{data.name}: files not found, using a synthetic stand-in (smoke scale; numbers are meaningless)")
+    return data
+
+
+def prepare_runset(cfg: RunConfig, methods: list[str], runset: str, results: Path, seeds, meta: dict,
+                   force: bool = False) -> list[Entry]:
+    """Plan a grid and merge it into the run-set's manifest before any job starts (so `bench status`
+    knows every run from the first minute); with ``force``, remove the grid's finished runs and
+    trained teachers first, so that the jobs redo them exactly once."""
+    specs = [parse_method(m) for m in methods]
+    data = _load(cfg, torch.device("cpu"))
+    planned = plan(cfg, specs, seeds, data)
+    runset_dir = results / runset
+    if force:
+        trained = isinstance(cfg.teacher, TrainedTeacher)
+        for path in [runset_dir / e.run_id for e in planned] + \
+                    ([results / TEACHERS_DIR / e.teacher_id for e in planned if e.role == "teacher"] if trained else []):
+            with lock_for(path):
+                shutil.rmtree(path, ignore_errors=True)
+    merge_manifest(runset_dir, planned, {"methods": [s.label for s in specs], "config": asdict(cfg), **meta})
+    return planned
+
+
+def run_methods(cfg: RunConfig, methods: list[str], runset: str, results: Path, seeds: tuple[int, ...] = (0,),
+                force: bool = False, meta: dict | None = None, only_teacher: bool = False,
+                tensorboard: Path | str | None = None) -> list[RunRecord]:
+    """Train and evaluate each method variant for each seed, and the teacher(s) as reference rows.
+
+    The grid is planned first and merged into the run-set's manifest (``bench.runs.runset``), so any number
+    of processes can share one run-set: each run folder, each teacher and each teacher row is owned by
+    one process at a time (a file lock); a process that finds one taken waits, then reuses the result.
+
+    A finished run is reused only when its config, its training code and its evaluation settings and
+    code all match; when only the evaluation side changed, the trained weights are re-evaluated
+    without training again. Changed training code (the harness, the models or the method's file)
+    gives a new run id, so the old run stays on disk untouched and is not reported.
+
+    ``tensorboard``: a folder for TensorBoard event files, one sub-folder per run (``bench.train.tracking``);
+    not part of any run id.
+    """
+    specs = [parse_method(m) for m in methods]
+    device = distributed.init(resolve_device(cfg.device))
+    data = _load(cfg, device)
+    runset_dir = results / runset
+    tracking = tracking_for(tensorboard, runset)
+    if distributed.is_main():
+        merge_manifest(runset_dir, plan(cfg, specs, seeds, data),
+                       {"methods": [s.label for s in specs], "config": asdict(cfg), **(meta or {})})
+    targets = load_targets(cfg, data, device)
+    train_data, val = data, None
+    if cfg.train.checkpoint == "best-val":
+        train_data, val = carve_validation(data, cfg.train.val_fraction)
+    records: list[RunRecord] = []
+    teachers: dict[int | None, Teacher] = {}
+
+    for seed in seeds:
+        seed_cfg = replace(cfg, seed=seed)
+        tkey = seed if per_seed_teacher(cfg) else None
+        if tkey not in teachers:
+            teachers[tkey] = get_teacher(cfg, seed, data, results, device, force)
+            records.append(_teacher_record(teachers[tkey], cfg, data, targets, runset_dir, force, tracking))
+        if only_teacher:
+            continue
+        teacher = teachers[tkey]
+        for spec in specs:
+            records.append(_student(spec, seed_cfg, data, train_data, val, targets, teacher, runset_dir, device,
+                                    force, tracking))
+    return records
+
+
+def _student(spec: MethodSpec, cfg: RunConfig, data, train_data, val, targets, teacher: Teacher,
+             runset_dir: Path, device, force: bool, tracking: Tracking) -> RunRecord:
+    run_dir = runset_dir / student_run_id(spec, cfg, teacher.teacher_id)
+    main = distributed.is_main()
+    with _owned(run_dir):  # one process trains a run; another that wants it waits, then reuses it
+        if force and run_dir.exists() and main:
+            shutil.rmtree(run_dir)
+        rec = distributed.broadcast_object(_reusable(run_dir / RECORD, eval_key(cfg), force) if main else None)
+        if rec is not None:
+            log(f"{spec.label} seed {cfg.seed}: reusing finished run {run_dir.name} (same config and code; "
+                 "--force to redo)")
+            tracking.backfill(rec)
+            return rec
+        if main:
+            mark_running(run_dir, f"{spec.label} seed {cfg.seed}")
+        distributed.barrier()  # rank 0 has cleared (--force) and claimed the folder
+        try:
+            return _train_and_evaluate(spec, cfg, data, train_data, val, targets, teacher, run_dir, device, tracking)
+        except Exception as err:
+            mark_failed(run_dir, err)
+            raise
+
+
+def _train_and_evaluate(spec: MethodSpec, cfg: RunConfig, data, train_data, val, targets, teacher: Teacher,
+                        run_dir: Path, device, tracking: Tracking) -> RunRecord:
+    seed = cfg.seed
+    code = train_digest(spec.cls)
+    log(f"{spec.label} seed {seed}: {cfg.student_arch} on {data.name} ({run_dir.name}, code {code})")
+    seed_everything(seed)
+    student = prepare_model(build_model(cfg.student_arch, data.num_classes, data.in_channels, data.mean, data.std),
+                            device)
+    if cfg.sync_bn and distributed.active():
+        student = nn.SyncBatchNorm.convert_sync_batchnorm(student)
+    t_model = teacher.model if spec.cls.needs_teacher else None
+    ctx = Context(num_classes=train_data.num_classes, n_train=len(train_data.y_train),
+                  train_labels=train_data.y_train, student_dim=student.feature_dim,
+                  teacher_dim=teacher.model.feature_dim, device=device, epochs=cfg.train.epochs, seed=seed)
+    method = spec.build(ctx)
+    tracker = tracking.open(run_dir.name)
+    history = train_model(student, method, train_data, cfg.train, cfg.attack, t_model, run_dir, device,
+                          cfg.precision, desc=f"{spec.label} s{seed}", val=val, tracker=tracker, seed=seed,
+                          compile=cfg.compile)
+    train_s = sum(row["seconds"] for row in history)  # all epochs, across resumptions
+    if distributed.is_main():
+        atomic_save(student.state_dict(), run_dir / "model.pt")  # the evaluated weights (export, eval)
+    facts = method.facts() | tracking.facts(run_dir.name) | {"step": step_facts(cfg.precision, cfg.compile, device)}
+    if distributed.active():  # one run over several processes: what each step really was
+        facts["distributed"] = {"world_size": distributed.world_size(), "backend": torch.distributed.get_backend(),
+                                "global_batch": cfg.train.batch_size,
+                                "per_rank_batch": -(-cfg.train.batch_size // distributed.world_size()),
+                                "lr": cfg.train.lr, "sync_bn": cfg.sync_bn,
+                                "note": "each rank trains on its rows of every global batch; gradients averaged"}
+    if val is not None:
+        best = max(history, key=lambda row: row["val_pgd20"])  # first best, as training kept it
+        facts["checkpoint"] = {"policy": "best-val", "epoch": best["epoch"], "val_pgd20": best["val_pgd20"],
+                               "val_n": len(val[1])}
+    rec = _evaluate_and_save(
+        run_dir, student, data, targets, teacher.model, cfg, f"{spec.label} s{seed} ",
+        lambda ev: _record(Subject(run_dir.name, "student", spec.label, spec.name, cfg.student_arch,
+                                   getattr(spec.cls, "note", ""), asdict(spec.options)),
+                           cfg, data, teacher, Training(history, train_s, code, facts), ev))
+    tracker.final(rec)
+    log(f"{spec.label} seed {seed}: " + ", ".join(f"{k} {100 * v:.1f}" for k, v in rec.metrics.items())
+         + (f"; sanity flags: {', '.join(rec.sanity['flags'])}" if rec.sanity.get("flags") else ""))
+    return rec

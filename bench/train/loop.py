@@ -1,0 +1,254 @@
+"""The training loop: one loop for every method, which only sums the method's loss terms."""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from bench.attacks.ascent import ATTACKS, attack_accuracy, pgd_ascent
+from bench.attacks.threat import check_eps, random_start
+from bench.common import distributed
+from bench.common.errors import BenchError
+from bench.common.io import atomic_save, load_checkpoint
+from bench.common.log import log
+from bench.common.precision import autocast, resolve_precision
+from bench.config.schema import AttackConfig, EvalConfig, TrainConfig
+from bench.data.images import HostImages, ImageData, augment, to_float
+from bench.train.tracking import NO_TRACKING, Tracker
+from methods.base import Batch, Method
+
+
+def make_optimizer(params, cfg: TrainConfig):
+    opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    if cfg.schedule == "cosine":
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
+    else:
+        sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(cfg.milestones), gamma=cfg.gamma)
+    return opt, sched
+
+
+@contextlib.contextmanager
+def frozen(*modules: nn.Module | None):
+    """Parameters of ``modules`` out of autograd while the attack takes input gradients: the backward then
+    skips what only weight gradients need (the input gradient is the same, bit for bit)."""
+    params = [p for m in modules if m is not None for p in m.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
+@contextlib.contextmanager
+def compiled(*models: nn.Module | None):
+    """``torch.compile`` of each model's ``features`` (its forward is ``head(features(x))``) for the
+    duration; the state_dict keeps its names and the plain method comes back afterwards."""
+    models = [m for m in models if m is not None and "features" not in vars(m)]
+    for m in models:
+        m.features = torch.compile(m.features)
+    try:
+        yield
+    finally:
+        for m in models:
+            del m.features
+
+
+def adversarial_examples(method: Method, batch: Batch, cfg: AttackConfig) -> torch.Tensor:
+    """Run the method's declared inner maximisation with the suite's eps/step/steps, its random start
+    drawn from the batch's generator (the run's stream on the device)."""
+    inner = method.inner
+    student = batch.student
+    student.train(inner.student_mode == "train")
+    x_init = None
+    if batch.shard is not None:  # the global batch's random start (one draw, as in one process), our rows
+        x_init = random_start(batch.shard.x, cfg.eps, inner.start, batch.generator, norm=cfg.norm)[batch.shard.part]
+    try:
+        with frozen(student, method.modules()):
+            return pgd_ascent(lambda xa: method.inner_objective(batch, xa), batch.x, cfg.eps,
+                              cfg.step_ratio * cfg.eps, cfg.steps, inner.start, batch.generator, x_init=x_init,
+                              norm=cfg.norm)
+    finally:
+        student.train(True)
+
+
+def validation_accuracy(model: nn.Module, val: tuple[torch.Tensor, torch.Tensor], eps: float,
+                        norm: str = "Linf", batch_size: int = EvalConfig.batch_size) -> float:
+    """PGD-20 accuracy on the held-out validation split (the checkpoint criterion; never the test set),
+    in batches of the evaluation's default size, all drawing on one random stream (seed 0)."""
+    was_training = model.training
+    model.eval()
+    x, y = to_float(val[0]), val[1]
+    g = torch.Generator().manual_seed(0)
+    acc = float(attack_accuracy(model, x, y, ATTACKS.get("pgd20"), eps, batch_size, lambda _: g, norm).float().mean())
+    model.train(was_training)
+    return acc
+
+
+def train_model(student: nn.Module, method: Method, data: ImageData, train_cfg: TrainConfig,
+                attack_cfg: AttackConfig, teacher: nn.Module | None, run_dir: Path,
+                device: torch.device, precision: str = "fp32", desc: str = "train",
+                val: tuple[torch.Tensor, torch.Tensor] | None = None, tracker: Tracker = NO_TRACKING,
+                seed: int = 0, compile: bool = False) -> list[dict]:
+    """Train ``student`` in place; a checkpoint per epoch in run_dir makes the run resumable.
+
+    With ``val`` (uint8 images, labels) the weights of the epoch with the best validation PGD-20
+    accuracy are kept (checkpoint policy best-val); otherwise the last epoch's. ``tracker``
+    (``bench.train.tracking``) gets each trained epoch's log row.
+    Returns the per-epoch log (also written to run_dir/log.jsonl).
+
+    The step is built for the device: batch order, augmentation, attack starts and the methods' own draws
+    come from one generator on ``device`` seeded with ``seed`` (no per-step host-to-device copies; the
+    same seed gives the same numbers on one device); ``precision`` (resolved by ``resolve_precision``)
+    "bf16" runs the attack and the loss under bf16 autocast; ``compile`` wraps the student's and the
+    teacher's ``features`` in ``torch.compile``; the teacher's clean outputs are computed once per batch
+    (``methods.base.Batch``); nothing in the step reads a device value back to the host (on a terminal
+    the progress bar does, at most once a second).
+
+    Under torchrun every rank runs this with the same seed: each takes its rows of every global
+    batch (``bench.common.distributed.Shard``), gradients are averaged over ranks after backward, and only
+    rank 0 writes checkpoints and the log. The global batch and the learning rate are the config's.
+    """
+    check_eps(attack_cfg.eps, attack_cfg.norm, data.x_train[0].numel())  # before any epoch
+    precision = resolve_precision(precision, device)
+    extra = method.modules()
+    if extra is not None:
+        extra.to(device)
+    params = list(student.parameters()) + (list(extra.parameters()) if extra is not None else [])
+    main = distributed.is_main()
+    distributed.broadcast_state(student)
+    if extra is not None:
+        distributed.broadcast_state(extra)
+    opt, sched = make_optimizer(params, train_cfg)
+    if teacher is not None:
+        teacher.eval()
+    generator = torch.Generator(device=device)
+    generator.manual_seed(seed)
+    loop = _Loop(student, method, extra, params, opt, sched, data, train_cfg, attack_cfg, teacher, device,
+                 precision, generator, run_dir, desc, val, tracker)
+    if distributed.broadcast_object(loop.ckpt_path.exists() if main else None):  # resume where the last run stopped
+        # (under torchrun rank 0 decides, and every rank reads rank 0's checkpoint: one shared folder)
+        try:
+            state = load_checkpoint(loop.ckpt_path)
+        except BenchError:  # truncated by a full disk or a copy: training from the start derives it again
+            log(f"{loop.ckpt_path} is damaged: training {desc} from the first epoch again")
+            state = None
+        if state is not None:
+            loop.resume(state)
+    with compiled(student, teacher) if compile else contextlib.nullcontext():
+        for epoch in range(loop.start_epoch, train_cfg.epochs):
+            loop.epoch(epoch)
+    if val is not None and loop.best["state"] is not None:
+        student.load_state_dict(loop.best["state"])
+    student.eval()
+    return loop.history
+
+
+class _Loop:
+    """``train_model``'s state between epochs (what a checkpoint holds) and one epoch of training."""
+
+    def __init__(self, student, method, extra, params, opt, sched, data, train_cfg, attack_cfg, teacher, device,
+                 precision, generator, run_dir, desc, val, tracker):
+        self.student, self.method, self.extra, self.params, self.opt, self.sched = (
+            student, method, extra, params, opt, sched)
+        self.data, self.train_cfg, self.attack_cfg, self.teacher, self.device = (
+            data, train_cfg, attack_cfg, teacher, device)
+        self.precision, self.generator, self.desc, self.val, self.tracker = precision, generator, desc, val, tracker
+        self.ckpt_path, self.log_path = run_dir / "checkpoint.pt", run_dir / "log.jsonl"
+        self.history: list[dict] = []
+        self.start_epoch = 0
+        self.best: dict = {"score": -1.0, "epoch": 0, "state": None}
+
+    def resume(self, state: dict) -> None:
+        self.student.load_state_dict(state["student"])
+        if self.extra is not None:
+            self.extra.load_state_dict(state["extra"])
+        self.opt.load_state_dict(state["optimizer"])
+        self.sched.load_state_dict(state["scheduler"])
+        self.generator.set_state(state["generator"])
+        self.start_epoch = int(state["epoch"]) + 1
+        self.history = json.loads(state["history"])
+        self.best = state.get("best", self.best)
+
+    def epoch(self, epoch: int) -> None:
+        student, method, data, cfg, device = self.student, self.method, self.data, self.train_cfg, self.device
+        ddp, main = distributed.active(), distributed.is_main()
+        n, bs = len(data.y_train), cfg.batch_size
+        student.train()
+        perm = torch.randperm(n, generator=self.generator, device=device)
+        # images in host memory are indexed on the host: the order is read back once an epoch, not every step
+        order = perm.cpu() if isinstance(data.x_train, HostImages) else perm
+        # Running sums stay on the device (float64, as Python floats would be): reading them forces a
+        # GPU sync, so the bar reads them at most once a second and the log once an epoch.
+        sums: dict[str, torch.Tensor] = {}
+        seen, t0, shown = 0, time.perf_counter(), 0.0
+        bar = tqdm(range(math.ceil(n / bs)), desc=f"{self.desc} {epoch + 1}/{cfg.epochs}", leave=False,
+                   mininterval=1.0, disable=None)
+        for i in bar:
+            idx = perm[i * bs:(i + 1) * bs]
+            x = to_float(augment(data.x_train[order[i * bs:(i + 1) * bs]], data.pad, data.flip,
+                                 self.generator)).contiguous(
+                memory_format=torch.channels_last)
+            y, shard = data.y_train[idx], None
+            if ddp:  # every rank drew the global batch; it trains on its own rows
+                shard = distributed.Shard.of(x, y, idx)
+                x, y, idx = x[shard.part], y[shard.part], idx[shard.part]
+            batch = Batch(x, y, idx, student, self.teacher, epoch, shard=shard, generator=self.generator)
+            with autocast(self.precision, device):
+                x_adv = adversarial_examples(method, batch, self.attack_cfg) if method.inner else None
+                terms = method.losses(batch, x_adv)
+                loss = sum(terms.values())
+            self.opt.zero_grad(set_to_none=True)
+            (loss * shard.weight if ddp else loss).backward()
+            distributed.average_gradients(self.params)
+            self.opt.step()
+            seen += len(idx)
+            for k, v in (*terms.items(), ("loss", loss)):
+                sums[k] = sums.get(k, 0.0) + v.detach().double() * len(idx)
+            now = time.perf_counter()
+            if not bar.disable and now - shown >= 1.0:
+                shown = now
+                bar.set_postfix({k: f"{float(v) / seen:.3f}" for k, v in sums.items()} |
+                                {"img/s": f"{seen / (now - t0):.0f}"})
+        epoch_lr = self.opt.param_groups[0]["lr"]  # the rate this epoch trained at (before the step)
+        self.sched.step()
+        if ddp:  # the log holds the global batch's means; batch-norm statistics are rank 0's (as DDP)
+            sums = {k: distributed.all_reduce_sum(v) for k, v in sums.items()}
+            seen = int(distributed.all_reduce_sum(torch.tensor(float(seen), device=device)))
+            distributed.broadcast_state(student)
+            if self.extra is not None:
+                distributed.broadcast_state(self.extra)
+        sums = {k: float(v) for k, v in sums.items()}
+        if not all(math.isfinite(v) for v in sums.values()):
+            raise BenchError(f"{self.desc}: training diverged, loss is not finite at epoch {epoch + 1} "
+                             f"({', '.join(f'{k} {v / seen:.3g}' for k, v in sums.items())}); lower --lr")
+        elapsed = time.perf_counter() - t0
+        row = {"epoch": epoch + 1, "lr": epoch_lr, "seconds": round(elapsed, 3),
+               "images_per_s": round(seen / elapsed, 1), **{k: v / seen for k, v in sums.items()}}
+        if self.val is not None:
+            row["val_pgd20"] = validation_accuracy(student, self.val, self.attack_cfg.eps, self.attack_cfg.norm)
+            if row["val_pgd20"] > self.best["score"]:
+                self.best = {"score": row["val_pgd20"], "epoch": epoch + 1,
+                             "state": {k: v.detach().clone() for k, v in student.state_dict().items()}}
+        self.history.append(row)
+        if not main:
+            return
+        if bar.disable:  # no terminal (a cluster job's log): one line per epoch instead of a bar
+            print(f"{self.desc} epoch {epoch + 1}/{cfg.epochs}: " + ", ".join(
+                f"{k} {v:.4g}" for k, v in row.items() if k not in ("epoch", "seconds")), file=sys.stderr, flush=True)
+        self.tracker.epoch(row)  # before the checkpoint: an epoch trained again after a kill replaces its events
+        atomic_save({"student": student.state_dict(),
+                     "extra": self.extra.state_dict() if self.extra is not None else {},
+                     "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
+                     "generator": self.generator.get_state(), "epoch": epoch,
+                     "history": json.dumps(self.history), "best": self.best}, self.ckpt_path)
+        with open(self.log_path, "a") as fh:
+            fh.write(json.dumps(row) + "\n")

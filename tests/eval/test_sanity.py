@@ -1,0 +1,40 @@
+"""Sanity flags (bench/eval/sanity.py): masked gradients are flagged; the committed default report has none."""
+import json
+
+import torch
+from torch import nn
+
+from bench.config.schema import EvalConfig, SanityConfig
+
+
+class Quantised(nn.Module):
+    """Input quantisation: a non-differentiable preprocessing that masks gradients."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model(torch.round(x * 4) / 4)
+
+
+def test_masked_gradients_are_flagged(trained_digits_model, digits):
+    from bench.eval.protocol import evaluate
+    cfg = EvalConfig(eps=0.1, attacks=("clean", "fgsm", "pgd20"), n=100,
+                     sanity=SanityConfig(n=100, strong_steps=20, strong_restarts=1))
+    masked = evaluate(Quantised(trained_digits_model).eval(), digits.x_test, digits.y_test, cfg, 10)["sanity"]
+    assert "zero_gradients" in masked["flags"] and masked["checks"]["zero_gradients"]["value"] > 0.9
+    plain = evaluate(trained_digits_model, digits.x_test, digits.y_test, cfg, 10)["sanity"]
+    assert "zero_gradients" not in plain["flags"] and "large_eps" not in plain["flags"]
+    assert set(plain["checks"]) == {"iterative_weaker", "large_eps", "not_converged", "zero_gradients",
+                                    "nondeterministic"}
+
+
+def test_default_run_students_are_not_flagged():
+    """The committed default report (reports/digits, made by `python -m bench run`) has no flags."""
+    from pathlib import Path
+
+    runs = json.loads((Path(__file__).resolve().parents[2] / "reports" / "digits" / "runs.json").read_text())
+    students = [r for r in runs if r["role"] == "student"]
+    assert students and all(r["sanity"]["checks"] for r in students)
+    assert [r["method"] for r in students if r["sanity"]["flags"]] == []

@@ -1,0 +1,77 @@
+import dataclasses
+import json
+
+import pandas as pd
+import pytest
+
+from bench.cli.main import main
+from bench.config import presets
+
+
+def test_paper_list_and_unknown(capsys):
+    assert main(["paper", "--list"]) == 0
+    out = capsys.readouterr().out
+    for name in ("cifar10-resnet18", "cifar10-mobilenetv2", "cifar100-resnet18"):
+        assert name in out
+    assert "Zhang2019Theoretically" in out and "Chen2021LTD_WRN34_10" in out
+    assert main(["paper", "cifar10-vgg"]) == 2
+    assert "known: cifar10-resnet18" in capsys.readouterr().err
+
+
+def test_paper_presets_record_the_protocol():
+    p = presets.PAPER_PRESETS["cifar10-resnet18"]
+    assert p.config.teacher.name == "Zhang2019Theoretically" and p.config.student_arch == "resnet18"
+    assert {m.split(":")[0] for m in p.methods} == {"natural", "pgd-at", "trades", "kd", "ard", "crd", "rslad", "iad",
+                                                    "adaad", "gacd"}
+    assert p.config.eval.n == 10000 and p.config.eval.aa_n == 10000 and p.config.probe.targets == ("cifar100", "stl10")
+    assert presets.PAPER_PRESETS["cifar100-resnet18"].config.teacher.name == "Chen2021LTD_WRN34_10"
+    s = presets.smoke(p)
+    assert s.config.student_arch == "resnet18-tiny" and s.config.train.epochs == 1 and s.config.data.stand_in
+
+
+def test_paper_dry_run_prints_plan_and_estimate(capsys):
+    assert main(["paper", "cifar10-mobilenetv2", "--scale", "smoke", "--dry-run", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "measured on cpu" in out and "img/s forward-backward" in out
+    assert "adaad" in out and "estimate:" in out and "hours on cpu" in out
+    assert '"student_arch": "mobilenetv2-tiny"' in out  # every hyper-parameter is printed
+
+
+@pytest.mark.slow
+def test_paper_smoke_end_to_end_with_published_columns(capsys, tmp_path, monkeypatch, quick_autoattack):
+    monkeypatch.setenv("BENCH_DATA_DIR", str(tmp_path / "no-data"))  # the real files are absent: stand-ins
+    slim = dataclasses.replace(presets.PAPER_PRESETS["cifar10-resnet18"], methods=("ard:scale=0.1", "gacd"))
+    monkeypatch.setitem(presets.PAPER_PRESETS, "cifar10-resnet18", slim)
+    assert main(["paper", "cifar10-resnet18", "--scale", "smoke", "--results", str(tmp_path / "r"),
+                 "--reports", str(tmp_path / "p")]) == 0
+    out = tmp_path / "p" / "cifar10-resnet18-smoke"
+    pub = pd.read_csv(out / "published.csv")
+    ard = pub[pub["Method"].str.startswith("ard")].iloc[0]
+    assert ard["PGD-20 published"] == "53.27" and ard["AutoAttack published"] == "49.49"
+    readme = (out / "README.md").read_text()
+    assert "synthetic stand-in" in readme and "`gacd`: no published number (GACD paper tables not available)" in readme
+    runs = json.loads((out / "runs.json").read_text())
+    assert {r["arch"] for r in runs} == {"resnet18-tiny", "wrn-10-1"}
+    assert set(runs[1]["transfer"]) == {"cifar100", "stl10"}
+
+
+def test_paper_dry_run_checks_data_and_teacher_files_first(capsys, tmp_path, monkeypatch):
+    from bench.cli.parser import MISSING_FILES_STATUS
+    data, zoo = tmp_path / "data", tmp_path / "rb"
+    monkeypatch.setenv("BENCH_DATA_DIR", str(data))
+    monkeypatch.setenv("BENCH_ROBUSTBENCH_DIR", str(zoo))
+    argv = ["paper", "cifar10-resnet18", "--dry-run", "--device", "cpu", "--methods", "ard"]
+    assert main(argv) == MISSING_FILES_STATUS != 0
+    captured = capsys.readouterr()
+    missing = [ln for ln in captured.err.splitlines() if "missing:" in ln]
+    teacher = zoo / "cifar10" / "Linf" / "Zhang2019Theoretically.pt"
+    wanted = [data / "cifar-10-batches-py", data / "cifar-100-python", data / "stl10_binary", teacher]
+    assert len(missing) == 4 and all(f"looked for {p};" in ln for p, ln in zip(wanted, missing)), missing
+    assert "--download" in missing[0] and "Google Drive id" in missing[3]  # what to do
+    assert "estimate:" in captured.out  # the plan is printed all the same
+    for folder in wanted[:3]:
+        folder.mkdir(parents=True)
+    teacher.parent.mkdir(parents=True)
+    teacher.write_bytes(b"")
+    assert main(argv) == 0
+    assert "missing" not in capsys.readouterr().err

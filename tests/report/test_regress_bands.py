@@ -1,0 +1,24 @@
+"""Regression bands that hold on another machine (bench/report/regress.py's bands and compare), simulated."""
+import numpy as np
+import pytest
+
+
+def test_bands_keep_false_alarms_rare_and_catch_real_drops():
+    from bench.report.regress import bands, compare
+
+    rng = np.random.default_rng(0)
+    rows, metrics, n = 5, 7, 3
+    sds = rng.uniform(0.005, 0.10, size=(rows, metrics))
+    means = rng.uniform(0.2, 0.9, size=(rows, metrics))
+
+    def draw(shift=None):
+        return {f"r{i}": {f"m{j}": list(rng.normal(means[i, j] - (shift if (i, j) == (0, 0) and shift else 0),
+                                                   sds[i, j], n)) for j in range(metrics)} for i in range(rows)}
+    false_alarms = sum(any(r["verdict"] != "ok" for r in compare({"values": draw()}, draw())) for _ in range(120))
+    assert false_alarms / 120 <= 0.05  # unchanged code, new trajectories: the whole check rarely fails
+    caught = sum(any(r["verdict"] == "DROP" and (r["row"], r["metric"]) == ("r0", "m0")
+                     for r in compare({"values": draw()}, draw(shift=8 * max(sds[0, 0], 0.05))))
+                 for _ in range(50))
+    assert caught >= 45  # a drop of several seed sds is still caught
+    one = bands({"t": {"m": [0.8, 0.8, 0.8]}})[("t", "m")]
+    assert one.lowest == pytest.approx(0.78)  # no spread anywhere: the 2-point floor
