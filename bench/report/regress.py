@@ -36,6 +36,7 @@ from methods import parse_method
 
 FLOOR = 0.02          # two accuracy points
 FAMILY_ALPHA = 0.05   # chance of any false alarm in one check of unchanged code
+POWER = 0.8           # the power at which each band states its detectable drop
 BASELINE_DIR = Path("results") / "baselines"
 
 
@@ -64,6 +65,13 @@ class Band:
     sd_pooled: float   # the baseline's seed sd of this metric, pooled over the rows
     n: int
     lowest: float      # the lowest mean over seeds that passes
+    detectable: float  # the true drop the check flags with probability POWER (the check's power, stated)
+
+
+@lru_cache(maxsize=None)
+def _z(q: float) -> float:
+    from scipy import stats
+    return float(stats.norm.ppf(q))
 
 
 @lru_cache(maxsize=None)
@@ -108,7 +116,11 @@ def bands(values: dict[str, dict[str, list[float]]], now: dict[str, dict[str, li
             sd_pooled, df_pooled = pooled[metric]
             scale = math.sqrt(1 / n + 1 / max(len(got), 1)) if got else math.sqrt(2 / n)
             margin = max(_t(q, df_own) * own if df_own else 0.0, _t(q, df_pooled) * sd_pooled if df_pooled else 0.0) * scale
-            out[row, metric] = Band(mean, own, sd_pooled, n, mean - max(floor, margin))
+            margin = max(floor, margin)
+            # a true drop d moves the difference of the two means to -d with sd = sd_used * scale: the check
+            # flags it with probability POWER once d = margin + z_POWER * sd_used * scale
+            detectable = margin + _z(POWER) * max(own, sd_pooled) * scale
+            out[row, metric] = Band(mean, own, sd_pooled, n, mean - margin, detectable)
     return out
 
 
@@ -121,16 +133,19 @@ def compare(baseline: dict, now_values: dict[str, dict[str, list[float]]]) -> li
         now_mean = sum(got) / len(got) if got else float("nan")
         verdict = "missing" if not got else ("DROP" if now_mean < b.lowest else "ok")
         rows.append({"row": row, "metric": metric, "baseline": b.mean, "sd": b.sd, "sd_used": max(b.sd, b.sd_pooled),
-                     "n": b.n, "now": now_mean, "lowest": b.lowest, "verdict": verdict})
+                     "n": b.n, "now": now_mean, "lowest": b.lowest, "detectable": b.detectable, "verdict": verdict})
     return rows
 
 
 def format_table(rows: list[dict]) -> str:
-    lines = [f"{'row':24s} {'metric':28s} {'baseline (sd, n)':>18s} {'now':>7s} {'allowed ≥':>10s}  verdict"]
+    lines = [f"{'row':24s} {'metric':28s} {'baseline (sd, n)':>18s} {'now':>7s} {'allowed ≥':>10s} "
+             f"{'detects ≥':>10s}  verdict"]
     for r in rows:
         base = f"{100 * r['baseline']:.1f} ({100 * r['sd_used']:.1f}, {r['n']})"
         lines.append(f"{r['row']:24s} {r['metric']:28s} {base:>18s} {100 * r['now']:7.1f} "
-                     f"{100 * r['lowest']:10.1f}  {r['verdict']}")
+                     f"{100 * r['lowest']:10.1f} {100 * r['detectable']:9.1f}↓  {r['verdict']}")
+    lines.append(f"detects ≥: the drop in points that this check flags with at least {POWER:.0%} probability at the "
+                 f"seed sd shown (family-wise false-alarm rate {FAMILY_ALPHA:.0%} over all rows)")
     return "\n".join(lines)
 
 

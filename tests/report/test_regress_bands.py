@@ -22,3 +22,25 @@ def test_bands_keep_false_alarms_rare_and_catch_real_drops():
     assert caught >= 45  # a drop of several seed sds is still caught
     one = bands({"t": {"m": [0.8, 0.8, 0.8]}})[("t", "m")]
     assert one.lowest == pytest.approx(0.78)  # no spread anywhere: the 2-point floor
+
+
+def test_the_stated_detectable_drop_is_flagged_at_least_four_times_in_five():
+    """A fixed baseline (6 rows, 3 seeds, sd about 3 points); new runs drawn at the seed sd the band uses:
+    a true drop of the band's 'detects' value is flagged in at least 80 % of checks (the statement is
+    conservative: the band is computed before the new seeds are known), half that drop far less often."""
+    import numpy as np
+
+    from bench.report.regress import POWER, bands
+
+    rng = np.random.default_rng(0)
+    rows = {f"r{i}": {"pgd20": list(0.5 + 0.03 * rng.standard_normal(3))} for i in range(6)}
+    stated = bands(rows)["r0", "pgd20"]
+    sd = max(stated.sd, stated.sd_pooled)
+    trials, hits = 2000, {1.0: 0, 0.5: 0}
+    for share in hits:
+        for _ in range(trials):
+            now = {k: {"pgd20": list(np.mean(v["pgd20"]) - share * stated.detectable + sd * rng.standard_normal(3))}
+                   for k, v in rows.items()}
+            hits[share] += np.mean(now["r0"]["pgd20"]) < bands(rows, now)["r0", "pgd20"].lowest
+    assert hits[1.0] / trials >= POWER - 0.03
+    assert hits[0.5] / trials < 0.5
