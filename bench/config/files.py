@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import shlex
 import types
 import typing
 from dataclasses import replace
@@ -294,8 +295,6 @@ def dotted_diff(base: RunConfig, cfg: RunConfig) -> list[str]:
 def command(base: RunConfig, cfg: RunConfig, methods, seeds, name: str | None = None,
             methods_from: typing.Iterable[str] = ()) -> str:
     """The ``python -m bench run`` command that runs ``cfg``: its preset, grid and dotted overrides."""
-    import shlex
-
     argv = ["run", "--preset", cfg.preset, "--methods", ",".join(methods), "--seeds", ",".join(map(str, seeds))]
     argv += ["--name", name] if name else []
     for path in methods_from:

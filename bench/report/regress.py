@@ -19,9 +19,11 @@ fails. Runs always start from scratch (teachers included) in a temporary folder.
 from __future__ import annotations
 
 import getpass
+import json
 import math
 import statistics
 import tempfile
+import time
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -210,8 +212,6 @@ def parse_substitute(pairs: list[str] | None) -> dict[str, str]:
 
 
 def read_baseline(path: Path) -> dict | None:
-    import json
-
     return json.loads(Path(path).read_text()) if Path(path).exists() else None
 
 
@@ -246,8 +246,6 @@ def check(cfg: RunConfig, methods: list[str], seeds: tuple[int, ...], path: Path
           substitute: dict[str, str] | None = None) -> Verdict:
     """Re-run ``cfg`` from scratch and compare every metric with the baseline at ``path``; the
     baseline must have been made with the same config, methods and seeds."""
-    import time
-
     previous = read_baseline(path)
     if previous is None:
         raise BenchError(f"no baseline at {path}; create one with --update --reason \"...\"")

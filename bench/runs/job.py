@@ -14,6 +14,7 @@ import hashlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import torch
 import yaml
 
 from bench.attacks.threat import check_eps
@@ -35,9 +36,6 @@ JOBS_DIR = ".jobs"   # results/<runset>/.jobs/<job id>.yaml
 
 def validate(cfg: RunConfig, methods) -> None:
     """Everything a run needs, checked before any data or training work (one-line errors)."""
-    import torch
-
-
     for m in methods:
         parse_method(m)
     files.check_ranges(cfg)

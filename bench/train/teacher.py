@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
@@ -164,9 +165,6 @@ def _trained(cfg: RunConfig, tc: TrainedTeacher, seed: int, data: ImageData, res
     """Load the cached teacher, or train it. A file lock makes exactly one process train a given
     teacher; every other process that needs it waits here, then loads what that one saved. Under
     torchrun rank 0 holds the lock and all ranks train the teacher together."""
-    from contextlib import nullcontext
-
-
     spec = parse_method(tc.method)
     teacher_id, key, code = _trained_key(cfg, tc, seed, data)
     tdir = results / TEACHERS_DIR / teacher_id
