@@ -9,14 +9,17 @@
 #   bash benchmarks/gpu.sh --smoke    # tiny sizes on any device: checks the script's path
 set -uo pipefail
 cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
 SMOKE=()
 SAVE=(--save)
 if [ "${1:-}" = "--smoke" ]; then SMOKE=(--smoke); SAVE=(); fi
 OUT=${OUT:-$(mktemp -d)}
-python benchmarks/gpu.py train --out "$OUT" "${SMOKE[@]}" || echo "gpu.sh: the train step failed" >&2
-timeout 240 python benchmarks/gpu.py eval --out "$OUT" "${SMOKE[@]}" || echo "gpu.sh: the eval step failed" >&2
-if python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
-  timeout 120 python -m pytest -q -p no:cacheprovider tests/train/test_step.py -k cuda | tail -3
+# each step's limit, cut to what is left before $BENCH_DEADLINE (epoch seconds; benchmarks/device/run.sh sets it)
+lim() { local left=$(( ${BENCH_DEADLINE:-$(( $(date +%s) + 100000 ))} - $(date +%s) - 15 )); echo $(( $1 < left ? $1 : left )); }
+"$PY" benchmarks/gpu.py train --out "$OUT" "${SMOKE[@]}" || echo "gpu.sh: the train step failed" >&2
+timeout "$(lim 240)" "$PY" benchmarks/gpu.py eval --out "$OUT" "${SMOKE[@]}" || echo "gpu.sh: the eval step failed" >&2
+if "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
+  timeout "$(lim 120)" "$PY" -m pytest -q -p no:cacheprovider tests/train/test_step.py -k cuda | tail -3
 fi
-timeout 240 python benchmarks/gpu.py jobs --out "$OUT" "${SMOKE[@]}" || echo "gpu.sh: the jobs step failed" >&2
-python benchmarks/gpu.py table --out "$OUT" "${SAVE[@]}"
+timeout "$(lim 240)" "$PY" benchmarks/gpu.py jobs --out "$OUT" "${SMOKE[@]}" || echo "gpu.sh: the jobs step failed" >&2
+"$PY" benchmarks/gpu.py table --out "$OUT" "${SAVE[@]}"

@@ -64,9 +64,51 @@ def quick_autoattack(monkeypatch):
     monkeypatch.setattr(pyautoattack.AutoAttack, "__init__", shortened)
 
 
+@pytest.fixture
+def kill_at():
+    """A training tracker class: ``kill_at(N)`` stops training with KeyboardInterrupt when epoch N is logged,
+    i.e. killed after the checkpoint of the epoch before."""
+    from bench.train.tracking import Tracker
+
+    class KillAt(Tracker):
+        def __init__(self, epoch):
+            super().__init__()
+            self.at = epoch
+
+        def epoch(self, row):
+            if row["epoch"] == self.at:
+                raise KeyboardInterrupt
+    return KillAt
+
+
+@pytest.fixture
+def kill_during_autoattack():
+    """``kill(cmd, out)``: start ``cmd`` (a `bench eval ... --out OUT`), SIGKILL it as soon as its first
+    AutoAttack batch has APGD-CE's results in OUT/eval-state, and return once it is dead."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    def kill(cmd, out, cwd=None):
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=cwd)
+        deadline = time.time() + 120
+        while time.time() < deadline and proc.poll() is None:
+            first = next((out / "eval-state").glob("*/aa-00000.json"), None)
+            if first is not None and "apgd-ce" in first.read_text():
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None, "the evaluation ended before it could be killed during AutoAttack"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    return kill
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: trains or evaluates whole runs (tests/e2e/ is slow throughout); "
                                        "`pytest -m 'not slow'` is the fast set, CI runs everything")
+    config.addinivalue_line("markers", "cuda: needs a GPU (tests/e2e/test_cuda.py; `pytest -m cuda` on the device "
+                                       "machine, skipped without CUDA)")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -258,7 +258,8 @@ def cmd_regress(args) -> int:
     substitute = regress.parse_substitute(args.substitute)
     if args.update:
         t0 = time.perf_counter()
-        regress.update(cfg, methods, seeds, path, args.reason)
+        baseline_seeds = args.baseline_seeds or (resolved.preset.baseline_seeds if not args.seeds else None)
+        regress.update(cfg, methods, seeds, path, args.reason, tuple(baseline_seeds) if baseline_seeds else None)
         print(f"baseline written: {path} ({time.perf_counter() - t0:.0f} s)")
         return 0
     verdict = regress.check(cfg, methods, seeds, path, substitute)

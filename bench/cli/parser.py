@@ -316,7 +316,9 @@ def build_parser() -> Parser:
     reg.add_argument("--reason", help="why the baseline changes (required with --update; default none)")
     reg.add_argument("--substitute", type=_names, help="method=variant pairs scored against the method's "
                                                        "baseline, e.g. ard=ard:alpha=0 (checks the check; default none)")
-    reg.add_argument("--seeds", type=_seeds, help="comma list of seeds (default: the preset's, 0,1,2)")
+    reg.add_argument("--seeds", type=_seeds, help="comma list of the seeds a check runs (default: the preset's)")
+    reg.add_argument("--baseline-seeds", type=_seeds, help="comma list of the seeds --update runs (default: the "
+                                                          "preset's baseline seeds, else --seeds)")
     reg.add_argument("--epochs", type=_int_range(1, 10000, "--epochs"), help="student epochs (default: the preset's)")
     reg.add_argument("--teacher-epochs", type=_int_range(1, 10000, "--teacher-epochs"),
                      help="teacher epochs (default: the preset's)")

@@ -30,16 +30,28 @@ def active() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
+def backend(device: torch.device) -> str:
+    """The process group's backend: NCCL when every rank on this node has a GPU of its own, gloo on
+    CPU and when ranks share a GPU (NCCL refuses two ranks on one device); $BENCH_DIST_BACKEND overrides."""
+    if os.environ.get("BENCH_DIST_BACKEND"):
+        return os.environ["BENCH_DIST_BACKEND"]
+    if device.type != "cuda":
+        return "gloo"
+    local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", world_size()))
+    return "nccl" if local_ranks <= torch.cuda.device_count() else "gloo"
+
+
 def init(device: torch.device) -> torch.device:
-    """Join torchrun's process group (NCCL on CUDA, gloo on CPU) and return this rank's device."""
+    """Join torchrun's process group (``backend``) and return this rank's device: GPU LOCAL_RANK, or
+    LOCAL_RANK modulo the GPUs when there are more ranks than GPUs."""
     if world_size() == 1:
         return device
     if device.type == "cuda":
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) % max(torch.cuda.device_count(), 1))
         torch.cuda.set_device(device)
     if not dist.is_initialized():
         # long timeout: rank 0 may train a teacher while the others wait at a barrier
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timedelta(hours=12))
+        dist.init_process_group(backend(device), timeout=timedelta(hours=12))
     return device
 
 

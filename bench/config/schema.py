@@ -76,6 +76,7 @@ class EvalConfig:
     aa_n: int | None = None           # first N test images for AutoAttack (None: as n)
     aa_subset_why: str = ""           # why AutoAttack runs on fewer images than the other attacks (the report says)
     aa_version: str = "standard"
+    aa_attacks: tuple[str, ...] = ()  # a subset of the version's attacks, run in its order (empty: all of them)
     aa_seed: int = 0
     curve_eps: tuple[float, ...] = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3)  # PGD-20 robustness curve
     batch_size: int = 500             # also the unit of resumable progress: one state entry per batch

@@ -36,10 +36,16 @@ EVAL_NAMES = ("clean", *ATTACKS.names(), AA_NAME)
 LABELS = {"clean": "Clean", "fgsm": "FGSM", "pgd20": "PGD-20", "cw": "CW∞", "aa": "AutoAttack"}  # table titles
 
 
-def check_attacks(names) -> None:
+AA_ATTACKS = ("apgd-ce", "apgd-t", "fab-t", "square", "apgd-dlr", "fab")  # pyautoattack's names, any version
+
+
+def check_attacks(names, aa_attacks=()) -> None:
     for name in names:
         if name not in EVAL_NAMES:
             raise BenchError(f"unknown attack {name!r}; known: {', '.join(EVAL_NAMES)}")
+    for name in aa_attacks:
+        if name not in AA_ATTACKS:
+            raise BenchError(f"eval.aa_attacks: unknown AutoAttack attack {name!r}; known: {', '.join(AA_ATTACKS)}")
 
 
 class _Collect(logging.Handler):
@@ -55,10 +61,11 @@ class _Collect(logging.Handler):
 
 def autoattack_flags(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, num_classes: int,
                      version: str, seed: int, batch_size: int, state: EvalState, desc: str = "",
-                     shard: tuple[int, int] | None = None, norm: str = "Linf"):
+                     shard: tuple[int, int] | None = None, norm: str = "Linf", only: tuple[str, ...] = ()):
     """AutoAttack (pyautoattack, ``norm`` "Linf" or "L2"), per batch and per attack; returns (per-image
     robustness, accuracy after each attack, settings, AutoAttack's own warnings). The model must be in
-    eval mode; target classes are min(9, C-1) for APGD-T and FAB-T."""
+    eval mode; target classes are min(9, C-1) for APGD-T and FAB-T. ``only``: run just these of the
+    version's attacks (with the version's settings, in its order); the settings list what ran."""
     from pyautoattack import AutoAttack
 
     logger = logging.getLogger("auto-attack")
@@ -69,7 +76,11 @@ def autoattack_flags(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: fl
     n_targets = min(9, num_classes - 1)
     adversary.apgd_targeted.n_target_classes = n_targets
     adversary.fab.n_target_classes = n_targets
-    attacks = list(adversary.attacks_to_run)
+    unknown = set(only) - set(adversary.attacks_to_run)
+    if unknown:
+        raise BenchError(f"eval.aa_attacks: {', '.join(sorted(unknown))} not in AutoAttack {version!r} "
+                         f"({', '.join(adversary.attacks_to_run)})")
+    attacks = [a for a in adversary.attacks_to_run if not only or a in only]
     after = {a: 0 for a in ["clean", *attacks]}
     progress = Progress(desc, AA_NAME, len(x))
 
@@ -124,7 +135,7 @@ def evaluate(model: nn.Module, x_test_u8: torch.Tensor, y_test: torch.Tensor, cf
     """
     if shard is not None and state_dir is None:
         raise BenchError("a sharded evaluation needs a state folder to write its batches to")
-    check_attacks(cfg.attacks)
+    check_attacks(cfg.attacks, cfg.aa_attacks)
     check_eps(cfg.eps, cfg.norm, math.prod(x_test_u8.shape[1:]))
     model.eval()
     n = len(y_test) if cfg.n is None else min(cfg.n, len(y_test))
@@ -148,7 +159,7 @@ def _evaluate(model, x, y, cfg: EvalConfig, num_classes: int, seed: int, state: 
             n_aa = n if cfg.aa_n is None else min(cfg.aa_n, n)
             flags[name], aa_after, settings[name], aa_warnings = autoattack_flags(
                 model, x[:n_aa], y[:n_aa], cfg.eps, num_classes, cfg.aa_version, cfg.aa_seed, cfg.batch_size,
-                state, desc, shard, cfg.norm)
+                state, desc, shard, cfg.norm, cfg.aa_attacks)
         else:
             spec = ATTACKS.get(name)
             flags[name] = attack_flags(model, x, y, spec, cfg.eps, cfg.batch_size, seed, state_key(name, cfg.norm),

@@ -138,6 +138,9 @@ def _footnote(record: dict, entry: LeaderboardEntry) -> str:
         notes.append(f"AutoAttack ran on fewer than the full test set (the first {n_aa} images only).")
     if version != "standard":
         notes.append(f"AutoAttack version {version!r}, not 'standard'.")
+    if (config.get("eval") or {}).get("aa_attacks"):
+        notes.append(f"Only AutoAttack's {', '.join(aa_settings.get('attacks', []))} ran (eval.aa_attacks), "
+                     f"not its whole version.")
     n_clean = (config.get("eval") or {}).get("n")
     if entry.clean_acc is not None and n_clean is not None and n_clean < full:
         notes.append(f"Clean accuracy on the first {n_clean} of the {full} test images.")

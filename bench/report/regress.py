@@ -3,18 +3,19 @@
 On another machine (another CPU make, another library build) float rounding sends training down
 another trajectory, much as a new seed does. The bands therefore come from the seed spread, and
 every row has one: the regress preset trains one teacher per seed, so the teacher row has a spread
-too. The check makes one comparison per (row, metric), m in all, and holds the chance of *any*
-false alarm in a run of unchanged code at FAMILY_ALPHA (Bonferroni: each comparison at
-FAMILY_ALPHA / m). A metric fails when its mean over seeds falls below
+too. The baseline is made once with many seeds (``--update`` runs the preset's ``baseline_seeds``),
+so its mean and its seed sd are precise; the check then re-runs the few seeds CI can afford. A
+metric fails when the mean of the check's n seeds falls below
 
-    baseline mean - max(FLOOR, t_q(df) * sd * sqrt(1/n_base + 1/n_now)),   q = 1 - FAMILY_ALPHA / m
+    baseline mean - max(FLOOR, t_q(df) * sd * sqrt(1/n_base + 1/n)),   q = 1 - alpha_i
 
 taking the larger of two (sd, df): the row's own seed sd from the baseline's and this run's seeds
-together, and the baseline's sd of that metric pooled over the rows (see ``bands``). Simulated with
-three seeds, five rows and seven metrics whose seed sds range from 0.5 to 10 points, this gives
-about 1 % false alarms per run and catches a drop of eight seed sds about 95 % of the time
-(tests/report/test_regress_bands.py); training without the attack (``--substitute pgd-at=natural``) still
-fails. Runs always start from scratch (teachers included) in a temporary folder.
+together, and the baseline's sd of that metric pooled over the rows alike (see ``bands``). The chance of
+*any* false alarm in a check of unchanged code is held at FAMILY_ALPHA by a weighted Bonferroni
+split: the focus comparisons (PGD-20 and AutoAttack of every robust row, one whose baseline PGD-20
+is at least ROBUST_ROW) share FOCUS_SHARE of it, every other comparison the rest. Each band states
+the drop it detects with POWER probability; tests/report/test_regress_bands.py checks both rates
+by simulation. Runs always start from scratch (teachers included) in a temporary folder.
 """
 from __future__ import annotations
 
@@ -39,6 +40,9 @@ from methods import parse_method
 FLOOR = 0.02          # two accuracy points
 FAMILY_ALPHA = 0.05   # chance of any false alarm in one check of unchanged code
 POWER = 0.8           # the power at which each band states its detectable drop
+FOCUS_METRICS = ("pgd20", "aa")
+FOCUS_SHARE = 0.8     # of FAMILY_ALPHA, spent on the focus comparisons (the numbers a release is judged by)
+ROBUST_ROW = 0.2      # a row whose baseline PGD-20 mean is at least this is robust: its focus metrics get focus
 BASELINE_DIR = Path("results") / "baselines"
 
 
@@ -64,7 +68,7 @@ def collect(records: list[RunRecord], labels: dict[str, str]) -> dict[str, dict[
 class Band:
     mean: float        # baseline mean over seeds
     sd: float          # the row's own seed sd, from the baseline's and this run's seeds together
-    sd_pooled: float   # the baseline's seed sd of this metric, pooled over the rows
+    sd_pooled: float   # the baseline's seed sd of this metric, pooled over the rows alike (robust or not)
     n: int
     lowest: float      # the lowest mean over seeds that passes
     detectable: float  # the true drop the check flags with probability POWER (the check's power, stated)
@@ -93,21 +97,50 @@ def _pooled_sd(samples: list[list[float]]) -> tuple[float, int]:
     return (math.sqrt(sum((len(v) - 1) * _sd(v) ** 2 for v in parts) / df) if df else 0.0), df
 
 
+def robust_rows(values: dict[str, dict[str, list[float]]]) -> set[str]:
+    """The rows whose baseline PGD-20 mean is at least ROBUST_ROW."""
+    return {row for row, m in values.items() if m.get("pgd20") and statistics.mean(m["pgd20"]) >= ROBUST_ROW}
+
+
+def focus(values: dict[str, dict[str, list[float]]]) -> set[tuple[str, str]]:
+    """The (row, metric) pairs that get FOCUS_SHARE of the false-alarm rate: FOCUS_METRICS of the
+    robust rows."""
+    return {(row, metric) for row in robust_rows(values) for metric in FOCUS_METRICS if metric in values[row]}
+
+
+def alphas(values: dict[str, dict[str, list[float]]], family_alpha: float = FAMILY_ALPHA,
+           focus_share: float = FOCUS_SHARE) -> dict[tuple[str, str], float]:
+    """Each comparison's false-alarm rate: a weighted Bonferroni split of ``family_alpha`` (they sum to
+    it), ``focus_share`` of it over the focus pairs and the rest over the others; an equal split
+    when ``focus_share`` is 0 (baselines made before the split) or one group is empty."""
+    pairs = [(row, metric) for row, metrics in values.items() for metric in metrics]
+    chosen = focus(values) if focus_share else set()
+    if not chosen or len(chosen) == len(pairs):  # one group: the plain Bonferroni split
+        return {p: family_alpha / len(pairs) for p in pairs}
+    n_focus, n_rest = len(chosen), len(pairs) - len(chosen)
+    return {p: family_alpha * (focus_share / n_focus if p in chosen else (1 - focus_share) / n_rest) for p in pairs}
+
+
 def bands(values: dict[str, dict[str, list[float]]], now: dict[str, dict[str, list[float]]] | None = None,
-          floor: float = FLOOR, family_alpha: float = FAMILY_ALPHA) -> dict[tuple[str, str], Band]:
+          floor: float = FLOOR, family_alpha: float = FAMILY_ALPHA, focus_share: float = FOCUS_SHARE,
+          n_now: int | None = None) -> dict[tuple[str, str], Band]:
     """The allowed band of every (row, metric) of a baseline's per-seed values, given this run's.
 
-    The margin is the larger of two one-sided t-margins for the difference of two n-seed means, each
-    at FAMILY_ALPHA / m: one with the row's own seed sd, estimated from the baseline's and this run's
-    seeds together (2(n-1) degrees of freedom), and one with the baseline's seed sd pooled over the
-    rows of the metric (more degrees of freedom; it guards against a row whose own few seeds happen
-    to agree). Never less than ``floor``.
+    The margin is the larger of two one-sided t-margins for the difference of the baseline's mean and
+    this run's, each at the comparison's share of ``family_alpha`` (``alphas``): one with the row's own
+    seed sd, estimated from the baseline's and this run's seeds together (n_base + n - 2 degrees of
+    freedom), and one with the baseline's seed sd pooled over the rows of the metric (more degrees of
+    freedom; it guards against a row whose own few seeds happen to agree). Never less than ``floor``.
+    Without ``now`` (a band stated before the check runs) this run is taken to have ``n_now`` seeds
+    (default: as many as the baseline) and the baseline's own sd alone.
     """
     now = now or {}
-    m = sum(len(metrics) for metrics in values.values())
-    q = 1 - family_alpha / m
-    pooled = {metric: _pooled_sd([metrics.get(metric, []) for metrics in values.values()])
-              for metric in {k for metrics in values.values() for k in metrics}}
+    rates = alphas(values, family_alpha, focus_share)
+    robust = robust_rows(values)
+    # the pooled sd of a metric is taken over rows alike: the robust rows together, the others together
+    pooled = {(metric, group): _pooled_sd([metrics.get(metric, []) for row, metrics in values.items()
+                                           if (row in robust) == group])
+              for metric in {k for metrics in values.values() for k in metrics} for group in (True, False)}
     out = {}
     for row, metrics in values.items():
         for metric, vals in metrics.items():
@@ -115,8 +148,9 @@ def bands(values: dict[str, dict[str, list[float]]], now: dict[str, dict[str, li
             mean = sum(vals) / n
             got = now.get(row, {}).get(metric) or []
             own, df_own = _pooled_sd([vals, got])
-            sd_pooled, df_pooled = pooled[metric]
-            scale = math.sqrt(1 / n + 1 / max(len(got), 1)) if got else math.sqrt(2 / n)
+            sd_pooled, df_pooled = pooled[metric, row in robust]
+            scale = math.sqrt(1 / n + 1 / (len(got) if got else (n_now or n)))
+            q = 1 - rates[row, metric]
             margin = max(_t(q, df_own) * own if df_own else 0.0, _t(q, df_pooled) * sd_pooled if df_pooled else 0.0) * scale
             margin = max(floor, margin)
             # a true drop d moves the difference of the two means to -d with sd = sd_used * scale: the check
@@ -129,25 +163,29 @@ def bands(values: dict[str, dict[str, list[float]]], now: dict[str, dict[str, li
 def compare(baseline: dict, now_values: dict[str, dict[str, list[float]]]) -> list[dict]:
     rows = []
     limits = bands(baseline["values"], now_values, baseline.get("floor", FLOOR),
-                   baseline.get("family_alpha", FAMILY_ALPHA))
+                   baseline.get("family_alpha", FAMILY_ALPHA), baseline.get("focus_share", 0.0))
+    chosen = focus(baseline["values"]) if baseline.get("focus_share") else set()
     for (row, metric), b in limits.items():
         got = now_values.get(row, {}).get(metric)
         now_mean = sum(got) / len(got) if got else float("nan")
         verdict = "missing" if not got else ("DROP" if now_mean < b.lowest else "ok")
         rows.append({"row": row, "metric": metric, "baseline": b.mean, "sd": b.sd, "sd_used": max(b.sd, b.sd_pooled),
-                     "n": b.n, "now": now_mean, "lowest": b.lowest, "detectable": b.detectable, "verdict": verdict})
+                     "n": b.n, "now": now_mean, "lowest": b.lowest, "detectable": b.detectable, "verdict": verdict,
+                     "focus": (row, metric) in chosen})
     return rows
 
 
 def format_table(rows: list[dict]) -> str:
-    lines = [f"{'row':24s} {'metric':28s} {'baseline (sd, n)':>18s} {'now':>7s} {'allowed ≥':>10s} "
+    lines = [f"  {'row':24s} {'metric':28s} {'baseline (sd, n)':>18s} {'now':>7s} {'allowed ≥':>10s} "
              f"{'detects ≥':>10s}  verdict"]
     for r in rows:
         base = f"{100 * r['baseline']:.1f} ({100 * r['sd_used']:.1f}, {r['n']})"
-        lines.append(f"{r['row']:24s} {r['metric']:28s} {base:>18s} {100 * r['now']:7.1f} "
-                     f"{100 * r['lowest']:10.1f} {100 * r['detectable']:9.1f}↓  {r['verdict']}")
+        lines.append(f"{'*' if r.get('focus') else ' '} {r['row']:24s} {r['metric']:28s} {base:>18s} "
+                     f"{100 * r['now']:7.1f} {100 * r['lowest']:10.1f} {100 * r['detectable']:9.1f}↓  {r['verdict']}")
     lines.append(f"detects ≥: the drop in points that this check flags with at least {POWER:.0%} probability at the "
-                 f"seed sd shown (family-wise false-alarm rate {FAMILY_ALPHA:.0%} over all rows)")
+                 f"seed sd shown (family-wise false-alarm rate {FAMILY_ALPHA:.0%} over all rows"
+                 + (f"; * marks the focus comparisons, which share {FOCUS_SHARE:.0%} of it)"
+                    if any(r.get("focus") for r in rows) else ")"))
     return "\n".join(lines)
 
 
@@ -194,10 +232,13 @@ def config_changes(stored: dict, current: dict, defaults: dict, path: str = "") 
 
 
 def write_baseline(path: Path, cfg: RunConfig, methods: list[str], seeds: tuple[int, ...],
-                   values: dict, reason: str, previous: dict | None) -> dict:
-    entry = {"who": getpass.getuser(), "why": reason, "when": now(), "commit": git_commit()}
+                   values: dict, reason: str, previous: dict | None, check_seeds: tuple[int, ...] | None = None,
+                   seconds: float | None = None) -> dict:
+    """``seeds``: the baseline's; ``check_seeds``: the ones a check re-runs (default the same)."""
+    entry = {"who": getpass.getuser(), "why": reason, "when": now(), "commit": git_commit(), "seconds": seconds}
     baseline = {"config": asdict(cfg), "config_id": config_hash(asdict(cfg)), "methods": methods,
-                "seeds": list(seeds), "floor": FLOOR, "family_alpha": FAMILY_ALPHA, "values": values,
+                "seeds": list(seeds), "check_seeds": list(check_seeds or seeds), "floor": FLOOR,
+                "family_alpha": FAMILY_ALPHA, "focus_share": FOCUS_SHARE, "values": values,
                 "history": [*(previous or {}).get("history", []), entry]}
     atomic_write_json(path, baseline)
     return baseline
@@ -250,8 +291,9 @@ def check(cfg: RunConfig, methods: list[str], seeds: tuple[int, ...], path: Path
     if previous is None:
         raise BenchError(f"no baseline at {path}; create one with --update --reason \"...\"")
     changed = config_changes(previous["config"], asdict(cfg), asdict(RunConfig()))
+    check_seeds = tuple(previous.get("check_seeds", previous["seeds"]))
     changed += [k for k, a, b in (("methods", previous["methods"], methods),
-                                  ("seeds", tuple(previous["seeds"]), tuple(seeds))) if a != b]
+                                  ("seeds", check_seeds, tuple(seeds))) if a != b]
     if changed:
         raise BenchError(f"baseline {path} was made with another config ({', '.join(changed[:6])}); "
                          f"rerun with --update --reason \"...\" if the change is intended")
@@ -260,9 +302,13 @@ def check(cfg: RunConfig, methods: list[str], seeds: tuple[int, ...], path: Path
     return Verdict(tuple(rows), str(path), previous["history"][-1], time.perf_counter() - t0)
 
 
-def update(cfg: RunConfig, methods: list[str], seeds: tuple[int, ...], path: Path, reason: str | None) -> dict:
-    """Re-run ``cfg`` from scratch and rewrite the baseline at ``path``, recording why."""
+def update(cfg: RunConfig, methods: list[str], seeds: tuple[int, ...], path: Path, reason: str | None,
+           baseline_seeds: tuple[int, ...] | None = None) -> dict:
+    """Re-run ``cfg`` from scratch on ``baseline_seeds`` (default: the check's ``seeds``) and rewrite the
+    baseline at ``path``, recording why."""
     if not reason:
         raise BenchError("--update needs --reason \"why the numbers change\"")
-    values = run_regression(cfg, methods, seeds)
-    return write_baseline(path, cfg, methods, seeds, values, reason, read_baseline(path))
+    t0 = time.perf_counter()
+    values = run_regression(cfg, methods, baseline_seeds or seeds)
+    return write_baseline(path, cfg, methods, baseline_seeds or seeds, values, reason, read_baseline(path), seeds,
+                          round(time.perf_counter() - t0))

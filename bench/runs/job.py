@@ -42,7 +42,7 @@ def validate(cfg: RunConfig, methods) -> None:
     for part in (cfg.attack, cfg.eval):  # L2's cap needs the image size: checked again with the data
         check_eps(part.eps, part.norm)
     ARCHS.get(cfg.student_arch)
-    check_attacks(cfg.eval.attacks)
+    check_attacks(cfg.eval.attacks, cfg.eval.aa_attacks)
     check_teacher(cfg.teacher, cfg.data.name)
     resolve_device(cfg.device)
     if cfg.sync_bn:

@@ -5,11 +5,8 @@ identical numbers. (Component tests of the same issue moved to tests/config/test
 tests/train/test_teacher.py, tests/train/test_schedule.py, tests/common/test_provenance.py,
 tests/eval/test_sanity.py, tests/report/test_stats.py and tests/report/test_regress_bands.py.)"""
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 
 import torch
 
@@ -89,7 +86,7 @@ def test_default_eps_per_dataset(capsys, tmp_path, trained_digits_model):
 
 # --- an evaluation killed with SIGKILL resumes with identical numbers -----------------------------
 
-def test_killed_evaluation_resumes_identically(tmp_path, trained_digits_model):
+def test_killed_evaluation_resumes_identically(tmp_path, trained_digits_model, kill_during_autoattack):
     torch.save(trained_digits_model.state_dict(), tmp_path / "m.pt")
 
     def cmd(out):
@@ -97,17 +94,7 @@ def test_killed_evaluation_resumes_identically(tmp_path, trained_digits_model):
                 "cnn-narrow", "--dataset", "digits", "--n", "8", "--attacks", "clean,pgd20,aa", "--eps", "0.05",
                 "--batch-size", "4", "--no-sanity", "--out", str(tmp_path / out)]
     assert subprocess.run(cmd("whole"), capture_output=True).returncode == 0
-    proc = subprocess.Popen(cmd("killed"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    state = tmp_path / "killed" / "eval-state"  # eval-state/<key of the settings and weights>/
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        first = next(state.glob("*/aa-00000.json"), None)
-        if first is not None and "apgd-ce" in first.read_text():
-            break
-        time.sleep(0.02)
-    assert proc.poll() is None, "the evaluation ended before it could be killed during AutoAttack"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_during_autoattack(cmd("killed"), tmp_path / "killed")  # eval-state/<key of the settings and weights>/
     assert not (tmp_path / "killed" / "record.json").exists()
     assert subprocess.run(cmd("killed"), capture_output=True).returncode == 0
     whole = json.loads((tmp_path / "whole" / "record.json").read_text())

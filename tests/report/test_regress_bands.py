@@ -44,3 +44,30 @@ def test_the_stated_detectable_drop_is_flagged_at_least_four_times_in_five():
             hits[share] += np.mean(now["r0"]["pgd20"]) < bands(rows, now)["r0", "pgd20"].lowest
     assert hits[1.0] / trials >= POWER - 0.03
     assert hits[0.5] / trials < 0.5
+
+
+def test_the_regress_design_keeps_its_two_rates():
+    """The preset's design, simulated: a 12-seed baseline, a 4-seed check, five rows (four robust) and
+    seven metrics whose seed sds range from 0.5 to 6 points, the focus split. Unchanged code: at most
+    5 % of checks raise any alarm (expected about 3 %: Bonferroni is conservative); a robust row's PGD-20
+    dropped by its stated 'detects' value: flagged in at least 80 % of checks."""
+    from bench.report.regress import bands, compare
+
+    rng = np.random.default_rng(2)
+    metrics = ["clean", "fgsm", "pgd20", "cw", "aa", "transfer:clean", "transfer:pgd20"]
+    rows = ["teacher", "gacd", "ard", "pgd-at", "crd"]
+    means = {(r, m): (0.01 if r == "crd" and m != "clean" else rng.uniform(0.3, 0.9)) for r in rows for m in metrics}
+    sds = {k: rng.uniform(0.005, 0.06) for k in means}
+
+    def draw(n, shift=0.0):
+        return {r: {m: list(rng.normal(means[r, m] - (shift if (r, m) == ("ard", "pgd20") else 0), sds[r, m], n))
+                    for m in metrics} for r in rows}
+    baselines = [{"values": draw(12), "focus_share": 0.8} for _ in range(20)]
+    alarms = sum(any(r["verdict"] != "ok" for r in compare(b, draw(4))) for b in baselines for _ in range(20))
+    assert alarms / 400 <= 0.05
+    hits = 0
+    for b in baselines:
+        stated = bands(b["values"], focus_share=0.8, n_now=4)["ard", "pgd20"].detectable
+        hits += sum(next(r for r in compare(b, draw(4, stated)) if (r["row"], r["metric"]) == ("ard", "pgd20"))
+                    ["verdict"] == "DROP" for _ in range(20))
+    assert hits / 400 >= 0.8 - 0.04

@@ -340,3 +340,19 @@ def test_bench_run_submits_through_an_executor_from_python(monkeypatch, tmp_path
     with pytest.raises(bench.api.BenchError, match="--jobs-per-gpu is for --executor local"):
         bench.run(methods="kd", seeds=[0], results=tmp_path / "x", executor="slurm", jobs_per_gpu=2)
     assert not (tmp_path / "x").exists()
+
+
+def test_backend_is_nccl_only_when_each_rank_has_its_own_gpu(monkeypatch):
+    """NCCL refuses two ranks on one GPU: ranks that share one join a gloo group (the device's one-GPU
+    torchrun test runs that way); $BENCH_DIST_BACKEND overrides."""
+    from bench.common.distributed import backend
+
+    monkeypatch.delenv("BENCH_DIST_BACKEND", raising=False)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    assert backend(torch.device("cpu")) == "gloo"
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert backend(torch.device("cuda")) == "nccl"
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert backend(torch.device("cuda")) == "gloo"
+    monkeypatch.setenv("BENCH_DIST_BACKEND", "nccl")
+    assert backend(torch.device("cuda")) == "nccl"

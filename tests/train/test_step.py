@@ -20,7 +20,7 @@ from bench.models import build_model
 from bench.models.base import global_avg_pool
 from bench.train.loop import compiled, frozen, train_model
 from bench.train.teacher import prepare_model
-from bench.train.tracking import NO_TRACKING, Tracker
+from bench.train.tracking import NO_TRACKING
 from methods import METHODS, parse_method
 from methods.base import Context
 
@@ -133,23 +133,13 @@ def test_every_draw_is_the_runs_generator_and_no_step_reads_back(small, method, 
     assert len(generators) == 1 and long.draws[0][1].device == CPU
 
 
-class _KillAt(Tracker):
-    def __init__(self, epoch):
-        super().__init__()
-        self.at = epoch
-
-    def epoch(self, row):
-        if row["epoch"] == self.at:
-            raise KeyboardInterrupt  # killed after the checkpoint of the epoch before
-
-
 @pytest.mark.parametrize("method", ["gacd:estimator=nce", "trades"])
-def test_a_killed_run_resumes_to_the_same_weights(small, method, tmp_path):
+def test_a_killed_run_resumes_to_the_same_weights(small, method, tmp_path, kill_at):
     """The generator's state is in each checkpoint: a run killed after epoch 1 and resumed draws what the
     uninterrupted run drew (the old checkpoint held the global CPU stream only)."""
     whole, _ = _train(small, method, tmp_path / "whole", epochs=3, limit=64)
     with pytest.raises(KeyboardInterrupt):
-        _train(small, method, tmp_path / "killed", epochs=3, limit=64, tracker=_KillAt(2))
+        _train(small, method, tmp_path / "killed", epochs=3, limit=64, tracker=kill_at(2))
     resumed, history = _train(small, method, tmp_path / "killed", epochs=3, limit=64)
     assert [row["epoch"] for row in history] == [1, 2, 3]
     for (k, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()):

@@ -1,0 +1,30 @@
+"""The install the README promises: CI runs its test command verbatim, the exact torch pins come
+through constraints.txt, and pyproject.toml states the range the code supports (the GPU machine's
+torch 2.11 and newer), so that the no-registry install there (benchmarks/device/) is not refused."""
+import re
+from pathlib import Path
+
+import pytest
+
+tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_ci_runs_the_readmes_test_command_with_the_pins():
+    commands = [line for line in (ROOT / "README.md").read_text().splitlines() if line.startswith("python3 -m venv")]
+    assert len(commands) == 2  # (a) the main job, (b) the tests: exactly two set-up commands
+    assert all("-c constraints.txt" in c for c in commands)
+    assert commands[1] in (ROOT / ".ci" / "run").read_text()
+
+
+def test_pins_are_exact_and_inside_the_declared_range():
+    pins = dict(re.findall(r"^([a-z]+)==(\S+)$", (ROOT / "constraints.txt").read_text(), re.M))
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    ranges = dict(re.match(r"([a-z]+)>=(\S+)", d).groups() for d in deps if d.startswith(("torch>=", "torchvision>=")))
+    assert set(pins) == set(ranges) == {"torch", "torchvision"}
+
+    def version(v):
+        return tuple(int(p) for p in v.split(".")[:2])
+    assert all(version(pins[k]) >= version(ranges[k]) for k in pins)
+    assert version(ranges["torch"]) <= (2, 11)  # the device machine's torch
