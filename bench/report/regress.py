@@ -129,8 +129,9 @@ def bands(values: dict[str, dict[str, list[float]]], now: dict[str, dict[str, li
     The margin is the larger of two one-sided t-margins for the difference of the baseline's mean and
     this run's, each at the comparison's share of ``family_alpha`` (``alphas``): one with the row's own
     seed sd, estimated from the baseline's and this run's seeds together (n_base + n - 2 degrees of
-    freedom), and one with the baseline's seed sd pooled over the rows of the metric (more degrees of
-    freedom; it guards against a row whose own few seeds happen to agree). Never less than ``floor``.
+    freedom), and one with the baseline's seed sd of the metric pooled over the rows alike (the robust
+    rows, or the others; more degrees of freedom: it guards against a row whose own few seeds happen to
+    agree). Never less than ``floor``.
     Without ``now`` (a band stated before the check runs) this run is taken to have ``n_now`` seeds
     (default: as many as the baseline) and the baseline's own sd alone.
     """
