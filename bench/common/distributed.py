@@ -148,11 +148,17 @@ def average_gradients(params: list[torch.Tensor]) -> None:
     if not active():
         return
     grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-    flat = torch.cat([g.reshape(-1) for g in grads])
+    # one flag per parameter rides along: a gradient that is None on every rank stays None (as in one
+    # process, where the optimiser then skips the parameter: no weight decay, no momentum step). The
+    # flags are read back only when this rank lacks a gradient: no host sync in the usual step.
+    local = [p.grad is not None for p in params]
+    like = {"dtype": grads[0].dtype, "device": grads[0].device}
+    has = torch.ones(len(params), **like) if all(local) else torch.tensor(local, dtype=like["dtype"]).to(like["device"])
+    flat = torch.cat([*(g.reshape(-1) for g in grads), has])
     dist.all_reduce(flat)
     flat /= dist.get_world_size()
-    offset = 0
-    for p, g in zip(params, grads):
+    offset, anywhere = 0, local if all(local) else [v > 0 for v in flat[-len(params):].tolist()]
+    for p, g, used in zip(params, grads, anywhere):
         n = g.numel()
-        p.grad = flat[offset:offset + n].view_as(p)
+        p.grad = flat[offset:offset + n].view_as(p) if used else None
         offset += n

@@ -356,3 +356,30 @@ def test_backend_is_nccl_only_when_each_rank_has_its_own_gpu(monkeypatch):
     assert backend(torch.device("cuda")) == "gloo"
     monkeypatch.setenv("BENCH_DIST_BACKEND", "nccl")
     assert backend(torch.device("cuda")) == "nccl"
+
+
+def _average_on_two_ranks(rank, folder):
+    import torch.distributed as dist
+
+    from bench.common.distributed import average_gradients
+
+    dist.init_process_group("gloo", init_method=f"file://{folder}/rendezvous", rank=rank, world_size=2)
+    used, unused, one_rank = (torch.nn.Parameter(torch.zeros(3)) for _ in range(3))
+    used.grad = torch.full((3,), float(rank + 1))
+    if rank == 0:
+        one_rank.grad = torch.full((3,), 4.0)
+    average_gradients([used, unused, one_rank])
+    torch.save({"used": used.grad, "unused": unused.grad, "one_rank": one_rank.grad}, f"{folder}/rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+def test_average_gradients_keeps_a_gradient_no_rank_has_none(tmp_path):
+    """Issue 20 item 9: a parameter no rank computed a gradient for keeps grad None (one process leaves it
+    out of the optimiser step: no weight decay, no momentum), as before it became zeros; one that only
+    some ranks reached is averaged with zeros elsewhere, as DDP does."""
+    torch.multiprocessing.spawn(_average_on_two_ranks, args=(str(tmp_path),), nprocs=2)
+    for rank in (0, 1):
+        got = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
+        assert torch.equal(got["used"], torch.full((3,), 1.5))
+        assert got["unused"] is None
+        assert torch.equal(got["one_rank"], torch.full((3,), 2.0))
