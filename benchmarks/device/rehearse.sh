@@ -21,14 +21,12 @@ from importlib.metadata import distributions
 from pathlib import Path
 
 tmp = Path(sys.argv[1])
-carried = {"pyautoattack", "robustbench", "submitit", "omegaconf", "geotorch", "gdown", "beautifulsoup4",
-           "soupsieve", "bench"}
+carried = {w.name.split("-")[0].lower().replace("_", "-") for w in Path(".whl").glob("*.whl")}  # what prepare.sh put there
 site = Path(sysconfig.get_paths()["purelib"])
-hidden = set()
+hidden = {p.name for p in site.glob("__editable__*bench*")}  # this project's editable install
 for dist in distributions():
-    if dist.metadata["Name"].lower() in carried:
+    if dist.metadata["Name"].lower().replace("_", "-") in carried:
         hidden |= {str(f).split("/")[0] for f in dist.files or []}
-        hidden |= {p.name for p in site.glob("__editable__*bench*")} | {p.name for p in site.glob("*bench*.pth")}
 shown = tmp / "device-site"
 shown.mkdir()
 for entry in site.iterdir():
