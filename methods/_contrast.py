@@ -81,23 +81,26 @@ class MemoryBank(nn.Module):
         self.register_buffer("class_start", torch.cumsum(counts, 0) - counts)
         self.register_buffer("class_count", counts)
         self.register_buffer("labels", labels)
-        # With replacement, K could be anything; more than the smallest pool of other-class
-        # samples only repeats negatives, so K is capped there.
+        # RepDistiller draws each sample's K negatives without replacement from the other classes
+        # (np.random.choice(..., replace=False) when K <= the pool); K is capped at the smallest pool,
+        # so every draw here is without replacement.
         self.k = int(min(k, n_data - int(counts.max())))
 
     def negatives(self, idx: torch.Tensor, shard=None, generator: torch.Generator | None = None) -> torch.Tensor:
-        """(B, K) indices of samples from classes other than each sample's own, uniformly, drawn from
-        ``generator`` (the run's device stream; None: the device's global one). Under torchrun (``shard``)
-        every rank draws for the global batch, as one process would, and keeps its rows, so the ranks'
-        random streams stay equal. Everything stays on the device (no host sync)."""
+        """(B, K) indices of distinct samples from classes other than each sample's own, uniformly
+        without replacement (the K smallest of uniform keys over the pool), drawn from ``generator``
+        (the run's device stream; None: the device's global one). Under torchrun (``shard``) every rank
+        draws for the global batch, as one process would, and keeps its rows, so the ranks' random
+        streams stay equal. Everything stays on the device (no host sync)."""
         if shard is not None:
             return self.negatives(shard.idx, generator=generator)[shard.part]
         y = self.labels[idx]
         start, count = self.class_start[y], self.class_count[y]
-        pool = self.n_data - count
-        r = (torch.rand(len(idx), self.k, generator=generator, device=idx.device) * pool[:, None]).long()
-        r = torch.where(r >= start[:, None], r + count[:, None], r)
-        return self.sorted_idx[r]
+        keys = torch.rand(len(idx), self.n_data, generator=generator, device=idx.device)
+        pos = torch.arange(self.n_data, device=idx.device)
+        own = (pos >= start[:, None]) & (pos < (start + count)[:, None])  # the sample's class block
+        keys = keys.masked_fill(own, 2.0)  # above every uniform key: never among the K smallest
+        return self.sorted_idx[keys.topk(self.k, dim=1, largest=False).indices]
 
     def scores(self, query: torch.Tensor, keys: torch.Tensor, shard=None) -> torch.Tensor:
         """exp(<query, key>/tau)/Z for keys (B, K+1, d); fixes Z on the first call (from the whole

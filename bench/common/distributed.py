@@ -6,6 +6,7 @@ is the single-process identity (rank 0 of 1), so the rest of the code needs no b
 """
 from __future__ import annotations
 
+import copy
 import os
 from dataclasses import dataclass
 from datetime import timedelta
@@ -137,6 +138,32 @@ def broadcast_state(module: torch.nn.Module) -> None:
         return
     for t in list(module.parameters()) + list(module.buffers()):
         dist.broadcast(t.data, src=0)
+
+
+def sync_batchnorm(model: torch.nn.Module, on: bool) -> torch.nn.Module:
+    """A copy of ``model`` with SyncBatchNorm layers (statistics over the global batch) when ``on`` and
+    several ranks train it, else ``model`` itself (PyTorch converts in place; the copy leaves ``model``
+    as it was, with the same state_dict names)."""
+    return torch.nn.SyncBatchNorm.convert_sync_batchnorm(copy.deepcopy(model)) if on and active() else model
+
+
+def broadcast_buffers(module: torch.nn.Module) -> None:
+    """Rank 0's buffers (batch-norm running statistics) on every rank, in one collective: what stock DDP
+    (``broadcast_buffers=True``) does before each forward of the model it wraps. Called at the start of
+    every training step, so an eval-mode attack on rank 1 sees the statistics one process would have,
+    not statistics drifting from its own rows since the last epoch."""
+    if not active():
+        return
+    # num_batches_tracked (integer) is left alone: every rank runs the same number of train-mode forwards
+    bufs = [b for b in module.buffers() if b.is_floating_point()]
+    if not bufs:
+        return
+    flat = torch.cat([b.reshape(-1) for b in bufs])
+    dist.broadcast(flat, src=0)
+    offset = 0
+    for b in bufs:
+        b.copy_(flat[offset:offset + b.numel()].view_as(b))
+        offset += b.numel()
 
 
 def average_gradients(params: list[torch.Tensor]) -> None:

@@ -57,13 +57,15 @@ class SanityConfig:
     enabled: bool = True
     n: int | None = 500               # first N evaluated images for the extra attacks (None: all)
     iterative_margin: float = 0.01    # flag PGD-20 accuracy > FGSM accuracy + this
-    blackbox_margin: float = 0.01     # flag Square breaking more than this fraction after the white-box attacks
+    blackbox_margin: float = 0.002    # flag Square breaking more than this fraction after the white-box attacks
+    #                                   (AutoAttack's check_square_sr: acc_square < acc_white - 0.002)
     large_eps_factor: float = 4.0     # PGD-20 at min(factor x eps, 0.5) ...
     large_eps_max_acc: float = 0.10   # ... must leave at most this accuracy
     strong_steps: int = 100           # PGD-100 with restarts, on top of PGD-20 ...
     strong_restarts: int = 3
     convergence_margin: float = 0.03  # ... flag when it lowers accuracy by more than this
-    zero_grad_max: float = 0.01       # flag when more than this fraction of inputs has a zero input gradient
+    zero_grad_max: float = 0.0        # flag when more than this fraction of inputs has a zero input gradient
+    #                                   (AutoAttack's check_zero_gradients: any)
     determinism_tol: float = 1e-4     # largest |logit difference| allowed between two eval-mode passes
 
 

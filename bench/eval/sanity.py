@@ -43,6 +43,14 @@ def _check(value: float | None, threshold: float, fired: bool, what: str) -> dic
     return {"value": value, "threshold": threshold, "flagged": bool(fired), "what": what}
 
 
+def square_found(aa_after: dict) -> float | None:
+    """Robust accuracy after the white-box attacks minus after Square (AutoAttack's ``check_square_sr``
+    compares the same two numbers); None when Square did not run after at least two others."""
+    if "square" not in aa_after or len(aa_after) <= 2:
+        return None
+    return min(v for k, v in aa_after.items() if k != "square") - aa_after["square"]
+
+
 def zero_gradient_fraction(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> float:
     def zero(_, xb, yb):
         xb = xb.clone().requires_grad_(True)
@@ -69,9 +77,8 @@ def sanity_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: EvalC
         gap = float(flags["pgd20"].float().mean() - flags["fgsm"].float().mean())
         checks["iterative_weaker"] = _check(gap, s.iterative_margin, gap > s.iterative_margin,
                                             "PGD-20 accuracy minus FGSM accuracy")
-    if "square" in aa_after and len(aa_after) > 2:
-        white = min(v for k, v in aa_after.items() if k not in ("square",))
-        found = white - aa_after["square"]
+    found = square_found(aa_after)
+    if found is not None:
         checks["blackbox_stronger"] = _check(found, s.blackbox_margin, found > s.blackbox_margin,
                                              "fraction of images Square breaks after the white-box attacks")
     big = min(s.large_eps_factor * eps, eps_cap(cfg.norm, math.prod(x.shape[1:])))

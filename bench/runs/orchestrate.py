@@ -11,7 +11,6 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from bench.common import distributed
 from bench.common.device import resolve_device, seed_everything
@@ -305,8 +304,7 @@ def _train_and_evaluate(spec: MethodSpec, cfg: RunConfig, data, train_data, val,
     seed_everything(seed)
     student = prepare_model(build_model(cfg.student_arch, data.num_classes, data.in_channels, data.mean, data.std),
                             device)
-    if cfg.sync_bn and distributed.active():
-        student = nn.SyncBatchNorm.convert_sync_batchnorm(student)
+    student = distributed.sync_batchnorm(student, cfg.sync_bn)
     t_model = teacher.model if spec.cls.needs_teacher else None
     ctx = Context(num_classes=train_data.num_classes, n_train=len(train_data.y_train),
                   train_labels=train_data.y_train, student_dim=student.feature_dim,

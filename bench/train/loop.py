@@ -200,6 +200,7 @@ class _Loop:
             y, shard = data.y_train[idx], None
             if ddp:  # every rank drew the global batch; it trains on its own rows
                 shard = distributed.Shard.of(x, y, idx)
+                distributed.broadcast_buffers(student)  # rank 0's batch-norm statistics, as DDP before a forward
                 x, y, idx = x[shard.part], y[shard.part], idx[shard.part]
             batch = Batch(x, y, idx, student, self.teacher, epoch, shard=shard, generator=self.generator)
             with autocast(self.precision, device):

@@ -191,8 +191,15 @@ def _trained(cfg: RunConfig, tc: TrainedTeacher, seed: int, data: ImageData, res
         ctx = Context(num_classes=data.num_classes, n_train=len(data.y_train), train_labels=data.y_train,
                       student_dim=model.feature_dim, teacher_dim=None, device=device, epochs=tc.train.epochs,
                       seed=seed)
-        history = train_model(model, spec.build(ctx), data, replace(tc.train, checkpoint="last"), cfg.attack, None,
-                              tdir, device, cfg.precision, desc=f"teacher s{seed}", seed=seed, compile=cfg.compile)
+        # with --sync-bn the teacher trains as the students do (its cache key says so), as a SyncBatchNorm
+        # copy whose trained values the plain model takes back
+        trained = distributed.sync_batchnorm(model, cfg.sync_bn)
+        history = train_model(trained, spec.build(ctx), data, replace(tc.train, checkpoint="last"), cfg.attack,
+                              None, tdir, device, cfg.precision, desc=f"teacher s{seed}", seed=seed,
+                              compile=cfg.compile)
+        if trained is not model:
+            model.load_state_dict(trained.state_dict())
+        model.eval()
         train_s = sum(row["seconds"] for row in history)
         if main:
             atomic_save(model.state_dict(), weights)

@@ -38,3 +38,29 @@ def test_default_run_students_are_not_flagged():
     students = [r for r in runs if r["role"] == "student"]
     assert students and all(r["sanity"]["checks"] for r in students)
     assert [r["method"] for r in students if r["sanity"]["flags"]] == []
+
+
+def test_thresholds_decide_as_autoattack_checks_do():
+    """SanityConfig's defaults flag exactly where AutoAttack's checks.py warns: Square breaking more
+    than 0.2 % after the white-box attacks (check_square_sr), and any input with an all-zero gradient
+    (check_zero_gradients). The old 1 % thresholds stayed silent on 0.3 % and on 1 image in 500."""
+    import warnings
+
+    from pyautoattack import checks
+
+    from bench.eval.sanity import square_found
+    s = SanityConfig()
+    for white, square in [(0.5, 0.5), (0.5, 0.499), (0.5, 0.4979), (0.5, 0.497), (0.3, 0.29), (0.42, 0.415)]:
+        acc = {"clean": 0.9, "apgd-ce": white + 0.01, "apgd-t": white, "square": square}
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            checks.check_square_sr(acc)
+        found = square_found(acc)
+        assert (found > s.blackbox_margin) == bool(caught), (white, square)
+    for zeros in (0, 1, 7):
+        grad = torch.ones(500, 3)
+        grad[:zeros] = 0
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            checks.check_zero_gradients(grad)
+        assert (zeros / 500 > s.zero_grad_max) == bool(caught), zeros

@@ -151,6 +151,25 @@ def test_memory_bank_negatives_are_other_class_and_k_capped():
         assert (labels[neg] != labels[idx][:, None]).all()
 
 
+def test_memory_bank_negatives_are_drawn_without_replacement_and_uniformly():
+    """RepDistiller's np.random.choice(cls_negative[y], K, replace=False): each row's K negatives are
+    distinct (the old with-replacement draw repeated some in almost every row), and every other-class
+    sample is equally likely."""
+    labels = torch.tensor([0] * 30 + [1] * 20 + [2] * 10)
+    bank = MemoryBank(60, 4, labels, k=12, tau=0.07, momentum=0.5)
+    g = torch.Generator().manual_seed(0)
+    idx = torch.tensor([0, 35, 55] * 200)
+    neg = bank.negatives(idx, generator=g)
+    assert all(len(set(row.tolist())) == 12 for row in neg)
+    assert (labels[neg] != labels[idx][:, None]).all()
+    hits = torch.bincount(neg[idx == 0].flatten(), minlength=60)[30:].float()  # class-0 rows: pool of 30
+    expected = 200 * 12 / 30  # 80 per sample; binomial sd about 7
+    assert hits.min() > expected - 35 and hits.max() < expected + 35
+    # the pool exactly: K = pool size gives every other-class sample once per row
+    full = MemoryBank(60, 4, labels, k=30, tau=0.07, momentum=0.5).negatives(torch.tensor([0]), generator=g)
+    assert sorted(full[0].tolist()) == list(range(30, 60))
+
+
 def test_nce_and_infonce_prefer_close_positives():
     p_neg = torch.full((1, 4), 0.1)
     assert nce_loss(torch.tensor([0.9]), p_neg, 10) < nce_loss(torch.tensor([0.2]), p_neg, 10)

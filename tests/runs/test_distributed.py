@@ -383,3 +383,110 @@ def test_average_gradients_keeps_a_gradient_no_rank_has_none(tmp_path):
         assert torch.equal(got["used"], torch.full((3,), 1.5))
         assert got["unused"] is None
         assert torch.equal(got["one_rank"], torch.full((3,), 2.0))
+
+
+def _buffers_on_two_ranks(rank, folder):
+    """Rank ``rank`` of two: (1) a BN network stepped three times as torch's DDP does it and as the loop's
+    primitives do it (broadcast_buffers before the forward, average_gradients after backward); (2) the
+    real training loop with an eval-mode attack (TRADES), recording the running mean every step sees."""
+    import torch.distributed as dist
+
+    from bench.common.distributed import average_gradients, broadcast_buffers
+    from bench.config.schema import AttackConfig, TrainConfig
+    from bench.data.sources import load_dataset
+    from bench.models import build_model
+    from bench.train.loop import train_model
+    from methods import parse_method
+    from methods.base import Context
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{folder}/rendezvous", rank=rank, world_size=2)
+
+    def net():
+        torch.manual_seed(0)
+        return torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
+                                   torch.nn.Flatten(), torch.nn.Linear(4 * 36, 3))
+    ours, ref = net(), torch.nn.parallel.DistributedDataParallel(net())
+    g = torch.Generator().manual_seed(rank)  # each rank its own rows
+    batches = [(torch.rand(8, 1, 8, 8, generator=g) + rank, torch.randint(0, 3, (8,), generator=g)) for _ in range(3)]
+    for model, step in ((ours, "ours"), (ref, "ddp")):
+        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        for x, y in batches:
+            if step == "ours":
+                broadcast_buffers(model)
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            if step == "ours":
+                average_gradients(list(model.parameters()))
+            opt.step()
+    seen = []
+    trades = parse_method("trades").cls
+
+    class Recorder(trades):  # what running statistics each step's eval-mode attack used
+        def inner_objective(self, batch, x_adv):
+            if not seen or seen[-1][0] != id(batch):
+                seen.append((id(batch), batch.student.body[0][1].running_mean.clone()))
+            return super().inner_objective(batch, x_adv)
+
+    data = load_dataset("digits@0-4", train_limit=96)
+    torch.manual_seed(1)
+    student = build_model("cnn-narrow", data.num_classes, 1, data.mean, data.std)
+    ctx = Context(num_classes=data.num_classes, n_train=96, train_labels=data.y_train, student_dim=32,
+                  teacher_dim=None, device=torch.device("cpu"), epochs=1, seed=1)
+    train_model(student, Recorder(Recorder.Options(), ctx), data, TrainConfig(epochs=1, batch_size=16),
+                AttackConfig(eps=0.2, steps=2), None, Path(folder) / "run", torch.device("cpu"))
+    torch.save({"ours": ours.state_dict(), "ddp": ref.module.state_dict(), "seen": [m for _, m in seen]},
+               f"{folder}/bn-rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+def test_batch_norm_statistics_follow_rank0_every_step_as_ddp(tmp_path):
+    """Issue 20 item 9: under torchrun the ranks' batch-norm statistics drifted apart for a whole epoch
+    (rank 0's were broadcast only at its end), so eval-mode attacks (TRADES, RSLAD, AdaAD) on rank 1 used
+    statistics of rank 1's rows alone. Now rank 0's buffers reach every rank before every step, as DDP's
+    broadcast_buffers does: the primitives match torch's DDP to float order, and in the training loop every
+    step of every rank starts from the same running statistics (the old loop differed from step 2 on)."""
+    torch.multiprocessing.spawn(_buffers_on_two_ranks, args=(str(tmp_path),), nprocs=2)
+    r0, r1 = (torch.load(tmp_path / f"bn-rank{r}.pt", weights_only=True) for r in (0, 1))
+    for got in (r0, r1):
+        for k, v in got["ddp"].items():
+            assert torch.allclose(got["ours"][k].float(), v.float(), atol=1e-6), k
+    assert len(r0["seen"]) == len(r1["seen"]) >= 3
+    for a, b in zip(r0["seen"], r1["seen"]):
+        assert torch.equal(a, b)
+    assert not torch.equal(r0["seen"][0], r0["seen"][-1])  # the statistics did move
+
+
+def _teacher_on_two_ranks(rank, folder):
+    import torch.distributed as dist
+
+    import bench.train.teacher as teacher_mod
+    from bench.config.schema import RunConfig, TrainConfig, TrainedTeacher
+    from bench.data.sources import load_dataset
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{folder}/rendezvous", rank=rank, world_size=2)
+    os.environ.update(WORLD_SIZE="2", RANK=str(rank))
+    trained_as = []
+
+    def fake_train(model, *args, **kwargs):  # PyTorch's SyncBatchNorm runs on GPUs only: record, don't train
+        trained_as.append(sorted({type(m).__name__ for m in model.modules() if "BatchNorm" in type(m).__name__}))
+        return [{"seconds": 0.0}]
+    teacher_mod.train_model = fake_train
+    data = load_dataset("digits@0-4", train_limit=64)
+    for sync in (True, False):
+        cfg = RunConfig(sync_bn=sync, teacher=TrainedTeacher(train=TrainConfig(epochs=1)))
+        got = teacher_mod.get_teacher(cfg, 0, data, Path(folder) / "results", torch.device("cpu"), False)
+        trained_as.append(sorted({type(m).__name__ for m in got.model.modules() if "BatchNorm" in type(m).__name__}))
+    torch.save(trained_as, f"{folder}/teacher-rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+def test_teacher_trained_inside_torchrun_uses_sync_batchnorm_when_asked(tmp_path):
+    """Issue 20 item 9: a teacher trained inside a torchrun with --sync-bn kept per-rank batch norm while its
+    cache key recorded sync_bn. Now it trains with SyncBatchNorm as the students do, and is handed back as a
+    plain network (same weights); without --sync-bn nothing is converted."""
+    torch.multiprocessing.spawn(_teacher_on_two_ranks, args=(str(tmp_path),), nprocs=2)
+    for rank in (0, 1):
+        got = torch.load(tmp_path / f"teacher-rank{rank}.pt", weights_only=True)
+        assert got == [["SyncBatchNorm"], ["BatchNorm2d"], ["BatchNorm2d"], ["BatchNorm2d"]]
