@@ -35,7 +35,7 @@ from typing import ClassVar
 import torch
 
 from methods import register
-from methods.base import InnerMax, Method, kl_div
+from methods.base import InnerMax, Method, Recipe, kl_div
 
 
 @register
@@ -49,15 +49,30 @@ class AdaAD(Method):
                      student_mode="eval", teacher_at="x' (adversarial)")
     schedule = ("200 epochs, SGD 0.1 (momentum 0.9), decay /10 at 100 and 150, wd 5e-4, batch 128; "
                 "official CIFAR-10 loss = batchmean/10 (scale=0.1)")
-    official_train: ClassVar[dict] = {"epochs": 200, "lr": 0.1, "milestones": (100, 150),
-                                      "weight_decay": 5e-4, "batch_size": 128, "schedule": "step"}
-    # CIFAR-10: nn.KLDivLoss() (mean over B x C); CIFAR-100: (1/B) sum = batchmean
-    official_options: ClassVar[dict] = {"cifar10": "scale=0.1"}
+    official: ClassVar[Recipe] = Recipe(
+        repo="boyellow/AdaAD@9e5c6e5",
+        train={"epochs": 200, "lr": 0.1, "milestones": (100, 150), "weight_decay": 5e-4, "batch_size": 128,
+               "schedule": "step"},
+        attack={"eps": 8 / 255, "step_ratio": 0.25, "steps": 10},  # the README's command (argparse: 16/255, 4/255)
+        # CIFAR-10: nn.KLDivLoss() (mean over B x C); CIFAR-100: (1/B) sum = batchmean
+        options={"cifar10": "scale=0.1"},
+        official_options="clean_pass=true", checkpoint="best-test-pgd10",
+        sources={"epochs": "main.py:58; README.md:61", "lr": "main.py:61,247", "weight_decay": "main.py:64,248",
+                 "batch_size": "main.py:59", "milestones": "main.py:113-128,293-294 (lr_decay, 0-based epochs)",
+                 "schedule": "main.py:113-128", "eps": "README.md:58 (--epsilon 8); main.py:327",
+                 "step_ratio": "README.md:58 (--step_size 2)", "steps": "main.py:50,328",
+                 "checkpoint": "main.py:463-506 (best_PGD10_acc_model.pth: test PGD-10 every epoch, :406-461)",
+                 "precision": "fp32 (no amp anywhere)",
+                 "input_norm": "config/dataset_config.py:12-16,33-37 (ToTensor, no Normalize)",
+                 "options": "main.py:333 (net(inputs) before net(adv_inputs), even at AdaAD_alpha 1)"})
 
     @dataclass(frozen=True)
     class Options:
         alpha: float = 1.0  # weight of the adversarial term; 1 - alpha on the clean term (official 1)
         scale: float = 1.0  # multiplies the whole loss; 1/C = the official CIFAR-10 magnitude
+        # run S(x) in train mode before S(x') every step even at alpha = 1, as main.py:333 does: weight 0,
+        # but it moves batch-norm running statistics (eval-mode numbers)
+        clean_pass: bool = False
 
     def inner_objective(self, batch, x_adv):
         return kl_div(batch.student(x_adv), batch.teacher(x_adv), reduction="sum")
@@ -66,7 +81,13 @@ class AdaAD(Method):
         o = self.options
         with torch.no_grad():
             teacher_adv = batch.teacher(x_adv)
-        terms = {"kd_adv": o.scale * o.alpha * kl_div(batch.student(x_adv), teacher_adv)}
+        clean = None
         if o.alpha < 1:
-            terms["kd_nat"] = o.scale * (1 - o.alpha) * kl_div(batch.student(batch.x), batch.teacher_logits)
+            clean = batch.student(batch.x)
+        elif o.clean_pass:  # the script's order: clean first, then adversarial
+            with torch.no_grad():
+                batch.student(batch.x)
+        terms = {"kd_adv": o.scale * o.alpha * kl_div(batch.student(x_adv), teacher_adv)}
+        if clean is not None:
+            terms["kd_nat"] = o.scale * (1 - o.alpha) * kl_div(clean, batch.teacher_logits)
         return terms

@@ -20,11 +20,12 @@ Read from the official repository goldblum/AdversariallyRobustDistillation (``ma
 from dataclasses import dataclass
 from typing import ClassVar
 
+import torch
 import torch.nn.functional as F
 
 from bench.attacks import ce_loss
 from methods import register
-from methods.base import InnerMax, Method, kl_div
+from methods.base import InnerMax, Method, Recipe, kl_div
 
 
 @register
@@ -36,17 +37,31 @@ class ARD(Method):
     inner = InnerMax("CE(S(x'), y)", start="uniform", student_mode="train", teacher_at="x (clean)")
     schedule = ("200 epochs, SGD 0.1, decay /10 at 100 (declared 100 and 150; the code's second decay "
                 "has no effect), wd 2e-4, batch 128 (256 on CIFAR-100); official KL = batchmean/C (scale=1/C)")
-    official_train: ClassVar[dict] = {"epochs": 200, "lr": 0.1, "milestones": (100,), "weight_decay": 2e-4,
-                                      "batch_size": 128, "schedule": "step"}
-    official_train_by_dataset: ClassVar[dict] = {"cifar100": {"batch_size": 256}}
-    paper_train: ClassVar[dict] = {**official_train, "milestones": (100, 150)}
-    official_options: ClassVar[dict] = {"cifar10": "scale=0.1", "cifar100": "scale=0.01"}
+    official: ClassVar[Recipe] = Recipe(
+        repo="goldblum/AdversariallyRobustDistillation@779ade3",
+        train={"epochs": 200, "lr": 0.1, "milestones": (100,), "weight_decay": 2e-4, "batch_size": 128,
+               "schedule": "step"},
+        by_dataset={"cifar100": {"batch_size": 256}},
+        attack={"eps": 8 / 255, "step_ratio": 0.25, "steps": 10},
+        options={"cifar10": "scale=0.1", "cifar100": "scale=0.01"},
+        official_options="clean_pass=true", checkpoint="last",
+        sources={"epochs": "main.py:18", "lr": "main.py:15,168", "weight_decay": "main.py:168",
+                 "batch_size": "main.py:49 (CIFAR-10), :55 (CIFAR-100: 256)",
+                 "milestones": "main.py:16,32-36,170 (adjust_learning_rate restarts from the initial lr: one decay)",
+                 "schedule": "main.py:32-36", "eps": "main.py:101", "step_ratio": "main.py:102 (2/255)",
+                 "steps": "main.py:103", "checkpoint": "main.py:132-139 (every epoch saved, none selected)",
+                 "precision": "main.py (fp32 throughout)", "input_norm": "main.py:39-43 (ToTensor, no Normalize)",
+                 "options": "main.py:126 (basic_net(inputs) every step, weight 0 at alpha 1)"})
+    paper_train: ClassVar[dict] = {**official.train, "milestones": (100, 150)}
 
     @dataclass(frozen=True)
     class Options:
         alpha: float = 1.0  # weight of the distillation term (official default 1: no CE term)
         t: float = 30.0     # temperature
         scale: float = 1.0  # multiplies the KL term; 1/C = the official nn.KLDivLoss() magnitude
+        # run S(x) in train mode every step even at alpha = 1, after the adversarial forward, as main.py:126
+        # does: its output has weight 0, but it moves batch-norm running statistics (eval-mode numbers)
+        clean_pass: bool = False
 
     def inner_objective(self, batch, x_adv):
         return ce_loss(batch.student(x_adv), batch.y)
@@ -56,4 +71,7 @@ class ARD(Method):
         terms = {"kd_adv": o.scale * o.alpha * o.t ** 2 * kl_div(batch.student(x_adv), batch.teacher_logits, o.t)}
         if o.alpha < 1:
             terms["ce"] = (1 - o.alpha) * F.cross_entropy(batch.student(batch.x), batch.y)
+        elif o.clean_pass:
+            with torch.no_grad():
+                batch.student(batch.x)
         return terms

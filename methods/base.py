@@ -67,6 +67,31 @@ class Batch:
             return self.teacher.head(self.teacher_features)
 
 
+@dataclass(frozen=True)
+class Recipe:
+    """How the official script trains: what protocol ``official`` runs (bench.config.protocol), and what
+    the recipe table lists, each field with the file and line it comes from (``sources``).
+
+    ``train`` and ``attack`` are TrainConfig / AttackConfig fields on CIFAR-10, ``by_dataset`` the
+    script's changes per data set; ``options`` the method options that give the official loss magnitude
+    per data set (both protocols use them), ``official_options`` those only the official protocol turns
+    on (e.g. a clean forward kept for its batch-norm statistics); ``checkpoint`` the selection policy of
+    the published number (bench.config.schema.TrainConfig.checkpoint). ``code=False``: there is no
+    official code and the recipe is the suite's own default, stated as such."""
+    repo: str                                   # owner/name@commit the lines were read at
+    train: dict = field(default_factory=dict)
+    by_dataset: dict[str, dict] = field(default_factory=dict)
+    by_student: dict[str, dict] = field(default_factory=dict)   # per student architecture (TrainConfig fields)
+    attack: dict = field(default_factory=dict)
+    options: dict[str, str] = field(default_factory=dict)
+    official_options: str = ""
+    checkpoint: str = "last"
+    precision: str = "fp32"                     # every official script trains in fp32
+    input_norm: str = "none"                    # ToTensor() pixels, no Normalize in the model
+    sources: dict[str, str] = field(default_factory=dict)   # field -> "file:line (what it says)"
+    code: bool = True
+
+
 class Method:
     """Base class. Subclasses set the class attributes and override ``losses``."""
     name: ClassVar[str]
@@ -75,23 +100,25 @@ class Method:
     needs_teacher: ClassVar[bool] = False
     inner: ClassVar[InnerMax | None] = None
     schedule: ClassVar[str] = "-"                     # the official training schedule, for `list`
-    # The CIFAR-10 schedule as the official script runs it, as TrainConfig fields (presets); per-data-set
-    # changes of the script; and the paper's stated schedule where it differs from the code's.
-    official_train: ClassVar[dict | None] = None
-    official_train_by_dataset: ClassVar[dict[str, dict]] = {}
+    # The official script's recipe (protocol ``official``); None: no official recipe is known here.
+    official: ClassVar[Recipe | None] = None
+    # The paper's stated schedule where it differs from what the code runs (TrainConfig fields).
     paper_train: ClassVar[dict | None] = None
-    # Options that reproduce the official code's loss magnitude, per data set ("scale=0.1").
-    official_options: ClassVar[dict[str, str]] = {}
     note: ClassVar[str] = ""                          # shown next to the method's name in reports
 
     @classmethod
     def official_schedule(cls, dataset: str = "cifar10", form: str = "code") -> dict | None:
         """TrainConfig fields of the official schedule on ``dataset``: as the code runs it, or as the
         paper states it (``form="paper"``; the code's where the paper states nothing else)."""
-        if cls.official_train is None:
+        if cls.official is None or not cls.official.train:
             return None
-        base = cls.paper_train if form == "paper" and cls.paper_train else cls.official_train
-        return {**base, **cls.official_train_by_dataset.get(dataset, {})}
+        base = cls.paper_train if form == "paper" and cls.paper_train else cls.official.train
+        return {**base, **cls.official.by_dataset.get(dataset, {})}
+
+    @classmethod
+    def magnitude_options(cls, dataset: str) -> str:
+        """The options that give the official code's loss magnitude on ``dataset`` ("scale=0.1")."""
+        return cls.official.options.get(dataset, "") if cls.official else ""
 
     @dataclass(frozen=True)
     class Options:

@@ -1,5 +1,6 @@
 """CRD: contrastive representation distillation with NCE against two memory banks."""
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -7,7 +8,8 @@ from torch import nn
 
 from methods import register
 from methods._contrast import Embed, MemoryBank, nce_loss
-from methods.base import Method
+from methods._repdistiller import REPDISTILLER
+from methods.base import Method, Recipe
 
 
 @register
@@ -17,8 +19,7 @@ class CRD(Method):
     summary = "CE(S(x), y) + beta (NCE_student-anchor + NCE_teacher-anchor), class-aware negatives"
     needs_teacher = True
     schedule = "240 epochs, SGD 0.05, decay at 150/180/210, wd 5e-4, batch 64"
-    official_train = {"epochs": 240, "lr": 0.05, "milestones": (150, 180, 210), "weight_decay": 5e-4, "batch_size": 64,
-                   "schedule": "step"}
+    official: ClassVar[Recipe] = REPDISTILLER
 
     @dataclass(frozen=True)
     class Options:

@@ -22,7 +22,7 @@ named option; the defaults are our reconstruction, not the paper's:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -39,7 +39,7 @@ from methods._contrast import (
     nce_loss,
     other_class_mask,
 )
-from methods.base import InnerMax, Method, kl_div
+from methods.base import InnerMax, Method, Recipe, kl_div
 
 
 def teacher_weights(teacher_logits: torch.Tensor, y: torch.Tensor, mode: str, power: float,
@@ -69,6 +69,9 @@ class GACD(Method):
                      start="uniform", student_mode="train", teacher_at="x (clean)")
     note = "re-implemented from the paper's description"
     schedule = "not published (abstract only); uses the suite's schedule"
+    # no official code: the official protocol runs the reconstruction's default, the common config
+    official: ClassVar[Recipe] = Recipe(repo="none: the paper's abstract only (shared/reference/methods.md)",
+                                        code=False)
 
     @dataclass(frozen=True)
     class Options:

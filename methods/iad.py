@@ -32,7 +32,7 @@ the AKD-based one and is not implemented here):
 * schedule: 200 epochs, SGD lr 0.1, momentum 0.9, weight decay 2e-4, batch 128,
   ``--lr_schedule 100 150``.  Note ``adjust_learning_rate`` multiplies the *initial* lr each time,
   so the script as written runs 0.1 until epoch 100 and 0.01 afterwards (the second "decay"
-  re-sets 0.01): ``official_train`` uses milestones (100,), as the script runs, and ``paper_train``
+  re-sets 0.01): the official recipe uses milestones (100,), as the script runs, and ``paper_train``
   keeps the declared 100/150 (preset ``cifar10-iad-paper``). Batch 128 on CIFAR-10 and CIFAR-100.
 """
 import math
@@ -44,7 +44,7 @@ import torch.nn.functional as F
 
 from bench.attacks import ce_loss
 from methods import register
-from methods.base import InnerMax, Method, kl_div
+from methods.base import InnerMax, Method, Recipe, kl_div
 
 
 @register
@@ -59,9 +59,21 @@ class IAD(Method):
                      teacher_at="x (clean); x' (adversarial) for the reliability A")
     schedule = ("200 epochs, SGD 0.1 (momentum 0.9), decay /10 at 100 (declared 100 and 150; the code's "
                 "second decay has no effect), wd 2e-4, batch 128; introspection from epoch 60")
-    official_train: ClassVar[dict] = {"epochs": 200, "lr": 0.1, "milestones": (100,),
-                                      "weight_decay": 2e-4, "batch_size": 128, "schedule": "step"}
-    paper_train: ClassVar[dict] = {**official_train, "milestones": (100, 150)}
+    official: ClassVar[Recipe] = Recipe(
+        repo="ZFancy/IAD@a8091a8",
+        train={"epochs": 200, "lr": 0.1, "milestones": (100,), "weight_decay": 2e-4, "batch_size": 128,
+               "schedule": "step"},
+        attack={"eps": 8 / 255, "step_ratio": 0.25, "steps": 10},
+        official_options="clean_pass=true", checkpoint="best-test-pgd10",
+        sources={"epochs": "IAD-I.py:21,229", "lr": "IAD-I.py:18,224", "weight_decay": "IAD-I.py:224",
+                 "batch_size": "IAD-I.py:76 (CIFAR-10), :82 (CIFAR-100)",
+                 "milestones": "IAD-I.py:19,49-53,230 (adjust_learning_rate restarts from the initial lr: one decay)",
+                 "schedule": "IAD-I.py:49-53", "eps": "IAD-I.py:135-139", "step_ratio": "IAD-I.py:135-139 (2/255)",
+                 "steps": "IAD-I.py:135-139",
+                 "checkpoint": "IAD-I.py:243-259 (bestpoint.pth.tar: best test PGD-10, every epoch, :194-215)",
+                 "precision": "fp32", "input_norm": "IAD-I.py:66-73 (ToTensor, no Normalize)",
+                 "options": "IAD-I.py:169 (an unused S(x') forward), :179/:181 (S(x) at weight 0, every step)"})
+    paper_train: ClassVar[dict] = {**official.train, "milestones": (100, 150)}
 
     @dataclass(frozen=True)
     class Options:
@@ -71,6 +83,10 @@ class IAD(Method):
         warmup: float = 0.3  # fraction of the epochs before the introspection starts (official 60/200)
         teacher_weighting: Literal["code", "paper"] = "code"  # paper: teacher term x A after warm-up
         detach_self: bool = False  # stop the gradient through S(x) in the self term (code: not detached)
+        # the script's extra train-mode forwards, kept for their batch-norm running statistics: an unused
+        # S(x') after the adversarial one (IAD-I.py:169) and S(x) at weight 0 every step, warm-up included
+        # (:179, :181)
+        clean_pass: bool = False
 
         def __post_init__(self):
             if not 0.0 <= self.warmup <= 1.0:
@@ -98,7 +114,13 @@ class IAD(Method):
         adv = batch.student(x_adv)
         teacher_kl = kl_div(adv, batch.teacher_logits, o.t, reduction="none")
         active = batch.epoch >= self.begin_epoch
+        if o.clean_pass:
+            with torch.no_grad():
+                batch.student(x_adv)
         clean = batch.student(batch.x) if (active or o.alpha < 1) else None
+        if o.clean_pass and o.alpha == 1:  # the CE term's S(x), at weight 0
+            with torch.no_grad():
+                batch.student(batch.x)
         if active:
             a = self.reliability(batch, x_adv)
             if o.teacher_weighting == "paper":

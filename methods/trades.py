@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from methods import register
-from methods.base import InnerMax, Method, kl_div
+from methods.base import InnerMax, Method, Recipe, kl_div
 
 
 @register
@@ -19,12 +19,27 @@ class TRADES(Method):
     # from 100, never reached in 76 epochs): epochs 75 and 76 run at 0.01, i.e. 0-based milestone 74.
     # KL: KLDivLoss(size_average=False) / batch_size = batchmean, the suite's convention.
     schedule = "76 epochs, SGD 0.1, lr 0.01 for the last two (from 1-based epoch 75), wd 2e-4, batch 128"
-    official_train: ClassVar[dict] = {"epochs": 76, "lr": 0.1, "milestones": (74,), "weight_decay": 2e-4, "batch_size": 128,
-                      "schedule": "step"}
+    official: ClassVar[Recipe] = Recipe(
+        repo="yaodongyu/TRADES@6e8e11b",
+        train={"epochs": 76, "lr": 0.1, "milestones": (74,), "weight_decay": 2e-4, "batch_size": 128,
+               "schedule": "step"},
+        attack={"eps": 0.031, "step_ratio": 0.007 / 0.031, "steps": 10},
+        official_options="clean_pass=true", checkpoint="last",
+        sources={"epochs": "train_trades_cifar10.py:20", "lr": "train_trades_cifar10.py:22,153",
+                 "weight_decay": "train_trades_cifar10.py:26,153", "batch_size": "train_trades_cifar10.py:16",
+                 "milestones": "train_trades_cifar10.py:137-147 (x0.1 from epoch 75 of 76)",
+                 "schedule": "train_trades_cifar10.py:137-147", "eps": "train_trades_cifar10.py:30 (0.031)",
+                 "step_ratio": "train_trades_cifar10.py:34 (step 0.007)", "steps": "train_trades_cifar10.py:32",
+                 "checkpoint": "train_trades_cifar10.py:169-173 (every epoch saved, none selected)",
+                 "precision": "fp32 throughout", "input_norm": "train_trades_cifar10.py:59-63 (no Normalize)",
+                 "options": "trades.py:79-82 (model(x_natural) again after model(x_adv))"})
 
     @dataclass(frozen=True)
     class Options:
         beta: float = 6.0  # weight of the robust KL term (TRADES' 1/lambda)
+        # trades.py runs S(x) a second time after S(x') for the KL target (trades.py:82): the same values in
+        # train mode, one more batch-norm running-statistics update; on: that extra forward, without a graph
+        clean_pass: bool = False
 
     def inner_objective(self, batch, x_adv):
         if "clean_eval" not in batch.cache:
@@ -34,5 +49,9 @@ class TRADES(Method):
 
     def losses(self, batch, x_adv):
         clean = batch.student(batch.x)
-        return {"ce": F.cross_entropy(clean, batch.y),
-                "kl_robust": self.options.beta * kl_div(batch.student(x_adv), clean)}
+        terms = {"ce": F.cross_entropy(clean, batch.y),
+                 "kl_robust": self.options.beta * kl_div(batch.student(x_adv), clean)}
+        if self.options.clean_pass:
+            with torch.no_grad():
+                batch.student(batch.x)
+        return terms

@@ -96,6 +96,8 @@ ATTACKS: Registry[AttackSpec] = Registry("attack")
 # to L-inf too, where this suite already follows TRADES/ARD's eps/4; eps/4 for L2 keeps one protocol.
 ATTACKS.add("fgsm", AttackSpec("fgsm", "ce", 1, 1.0, "none"))
 ATTACKS.add("pgd20", AttackSpec("pgd20", "ce", 20, 0.25, "uniform"))
+# PGD-10, step eps/4, random start: the per-epoch test attack of the official scripts that select on it
+ATTACKS.add("pgd10", AttackSpec("pgd10", "ce", 10, 0.25, "uniform"))
 ATTACKS.add("cw", AttackSpec("cw", "margin", 30, 0.25, "uniform"))
 AA_NAME = "aa"  # AutoAttack; listed by the CLI next to ATTACKS, run by ``bench.eval.protocol.autoattack_flags``
 

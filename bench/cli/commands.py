@@ -135,6 +135,7 @@ def cmd_paper(args) -> int:
     from dataclasses import replace
 
     from bench.config.presets import PAPER_PRESETS, smoke
+    from bench.config.protocol import method_label
     from bench.config.resolve import Resolved
     from bench.config.schema import override
     from bench.runs.estimate import paper_dry_run, paper_list_lines
@@ -149,8 +150,12 @@ def cmd_paper(args) -> int:
     if args.scale == "smoke":
         preset = smoke(preset)
     preset = _paper_slice(preset, args.methods, args.seeds)
+    if args.protocol == "official" and args.precision not in (None, "fp32"):
+        raise BenchError(f"--{args.precision}: under --protocol official every method trains in fp32, as its script "
+                         "does")
     cfg = override(preset.config, device=args.device, precision=args.precision, compile=args.compile,
-                   sync_bn=args.sync_bn or None)
+                   sync_bn=args.sync_bn or None, protocol=args.protocol)
+    preset = replace(preset, methods=tuple(dict.fromkeys(method_label(m, cfg) for m in preset.methods)))
     if args.dry_run and args.executor == "inline":
         return _print_plan(*paper_dry_run(args.name, args.scale, replace(preset, config=cfg)))
     job = plan(Resolved(preset, cfg, tuple(preset.methods), tuple(preset.seeds)), cfg.preset, _command(args),
@@ -218,8 +223,12 @@ def cmd_list(args) -> int:
     from bench.config.presets import all_presets
     from bench.data.sources import DATASETS
     from bench.models import describe_archs
+    from bench.report.recipes import recipe_lines
     from methods import METHODS
 
+    if args.recipes:
+        print("\n".join(recipe_lines()))
+        return 0
     print("methods:")
     for name, cls in METHODS.items():
         print(f"  {name:10s} {cls.summary}")
@@ -231,8 +240,8 @@ def cmd_list(args) -> int:
         else:
             print(f"  {'':10s} attack: none")
         print(f"  {'':10s} official schedule: {cls.schedule}")
-        if cls.official_options:
-            print(f"  {'':10s} official loss magnitude: " + "; ".join(f"{d}: {o}" for d, o in cls.official_options.items()))
+        if cls.official is not None and cls.official.options:
+            print(f"  {'':10s} official loss magnitude: " + "; ".join(f"{d}: {o}" for d, o in cls.official.options.items()))
         opts = ", ".join(f"{k}={v}" for k, v in asdict(cls.Options()).items())
         if opts:
             print(f"  {'':10s} options: {opts}")

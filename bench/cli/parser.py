@@ -263,9 +263,14 @@ def build_parser() -> Parser:
     run.add_argument("--lr", type=_positive_float("--lr"), help="learning rate (default: the preset's, 0.05 for digits)")
     run.add_argument("--schedule", choices=["cosine", "step"], help="learning-rate schedule (default: the preset's, "
                                                                     "cosine for digits)")
-    run.add_argument("--checkpoint", choices=["last", "best-val"],
-                     help="evaluate the last epoch (default) or the best epoch on a validation split of the "
-                          "training data (never the test set)")
+    run.add_argument("--checkpoint", choices=["last", "best-val", "best-test-pgd10", "best-test-pgd20"],
+                     help="the headline weights: the last epoch (default), the best epoch by PGD-20 on a validation "
+                          "split of the training data (best-val), or -- to reproduce a script that selects on the "
+                          "test set -- by test PGD-10/PGD-20, under that name; with best-* the last epoch is "
+                          "evaluated too")
+    run.add_argument("--protocol", choices=["common", "official"],
+                     help="common (default): this config for every method; official: each method with its official "
+                          "script's recipe (CIFAR data; `bench list --recipes`)")
     run.add_argument("--train-eps", type=parse_eps, help="training-attack eps (default: --eps)")
     run.add_argument("--train-steps", type=_int_range(1, 1000, "--train-steps"),
                      help="training-attack steps (default: the preset's, 10 for digits)")
@@ -349,8 +354,12 @@ def build_parser() -> Parser:
                           "check that the data files and the teacher checkpoint are present; exit status "
                           f"{MISSING_FILES_STATUS} when one is missing (default off)")
     pap.add_argument("--scale", choices=["full", "smoke"], default="full",
-                     help="full (default); smoke: tiny widths, 256 images, 1 epoch, stand-in data where files are "
+                     help="full (default); smoke: tiny widths, 256 images, 2 epochs, stand-in data where files are "
                           "missing")
+    pap.add_argument("--protocol", choices=["common", "official"], default="common",
+                     help="common (default): one schedule for every method, checkpoint selected on a validation "
+                          "split; official: each method's own script's recipe, to reproduce its published number "
+                          "(`bench list --recipes`)")
     pap.add_argument("--device", type=_device, help=DEVICE_HELP)
     _add_step_args(pap)
     _add_output_args(pap, tensorboard=True)
@@ -373,5 +382,9 @@ def build_parser() -> Parser:
     st.add_argument("runset", help="the run-set's name (a folder under --results)")
     _add_output_args(st, reports=False)
 
-    _add_methods_from(sub.add_parser("list", help="methods, datasets, architectures and attacks"))
+    lst = sub.add_parser("list", help="methods, datasets, architectures and attacks")
+    lst.add_argument("--recipes", action="store_true",
+                     help="only the official recipes: per method, every field that differs from the common protocol "
+                          "(CIFAR-10 and CIFAR-100 paper presets), with the official file and line (default off)")
+    _add_methods_from(lst)
     return parser

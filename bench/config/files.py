@@ -214,6 +214,12 @@ def apply(cfg: RunConfig, layer: dict, source: str = "config") -> tuple[RunConfi
     return cfg, grid
 
 
+def config_of(stored: dict) -> RunConfig:
+    """The typed config a record stores (``asdict`` of it), over the defaults for fields it predates."""
+    layer = {k: v for k, v in stored.items() if k != "preset"}
+    return replace(apply(RunConfig(), layer, "a stored config")[0], preset=stored.get("preset", RunConfig.preset))
+
+
 def load(preset: str | None, config: str | Path | None = None, default: str = "digits"):
     """(preset object, config, grid) of the lower layers: the preset (``preset``, else the file's
     ``preset:``, else ``default``) with the ``config`` file over it."""

@@ -8,6 +8,7 @@ from bench.config.schema import (
     AttackConfig,
     DataConfig,
     EvalConfig,
+    Limit,
     ProbeConfig,
     RunConfig,
     TrainConfig,
@@ -40,7 +41,7 @@ def official_train(method: str, dataset: str = "cifar10", form: str = "code") ->
 def official_variant(method: str, dataset: str = "cifar10") -> str:
     """``method`` with the options that give its official code's loss magnitude on ``dataset``."""
 
-    options = METHODS.get(method).official_options.get(dataset, "")
+    options = METHODS.get(method).magnitude_options(dataset)
     return f"{method}:{options}" if options else method
 
 
@@ -50,11 +51,13 @@ _DIGITS = RunConfig(eval=EvalConfig(aa_n=100, aa_subset_why=(
     "on 2-core CPUs AutoAttack standard on all 226 images took 40 to 75 % of this run's wall time (Square "
     "queries each robust image 5,000 times), so it runs on the first 100; the other attacks and the sanity "
     "checks cover every test image")))
-# A CIFAR teacher trained here: TRADES WRN-34-10 with TRADES' own schedule as train_trades_cifar10.py
-# runs it (76 epochs, lr 0.1 then 0.01 for the last two; wd 2e-4; batch 128). The teacher keeps this
-# schedule whatever the students' schedule is, so every CIFAR-10 preset shares one teacher.
+# A CIFAR teacher trained here: TRADES WRN-34-10 with TRADES' own schedule and attack as
+# train_trades_cifar10.py runs them (76 epochs, lr 0.1 then 0.01 for the last two; wd 2e-4; batch 128;
+# eps 0.031, step 0.007, 10 steps). The teacher keeps this recipe whatever the students' are, so every
+# CIFAR-10 preset shares one teacher.
 _TRADES_TEACHER = TrainedTeacher(arch="wrn-34-10", method="trades", train=TrainConfig(
-    epochs=76, batch_size=128, lr=0.1, weight_decay=2e-4, schedule="step", milestones=(74,)))
+    epochs=76, batch_size=128, lr=0.1, weight_decay=2e-4, schedule="step", milestones=(74,)),
+    attack=AttackConfig(eps=0.031, step_ratio=0.007 / 0.031, steps=10))
 # Students: ARD's schedule as its main.py runs it (the second decay at 150 never takes effect).
 _ARD_SCHEDULE = TrainConfig(epochs=200, batch_size=128, lr=0.1, weight_decay=2e-4, schedule="step",
                             milestones=(100,))
@@ -99,14 +102,16 @@ PRESETS: dict[str, Preset] = {
 }
 
 
-# Paper tables (GPU): one protocol for every method -- ARD's schedule as its code runs it, PGD-10
-# training attack, eps 8/255, evaluation on the first 10,000 test images, transfer by linear probe to
-# the other CIFAR and to STL-10 resized to 32x32 -- and each method at its official loss magnitude.
+# Paper tables (GPU), in two protocols (bench.config.protocol). common: one schedule for every method --
+# ARD's as its code runs it, PGD-10 training attack, eps 8/255 -- with the checkpoint selected on a
+# validation split (the last epoch evaluated beside it); official (--protocol official): each method's
+# own script's recipe. Both: evaluation on the 10,000 test images, transfer by linear probe to the other
+# CIFAR and to STL-10 resized to 32x32, each method at its official loss magnitude.
 PAPER_METHODS = ("natural", "pgd-at", "trades", "kd", "ard", "crd", "rslad", "iad", "adaad", "gacd")
 
 
 def _paper(name: str, base: RunConfig, description: str, **changes) -> Preset:
-    cfg = replace(base, preset=name, **changes)
+    cfg = replace(base, preset=name, train=replace(base.train, checkpoint="best-val"), **changes)
     dataset = cfg.data.name
     return Preset(cfg, methods=tuple(official_variant(m, dataset) for m in PAPER_METHODS), seeds=(0, 1, 2),
                   description=description)
@@ -148,7 +153,7 @@ def all_presets() -> dict[str, Preset]:
 
 def smoke(preset: Preset) -> Preset:
     """Any preset shrunk so its whole path runs on a CPU in seconds: 256 training and 64 test images,
-    one epoch, PGD-2 training attack, 1/8-width networks, a teacher trained here for one epoch instead
+    two epochs, PGD-2 training attack, 1/8-width networks, a teacher trained here for one epoch instead
     of a downloaded one, synthetic stand-ins for data files that are missing. Numbers are meaningless."""
 
     c = preset.config
@@ -158,8 +163,9 @@ def smoke(preset: Preset) -> Preset:
         data=replace(c.data, stand_in=True, train_limit=256),
         teacher=TrainedTeacher(arch=smoke_arch(c.teacher.arch), method="pgd-at",
                                train=TrainConfig(epochs=1, batch_size=64)),
-        train=replace(c.train, epochs=1, batch_size=64, milestones=()),
-        attack=replace(c.attack, steps=2),
+        # two epochs: a best-* policy has a choice to make, so best and last both get evaluated
+        train=replace(c.train, epochs=2, batch_size=64, milestones=()),
+        attack=replace(c.attack, steps=2), limit=Limit(epochs=2, attack_steps=2),  # caps over any recipe
         eval=replace(c.eval, n=64, aa_n=8, curve_eps=c.eval.curve_eps[:2],
                      sanity=replace(c.eval.sanity, n=32, strong_steps=10, strong_restarts=1)),
         probe=replace(c.probe, epochs=2)))

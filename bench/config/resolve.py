@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from bench.common.errors import BenchError
-from bench.config import files
+from bench.config import files, protocol
 from bench.config.presets import Preset
 from bench.config.schema import RunConfig, override, parse_teacher
 from bench.config.threat import default_eps
@@ -62,6 +62,7 @@ class Flags:
     precision: str | None = None
     compile: bool | None = None
     sync_bn: bool | None = None
+    protocol: str | None = None                  # common | official (bench.config.protocol)
 
     @classmethod
     def from_namespace(cls, args) -> "Flags":
@@ -125,7 +126,8 @@ def apply_flags(cfg: RunConfig, flags: Flags) -> RunConfig:
                   norm=flags.norm, precision=flags.eval_precision)
     if flags.no_sanity:
         ev = replace(ev, sanity=replace(ev.sanity, enabled=False))
-    return override(cfg, data=data, student_arch=flags.student_arch, teacher=teacher, device=flags.device,
+    return override(cfg, protocol=flags.protocol, data=data, student_arch=flags.student_arch, teacher=teacher,
+                    device=flags.device,
                     precision=flags.precision, compile=flags.compile, sync_bn=flags.sync_bn, eval=ev,
                     probe=override(cfg.probe, targets=targets), structure=False if flags.no_structure else None,
                     train=override(cfg.train, epochs=flags.epochs, batch_size=flags.batch_size, lr=flags.lr,
@@ -153,6 +155,9 @@ def resolve(preset: str | None = None, config: str | Path | None = None, flags: 
     seeds = last.seeds or _seeds(flags) or grid.seeds
     if not methods or not seeds:
         raise BenchError("a run needs at least one method and one seed")
+    protocol.check_protocol(cfg)
+    protocol.check_layers(replace(base.config, protocol=cfg.protocol), cfg)
+    methods = tuple(dict.fromkeys(protocol.method_label(m, cfg) for m in methods))
     if len(set(seeds)) != len(seeds):
         raise BenchError(f"seeds {list(seeds)} repeat a seed")
     return Resolved(base, cfg, tuple(methods), tuple(seeds))

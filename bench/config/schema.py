@@ -34,9 +34,12 @@ class TrainConfig:
     schedule: Literal["cosine", "step"] = "cosine"
     milestones: tuple[int, ...] = ()  # epochs where a step schedule multiplies lr by gamma
     gamma: float = 0.1
-    # Which weights are evaluated: the last epoch's, or the epoch with the best PGD-20 accuracy on a
-    # validation split carved from the training data (never the test set).
-    checkpoint: Literal["last", "best-val"] = "last"
+    # Which weights the headline numbers are of (bench.train.selection): the last epoch's; the epoch with
+    # the best PGD-20 accuracy on a validation split carved from the training data (best-val, the common
+    # protocol's); or, to reproduce an official script that selects on the test set, the epoch with the
+    # best test PGD-10 / PGD-20 accuracy under that explicit name. With a best-* policy the last epoch's
+    # weights are kept and evaluated too (report: best and last).
+    checkpoint: Literal["last", "best-val", "best-test-pgd10", "best-test-pgd20"] = "last"
     val_fraction: float = 0.1
 
 
@@ -93,6 +96,7 @@ class TrainedTeacher:
     method: str = "pgd-at"
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=60))
     seed: int | None = 0              # None: one teacher per student seed (the teacher row gets a spread)
+    attack: AttackConfig | None = None  # its training attack (None: the run's); e.g. TRADES' own 0.031 / 0.007
     kind: Literal["trained"] = "trained"
 
 
@@ -146,6 +150,8 @@ def teacher_from_dict(d: dict) -> TeacherConfig:
     d = {k: v for k, v in d.items() if k in names}
     if isinstance(d.get("train"), dict):
         d["train"] = TrainConfig(**{**d["train"], "milestones": tuple(d["train"]["milestones"])})
+    if isinstance(d.get("attack"), dict):
+        d["attack"] = AttackConfig(**d["attack"])
     for k in ("mean", "std"):
         if d.get(k) is not None:
             d[k] = tuple(d[k])
@@ -164,8 +170,21 @@ class ProbeConfig:
 
 
 @dataclass(frozen=True)
+class Limit:
+    """Caps over whatever a protocol's recipes say (smoke scale: every path in seconds on a CPU)."""
+    epochs: int | None = None
+    attack_steps: int | None = None
+
+
+PROTOCOLS = ("common", "official")
+
+
+@dataclass(frozen=True)
 class RunConfig:
     preset: str = "digits"
+    # common: this config for every method (compare); official: each method with its official script's
+    # recipe over it (reproduce; methods.base.Recipe, bench.config.protocol)
+    protocol: Literal["common", "official"] = "common"
     data: DataConfig = field(default_factory=DataConfig)
     student_arch: str = "cnn-narrow"
     teacher: TeacherConfig = field(default_factory=TrainedTeacher)
@@ -180,6 +199,10 @@ class RunConfig:
     precision: Literal["auto", "bf16", "fp32"] = "auto"
     compile: bool = False             # torch.compile the student's and the teacher's forward while training
     sync_bn: bool = False             # under torchrun: batch-norm statistics over the global batch (CUDA)
+    # the student's input normalisation: the data set's mean/std inside the network, or none (the pixels
+    # ToTensor() gives, as the official CIFAR scripts feed them)
+    input_norm: Literal["dataset", "none"] = "dataset"
+    limit: Limit = field(default_factory=Limit)
 
 
 def config_hash(obj) -> str:

@@ -175,6 +175,10 @@ def published_table(groups: dict[str, list[RunRecord]], columns: list[Column]):
                 best[metric] = {"value": f"{reported[metric]:.2f}", "source": reported["source"], "status": "verified"}
         all_rows = all_rows or ([reported] if reported else [])
         row = {"Method": name}
+        # what the number is comparable to: its protocol and checkpoint policy
+        row["protocol"] = (f"{rec.config.get('protocol', 'common')}, "
+                           f"{(rec.checkpoints or {}).get('policy', rec.config['train'].get('checkpoint', 'last'))}"
+                           if rec.role == "student" else "–")
         for col in columns:
             key = col.path[-1]
             ours = interval([col.value(r) for r in recs]).mean

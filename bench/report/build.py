@@ -18,6 +18,9 @@ from bench.attacks.threat import NORM_LABELS
 from bench.common.errors import BenchError
 from bench.common.io import atomic_write_json, atomic_write_text
 from bench.common.tables import markdown_table
+from bench.config.files import config_of
+from bench.config.protocol import OFFICIAL_DATA
+from bench.config.schema import Limit
 from bench.report import figures as plots
 from bench.report.aggregate import (
     STRUCTURE_COLUMNS,
@@ -33,7 +36,9 @@ from bench.report.aggregate import (
     teacher_label,
     transfer_columns,
 )
+from bench.report.checkpoints import best_last_lines, best_last_table
 from bench.report.latex import latex_table
+from bench.report.recipes import recipe_markdown
 from bench.report.stats import LEVEL, interval
 from bench.runs.record import RECORD, RunRecord, load_records
 from bench.runs.runset import entries, read_manifest
@@ -96,9 +101,8 @@ def _setup_lines(records: list[RunRecord], meta: dict) -> list[str]:
     lines = [f"- Dataset: `{students[0].dataset}`; student `{cfg['student_arch']}`; teacher "
              f"`{tcfg['arch']}` ({how}); "
              f"{cfg['train']['epochs']} epochs; seeds: {sorted({r.seed for r in students})}; checkpoint: "
-             + ("last epoch." if cfg["train"].get("checkpoint", "last") == "last" else
-                f"best PGD-20 accuracy on a {cfg['train']['val_fraction']:.0%} validation split of the training data "
-                "(never the test set)."),
+             + _checkpoint_text(students),
+             _protocol_line(students),
              f"- Threat model: {norm}, ε = {ev['eps']:.4g} on pixels in [0, 1]. Training attack: PGD-{at['steps']}, "
              f"step {at['step_ratio']}·ε"
              + (f" in the {train_norm} ball" if train_norm != norm else "")
@@ -126,6 +130,30 @@ def _setup_lines(records: list[RunRecord], meta: dict) -> list[str]:
         lines.append("- Reproduce (the run-set was built by these commands, in order): "
                      + "; ".join(f"`{c}`" for c in commands))
     return lines
+
+
+def _checkpoint_text(students: list[RunRecord]) -> str:
+    policies = sorted({r.config["train"].get("checkpoint", "last") for r in students})
+    if policies == ["last"]:
+        return "last epoch."
+    if policies == ["best-val"]:
+        return (f"best PGD-20 accuracy on a {students[0].config['train']['val_fraction']:.0%} validation split of "
+                "the training data (never the test set); the last epoch beside it in *Best and last checkpoints*.")
+    return ("per method, as its recipe selects (" + ", ".join(policies) + "; *Best and last checkpoints* gives "
+            "both).")
+
+
+def _protocol_line(students: list[RunRecord]) -> str:
+    protocols = sorted({r.config.get("protocol", "common") for r in students})
+    if protocols == ["official"]:
+        return ("- Protocol **official** (reproduce): each method trained with its official script's recipe -- "
+                "schedule, batch, weight decay, training attack, fp32, input pipeline, checkpoint policy (*Recipes* "
+                "below); methods are not under one schedule, so compare each with its published number, not with "
+                "each other.")
+    if protocols == ["common"]:
+        return ("- Protocol **common** (compare): every method under the one config above; numbers compare across "
+                "methods, and differ from published ones by the protocol as well as by the method.")
+    return "- **Protocols mixed in this run-set: " + ", ".join(protocols) + "**; rows are not comparable."
 
 
 SANITY_TEXT = {
@@ -212,8 +240,8 @@ def build_report(results_dir: Path, runset: str, reports_dir: Path) -> Path:
                                                               "training_curves") if stem in figures]
     text += ["", f"Whiskers and bands: the {100 * LEVEL:g} % Student-t interval of the mean over seeds (a row with one "
              f"seed has none); the dotted line marks the threat model's ε; the training curves show every seed"
-             + (" and its PGD-20 accuracy on the validation split"
-                if any("val_pgd20" in h for r in records for h in r.history) else "")
+             + (" and the per-epoch score its checkpoint policy selected on"
+                if any(k in h for r in records for h in r.history for k in plots.SELECTION_KEYS) else "")
              + ". Each figure is also a PDF.", ""]
 
     if tr_cols:
@@ -238,13 +266,32 @@ def build_report(results_dir: Path, runset: str, reports_dir: Path) -> Path:
                      "![correlation_heatmaps.png](correlation_heatmaps.png)", ""]
         text += ["Linear CKA between the student's and the teacher's penultimate features.", "", "![cka.png](cka.png)", ""]
 
+    best_last = best_last_table(groups)
+    if best_last is not None:
+        atomic_write_text(out / "best_last.csv", best_last.to_csv(index=False))
+        text += best_last_lines(groups, markdown_table(best_last))
+
     pub = published_table(groups, acc_cols)
     if pub is not None:
         atomic_write_text(out / "published.csv", pub[0].to_csv(index=False))
+        official = all(r.config.get("protocol", "common") == "official" for r in records if r.role == "student")
         text += ["## Published numbers", "",
                  "Our mean next to the best-attested published number for the same method, data set and "
-                 "student (`bench/report/references.csv`; Δ = ours − published, in points).", "",
+                 "student (`bench/report/references.csv`; Δ = ours − published, in points). "
+                 + ("Protocol official: each row ran its method's own recipe and checkpoint policy (column "
+                    "`protocol`), the like of the published number's; Δ measures the reproduction."
+                    if official else
+                    "Protocol common: each row ran the one common schedule, the published numbers each method's own "
+                    "recipe, so Δ measures the protocol as well as the method; `--protocol official` reproduces "
+                    "each method's recipe."), "",
                  markdown_table(pub[0]), "", *pub[1], ""]
+    data = {r.dataset.partition('@')[0] for r in records}
+    if data and data <= set(OFFICIAL_DATA) and students and meta.get("config"):
+        base = config_of(meta["config"])  # the run-set's config: the common protocol's, before any recipe
+        text += ["## Recipes", "", recipe_markdown(base, [v[0].method for v in students.values()]), ""]
+        if base.limit != Limit():
+            caps = ", ".join(f"{k} {v}" for k, v in asdict(base.limit).items() if v)
+            text += [f"This run-set caps every recipe ({caps}): the table shows the recipes themselves.", ""]
 
     text += sanity_lines(groups)
 

@@ -27,6 +27,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from bench.common.io import atomic_write_bytes  # noqa: E402
 from bench.report.stats import LEVEL, Interval, interval  # noqa: E402
 from bench.runs.record import RunRecord  # noqa: E402
+from bench.train.selection import POLICIES, selection_key  # noqa: E402
 
 TEACHER_COLOUR = "#555555"
 # tab10 then tab20's light shades, without their greys (grey is the teacher's)
@@ -56,6 +57,11 @@ class Row:
     @property
     def legend(self) -> str:
         return f"{self.label} (n = {self.n})"
+
+
+SELECTION_KEYS = tuple(selection_key(p) for p in POLICIES)   # the checkpoint policies' log columns
+SELECTION_LABELS = {k: ("validation " if k.startswith("val") else "test ")
+                    + k.split("_")[1].upper().replace("PGD", "PGD-") for k in SELECTION_KEYS}
 
 
 def _hex(colour) -> str:
@@ -181,7 +187,9 @@ def training_curves(rows: list[Row], pal: dict[str, str]):
         return None
     seeds = sorted({r.seed for row in rows for r in row.records})
     style = {s: SEED_STYLES[i % len(SEED_STYLES)] for i, s in enumerate(seeds)}
-    has_val = any("val_pgd20" in h for row in rows for r in row.records for h in r.history)
+    # the checkpoint policy's per-epoch score (bench/train/selection.py): val_pgd20, test_pgd10, test_pgd20
+    keys = sorted({k for row in rows for r in row.records for h in r.history for k in SELECTION_KEYS if k in h})
+    has_val = bool(keys)
     positive = all(h["loss"] > 0 for row in rows for r in row.records for h in r.history)
     with plt.rc_context(STYLE):
         fig, axes = plt.subplots(1, 2 if has_val else 1, figsize=(8.0 if has_val else 4.8, 3.2), squeeze=False)
@@ -192,14 +200,15 @@ def training_curves(rows: list[Row], pal: dict[str, str]):
                 kw = {"color": pal[row.name], "linestyle": style[rec.seed], "linewidth": 0.9, "alpha": 0.85,
                       "gid": row.name}
                 axes[0].plot([h["epoch"] for h in hist], [h["loss"] for h in hist], **kw)
-                val = [h for h in hist if "val_pgd20" in h]
+                key = next((k for k in keys if any(k in h for h in hist)), None)
+                val = [h for h in hist if key in h] if key else []
                 if has_val and val:
-                    axes[1].plot([h["epoch"] for h in val], [100 * h["val_pgd20"] for h in val], **kw)
+                    axes[1].plot([h["epoch"] for h in val], [100 * h[key] for h in val], **kw)
         axes[0].set_ylabel("training loss (sum of terms)")
         if positive:
             axes[0].set_yscale("log")
         if has_val:
-            axes[1].set_ylabel("validation PGD-20 accuracy (%)")
+            axes[1].set_ylabel(" / ".join(SELECTION_LABELS[k] for k in keys) + " accuracy (%)")
         for ax in axes:
             ax.set_xlabel("epoch")
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from bench.common.device import resolve_device
 from bench.common.errors import BenchError
 from bench.config.presets import Preset
+from bench.config.protocol import method_config
 from bench.config.schema import FileTeacher, RunConfig, ZooTeacher
 from bench.data.sources import _TORCHVISION_FILES, default_data_dir
 from bench.models import build_model
@@ -83,11 +84,13 @@ def measure(arch: str, channels: int, size: int, classes: int, device: torch.dev
 
 
 def estimate(preset: Preset, methods: list, device: torch.device) -> tuple[list[dict], dict]:
-    """Rows of (method, passes, hours) and the measured throughputs."""
+    """Rows of (method, passes, hours) and the measured throughputs; each method under its protocol's
+    config (bench.config.protocol), with its checkpoint policy's per-epoch scoring and, for a best-*
+    policy, the evaluation of the last epoch beside the best."""
     cfg = preset.config
     base = cfg.data.name.partition("@")[0]
-    n_train, n_test, channels, size, classes = KNOWN.get(base, KNOWN["cifar10"])
-    n_train = min(n_train, cfg.data.train_limit or n_train)
+    n_train_all, n_test, channels, size, classes = KNOWN.get(base, KNOWN["cifar10"])
+    n_train_all = min(n_train_all, cfg.data.train_limit or n_train_all)
     size = cfg.data.image_size or size
     batch = cfg.train.batch_size if device.type == "cuda" else CPU_BATCH
     s_fb, s_f = measure(cfg.student_arch, channels, size, classes, device, batch)
@@ -95,16 +98,25 @@ def estimate(preset: Preset, methods: list, device: torch.device) -> tuple[list[
     n = min(cfg.eval.n or n_test, n_test)
     aa_n = min(cfg.eval.aa_n or n, n) if "aa" in cfg.eval.attacks else 0
     per_eval = n * (1 + 20 + 30 + 20 + 20 * len(cfg.eval.curve_eps) + 20 * len(cfg.probe.targets)) + aa_n * AA_PASSES
-    steps = cfg.attack.steps
     rows = []
     for spec in methods:
+        mcfg = method_config(cfg, spec.cls)
+        steps, policy = mcfg.attack.steps, mcfg.train.checkpoint
+        n_train = n_train_all - (round(n_train_all * mcfg.train.val_fraction) if policy == "best-val" else 0)
         inner = spec.cls.inner
         student = n_train * ((steps + 1) if inner else 1)
         teacher_fb = n_train * steps if inner and inner.teacher_at.startswith("x'") else 0
         teacher_f = n_train if spec.cls.needs_teacher else 0
-        train_s = cfg.train.epochs * (student / s_fb + teacher_f / t_f + teacher_fb / t_fb)
-        eval_s = per_eval / s_fb
-        rows.append({"method": spec.label, "train_h": train_s / 3600, "eval_h": eval_s / 3600,
+        # a best-* policy attacks its images every epoch (PGD-10 or PGD-20 forward-backward passes)
+        select = {"best-val": n_train_all - n_train, "best-test-pgd10": n, "best-test-pgd20": n}.get(policy, 0)
+        select_steps = 10 if policy.endswith("pgd10") else 20
+        train_s = mcfg.train.epochs * (student / s_fb + teacher_f / t_f + teacher_fb / t_fb
+                                       + select * select_steps / s_fb)
+        # the last epoch beside a best-* checkpoint: clean, PGD-20, AutoAttack
+        last = (n * (1 + 20) + aa_n * AA_PASSES) if policy != "last" else 0
+        eval_s = (per_eval + last) / s_fb
+        rows.append({"method": spec.label, "protocol": mcfg.protocol, "epochs": mcfg.train.epochs,
+                     "checkpoint": policy, "train_h": train_s / 3600, "eval_h": eval_s / 3600,
                      "seeds": len(preset.seeds), "total_h": len(preset.seeds) * (train_s + eval_s) / 3600})
     teacher_eval_h = per_eval / t_fb / 3600
     rows.append({"method": f"teacher ({cfg.teacher.kind} {cfg.teacher.arch}) evaluation", "train_h": 0.0, "eval_h": teacher_eval_h,
@@ -198,16 +210,41 @@ def paper_plan_lines(name: str, scale: str, preset: Preset, rows: list[dict], in
                      device: torch.device) -> list[str]:
     """Every hyper-parameter of a paper preset, the measured throughputs and the cost per method."""
     cfg = preset.config
-    lines = [f"plan {name} ({scale}): {preset.description}",
+    lines = [f"plan {name} ({scale}), protocol {cfg.protocol}: {preset.description}",
              f"methods at their official loss magnitude: {', '.join(preset.methods)}",
              json.dumps(asdict(cfg), indent=1, default=list),
+             *recipe_plan_lines(preset),
              f"measured on {info['device']} at batch {info['batch']} (about {MEASURE_BUDGET_S:g} s each): student "
              f"{cfg.student_arch} {info['student_fwd_bwd']:.0f} img/s forward-backward; teacher {cfg.teacher.arch} "
              f"{info['teacher_fwd_bwd']:.0f} img/s forward-backward, {info['teacher_fwd']:.0f} forward",
-             f"{'method':34s} {'train h':>9s} {'eval h':>8s} {'seeds':>5s} {'total h':>9s}"]
-    lines += [f"{r['method']:34s} {r['train_h']:9.2f} {r['eval_h']:8.2f} {r['seeds']:5d} {r['total_h']:9.2f}"
-              for r in rows]
+             f"{'method':34s} {'epochs':>6s} {'checkpoint':>16s} {'train h':>9s} {'eval h':>8s} {'seeds':>5s} "
+             f"{'total h':>9s}"]
+    lines += [f"{r['method']:34s} {r.get('epochs', ''):>6} {r.get('checkpoint', ''):>16s} {r['train_h']:9.2f} "
+              f"{r['eval_h']:8.2f} {r['seeds']:5d} {r['total_h']:9.2f}" for r in rows]
     lines.append(f"estimate: {sum(r['total_h'] for r in rows):.1f} {_unit(device)} (cost model in bench/runs/estimate.py)")
+    return lines
+
+
+def recipe_plan_lines(preset: Preset) -> list[str]:
+    """Each method's config under the preset's protocol where it differs from the preset's own: the
+    recipe (official) or nothing (common)."""
+    cfg = preset.config
+    lines = [f"protocol {cfg.protocol}: " + ("each method with its official script's recipe (fields that differ "
+                                             "from the common config below; `bench list --recipes` for sources)"
+                                             if cfg.protocol == "official" else
+                                             f"every method under the config above (checkpoint {cfg.train.checkpoint})")]
+    if cfg.protocol != "official":
+        return lines
+    for label in preset.methods:
+        cls = parse_method(label).cls
+        m = method_config(cfg, cls)
+        t, a = m.train, m.attack
+        stated = cls.official is not None and cls.official.code
+        attack = f"attack eps {a.eps:.4g} step {a.eps * a.step_ratio:.4g} x {a.steps}" if cls.inner else "no attack"
+        lines.append(f"  {label}: " + (f"{t.epochs} epochs, lr {t.lr}, {t.schedule} {list(t.milestones)}, wd "
+                                       f"{t.weight_decay}, batch {t.batch_size}; {attack}; {m.precision}; input_norm "
+                                       f"{m.input_norm}; checkpoint {t.checkpoint}" if stated else
+                                       "no official recipe: the common config"))
     return lines
 
 

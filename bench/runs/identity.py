@@ -11,6 +11,7 @@ from dataclasses import asdict, replace
 
 from bench.common import distributed
 from bench.common.provenance import eval_digest, train_digest
+from bench.config.protocol import method_config
 from bench.config.schema import RunConfig, TrainedTeacher, config_hash, data_key
 from bench.data.images import ImageData
 from bench.runs.runset import Entry
@@ -56,5 +57,6 @@ def plan(cfg: RunConfig, specs: list[MethodSpec], seeds, data: ImageData) -> lis
             teachers.add(tkey)
             out.append(Entry("teacher", label, tkey, f"teacher-{tid}", tid))
         for spec in specs:
-            out.append(Entry("student", spec.label, seed, student_run_id(spec, replace(cfg, seed=seed), tid), tid))
+            mcfg = method_config(replace(cfg, seed=seed), spec.cls)
+            out.append(Entry("student", spec.label, seed, student_run_id(spec, mcfg, tid), tid))
     return out

@@ -26,6 +26,7 @@ from bench.common.provenance import (
     train_digest,
 )
 from bench.config.files import write_run_config
+from bench.config.protocol import method_config
 from bench.config.schema import RunConfig, TrainedTeacher
 from bench.data.images import ImageData
 from bench.data.sources import load_dataset
@@ -39,7 +40,8 @@ from bench.runs.identity import eval_key, per_seed_teacher, plan, student_run_id
 from bench.runs.record import RECORD, RunRecord
 from bench.runs.runset import Entry, merge_manifest
 from bench.runs.status import mark_failed, mark_running
-from bench.train.loop import train_model
+from bench.train.loop import LAST, train_model
+from bench.train.selection import Selection
 from bench.train.teacher import (
     TEACHERS_DIR,
     Teacher,
@@ -118,7 +120,21 @@ def _record(subject: Subject, cfg: RunConfig, data: ImageData, teacher: Teacher,
         code={"train": training.code, "eval": eval_digest(), "commit": git_commit()},
         timings={"train_s": round(training.seconds, 2), "eval_s": round(sum(ev["timings"].values()), 2),
                  **{f"eval_{k}_s": v for k, v in ev["timings"].items()}},
-        history=training.history, extra=training.extra, versions=package_versions(), created=now())
+        history=training.history, extra=training.extra, versions=package_versions(), created=now(),
+        checkpoints=_checkpoints(cfg, training.extra.get("checkpoint"), ev) if subject.role == "student" else {})
+
+
+def _checkpoints(cfg: RunConfig, chosen: dict | None, ev: dict) -> dict:
+    """Which weights the metrics are of, and the other checkpoint's numbers: under a best-* policy the
+    best epoch's are reported and the last epoch's (clean, PGD-20, AutoAttack) stand beside them."""
+    policy = cfg.train.checkpoint
+    if chosen is None:
+        return {"policy": policy, "reported": "last"}
+    same = "last" not in ev  # the best epoch was the last one: one set of weights, evaluated once
+    last = {k: v for k, v in ev["metrics"].items() if k in LAST_ATTACKS} if same else ev["last"]["metrics"]
+    best = {k: v for k, v in ev["metrics"].items() if k in LAST_ATTACKS}
+    return {"policy": policy, "reported": "best", "best": {"epoch": chosen["epoch"], "metrics": best},
+            "last": {"epoch": chosen["last_epoch"], "metrics": last, "same_weights": same}}
 
 
 def _reusable(path: Path, key: str, force: bool) -> RunRecord | None:
@@ -136,15 +152,31 @@ def _reusable(path: Path, key: str, force: bool) -> RunRecord | None:
     return rec if rec.eval_key == key else None
 
 
+LAST_ATTACKS = ("clean", "pgd20", "aa")   # what the last epoch's weights get beside a selected checkpoint
+
+
+def last_eval(cfg: RunConfig):
+    """The evaluation of the last epoch's weights beside a best-* checkpoint: clean, PGD-20 and AutoAttack
+    (those of them the run evaluates), no curve, no sanity checks."""
+    return replace(cfg.eval, attacks=tuple(a for a in cfg.eval.attacks if a in LAST_ATTACKS), curve_eps=(),
+                   sanity=replace(cfg.eval.sanity, enabled=False))
+
+
 def _evaluate_and_save(run_dir: Path, model, data, targets, teacher_model, cfg: RunConfig, desc: str,
-                       make_record) -> RunRecord:
+                       make_record, last=None) -> RunRecord:
     """Evaluate (resumably, sharded over the ranks under torchrun) and write the record and the resolved
-    config beside it."""
+    config beside it. ``last``: the last epoch's weights where a best-* policy selected another epoch,
+    evaluated too (``ev["last"]``)."""
     def passes(state, shard):
         if shard is not None:
-            return evaluate(model, data.x_test, data.y_test, cfg.eval, data.num_classes, cfg.seed, state, desc,
-                            shard=shard)
-        return evaluate_all(model, data, targets, teacher_model, cfg, state, desc)
+            ev = evaluate(model, data.x_test, data.y_test, cfg.eval, data.num_classes, cfg.seed, state, desc,
+                          shard=shard)
+        else:
+            ev = evaluate_all(model, data, targets, teacher_model, cfg, state, desc)
+        if last is not None:
+            ev["last"] = evaluate(last, data.x_test, data.y_test, last_eval(cfg), data.num_classes, cfg.seed,
+                                  state / "last" if state is not None else None, f"{desc}last ", shard=shard)
+        return ev
 
     def keep(ev):
         rec = make_record(ev)
@@ -252,9 +284,6 @@ def run_methods(cfg: RunConfig, methods: list[str], runset: str, results: Path, 
         merge_manifest(runset_dir, plan(cfg, specs, seeds, data),
                        {"methods": [s.label for s in specs], "config": asdict(cfg), **(meta or {})})
     targets = load_targets(cfg, data, device)
-    train_data, val = data, None
-    if cfg.train.checkpoint == "best-val":
-        train_data, val = carve_validation(data, cfg.train.val_fraction)
     records: list[RunRecord] = []
     teachers: dict[int | None, Teacher] = {}
 
@@ -267,13 +296,28 @@ def run_methods(cfg: RunConfig, methods: list[str], runset: str, results: Path, 
         if only_teacher:
             continue
         teacher = teachers[tkey]
-        for spec in specs:
-            records.append(_student(spec, seed_cfg, data, train_data, val, targets, teacher, runset_dir, device,
+        for spec in specs:  # each method under its protocol's config (bench.config.protocol)
+            mcfg = method_config(seed_cfg, spec.cls)
+            train_data, selection = split_for(mcfg, data)
+            records.append(_student(spec, mcfg, data, train_data, selection, targets, teacher, runset_dir, device,
                                     force, tracking))
     return records
 
 
-def _student(spec: MethodSpec, cfg: RunConfig, data, train_data, val, targets, teacher: Teacher,
+def split_for(cfg: RunConfig, data: ImageData) -> tuple[ImageData, Selection | None]:
+    """The training images and the checkpoint policy's selection (bench.train.selection): best-val carves
+    its validation split from the training data; best-test-* scores on the evaluation's test images."""
+    policy = cfg.train.checkpoint
+    if policy == "last":
+        return data, None
+    if policy == "best-val":
+        train_data, (xv, yv) = carve_validation(data, cfg.train.val_fraction)
+        return train_data, Selection(policy, xv, yv)
+    n = cfg.eval.n or len(data.y_test)
+    return data, Selection(policy, data.x_test[:n], data.y_test[:n])
+
+
+def _student(spec: MethodSpec, cfg: RunConfig, data, train_data, selection, targets, teacher: Teacher,
              runset_dir: Path, device, force: bool, tracking: Tracking) -> RunRecord:
     run_dir = runset_dir / student_run_id(spec, cfg, teacher.teacher_id)
     main = distributed.is_main()
@@ -290,21 +334,28 @@ def _student(spec: MethodSpec, cfg: RunConfig, data, train_data, val, targets, t
             mark_running(run_dir, f"{spec.label} seed {cfg.seed}")
         distributed.barrier()  # rank 0 has cleared (--force) and claimed the folder
         try:
-            return _train_and_evaluate(spec, cfg, data, train_data, val, targets, teacher, run_dir, device, tracking)
+            return _train_and_evaluate(spec, cfg, data, train_data, selection, targets, teacher, run_dir, device,
+                                       tracking)
         except Exception as err:
             mark_failed(run_dir, err)
             raise
 
 
-def _train_and_evaluate(spec: MethodSpec, cfg: RunConfig, data, train_data, val, targets, teacher: Teacher,
+def build_student(cfg: RunConfig, data: ImageData, device) -> torch.nn.Module:
+    """The student network of ``cfg``, with the data set's input normalisation inside or none
+    (``cfg.input_norm``), on the device."""
+    mean, std = (data.mean, data.std) if cfg.input_norm == "dataset" else (None, None)
+    return prepare_model(build_model(cfg.student_arch, data.num_classes, data.in_channels, mean, std), device)
+
+
+def _train_and_evaluate(spec: MethodSpec, cfg: RunConfig, data, train_data, selection, targets, teacher: Teacher,
                         run_dir: Path, device, tracking: Tracking) -> RunRecord:
     seed = cfg.seed
     code = train_digest(spec.cls)
-    log(f"{spec.label} seed {seed}: {cfg.student_arch} on {data.name} ({run_dir.name}, code {code})")
+    log(f"{spec.label} seed {seed}: {cfg.student_arch} on {data.name} ({run_dir.name}, code {code}, protocol "
+        f"{cfg.protocol}, checkpoint {cfg.train.checkpoint})")
     seed_everything(seed)
-    student = prepare_model(build_model(cfg.student_arch, data.num_classes, data.in_channels, data.mean, data.std),
-                            device)
-    student = distributed.sync_batchnorm(student, cfg.sync_bn)
+    student = distributed.sync_batchnorm(build_student(cfg, data, device), cfg.sync_bn)
     t_model = teacher.model if spec.cls.needs_teacher else None
     ctx = Context(num_classes=train_data.num_classes, n_train=len(train_data.y_train),
                   train_labels=train_data.y_train, student_dim=student.feature_dim,
@@ -312,7 +363,7 @@ def _train_and_evaluate(spec: MethodSpec, cfg: RunConfig, data, train_data, val,
     method = spec.build(ctx)
     tracker = tracking.open(run_dir.name)
     history = train_model(student, method, train_data, cfg.train, cfg.attack, t_model, run_dir, device,
-                          cfg.precision, desc=f"{spec.label} s{seed}", val=val, tracker=tracker, seed=seed,
+                          cfg.precision, desc=f"{spec.label} s{seed}", selection=selection, tracker=tracker, seed=seed,
                           compile=cfg.compile)
     train_s = sum(row["seconds"] for row in history)  # all epochs, across resumptions
     if distributed.is_main():
@@ -324,15 +375,20 @@ def _train_and_evaluate(spec: MethodSpec, cfg: RunConfig, data, train_data, val,
                                 "per_rank_batch": -(-cfg.train.batch_size // distributed.world_size()),
                                 "lr": cfg.train.lr, "sync_bn": cfg.sync_bn,
                                 "note": "each rank trains on its rows of every global batch; gradients averaged"}
-    if val is not None:
-        best = max(history, key=lambda row: row["val_pgd20"])  # first best, as training kept it
-        facts["checkpoint"] = {"policy": "best-val", "epoch": best["epoch"], "val_pgd20": best["val_pgd20"],
-                               "val_n": len(val[1])}
+    last = None
+    if selection is not None:
+        best = max(history, key=lambda row: row[selection.key])  # first best, as training kept it
+        facts["checkpoint"] = {"policy": selection.policy, "epoch": best["epoch"], selection.key: best[selection.key],
+                               f"{selection.split}_n": len(selection.y), "last_epoch": len(history)}
+        if best["epoch"] != len(history):  # the last epoch's weights, evaluated beside the selected ones
+            last = build_student(cfg, data, device)
+            last.load_state_dict(torch.load(run_dir / LAST, map_location=device, weights_only=True))
+            last.eval()
     rec = _evaluate_and_save(
         run_dir, student, data, targets, teacher.model, cfg, f"{spec.label} s{seed} ",
         lambda ev: _record(Subject(run_dir.name, "student", spec.label, spec.name, cfg.student_arch,
                                    getattr(spec.cls, "note", ""), asdict(spec.options)),
-                           cfg, data, teacher, Training(history, train_s, code, facts), ev))
+                           cfg, data, teacher, Training(history, train_s, code, facts), ev), last=last)
     tracker.final(rec)
     log(f"{spec.label} seed {seed}: " + ", ".join(f"{k} {100 * v:.1f}" for k, v in rec.metrics.items())
          + (f"; sanity flags: {', '.join(rec.sanity['flags'])}" if rec.sanity.get("flags") else ""))

@@ -40,6 +40,8 @@ class RunRecord:
     sanity: dict = field(default_factory=dict)      # bench.eval.sanity checks: values, thresholds, flags
     teacher: dict = field(default_factory=dict)     # what the teacher is (bench.train.teacher.TeacherInfo)
     code: dict = field(default_factory=dict)        # digests of the training and evaluation code, commit
+    # students: the checkpoint policy, which weights ``metrics`` are of, and best and last epochs' numbers
+    checkpoints: dict = field(default_factory=dict)
 
     def save(self, run_dir: Path) -> Path:
         path = Path(run_dir) / RECORD

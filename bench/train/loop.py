@@ -12,17 +12,20 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from bench.attacks.ascent import ATTACKS, attack_accuracy, pgd_ascent
+from bench.attacks.ascent import pgd_ascent
 from bench.attacks.threat import check_eps, random_start
 from bench.common import distributed
 from bench.common.errors import BenchError
 from bench.common.io import atomic_save, load_checkpoint
 from bench.common.log import log
 from bench.common.precision import autocast, resolve_precision
-from bench.config.schema import AttackConfig, EvalConfig, TrainConfig
+from bench.config.schema import AttackConfig, TrainConfig
 from bench.data.images import HostImages, ImageData, augment, to_float
+from bench.train.selection import Selection
 from bench.train.tracking import NO_TRACKING, Tracker
 from methods.base import Batch, Method
+
+LAST = "last.pt"   # a best-* policy's run keeps the last epoch's weights here (model.pt: the selected ones)
 
 
 def make_optimizer(params, cfg: TrainConfig):
@@ -80,28 +83,16 @@ def adversarial_examples(method: Method, batch: Batch, cfg: AttackConfig) -> tor
         student.train(True)
 
 
-def validation_accuracy(model: nn.Module, val: tuple[torch.Tensor, torch.Tensor], eps: float,
-                        norm: str = "Linf", batch_size: int = EvalConfig.batch_size) -> float:
-    """PGD-20 accuracy on the held-out validation split (the checkpoint criterion; never the test set),
-    in batches of the evaluation's default size, all drawing on one random stream (seed 0)."""
-    was_training = model.training
-    model.eval()
-    x, y = to_float(val[0]), val[1]
-    g = torch.Generator().manual_seed(0)
-    acc = float(attack_accuracy(model, x, y, ATTACKS.get("pgd20"), eps, batch_size, lambda _: g, norm).float().mean())
-    model.train(was_training)
-    return acc
-
-
 def train_model(student: nn.Module, method: Method, data: ImageData, train_cfg: TrainConfig,
                 attack_cfg: AttackConfig, teacher: nn.Module | None, run_dir: Path,
                 device: torch.device, precision: str = "fp32", desc: str = "train",
-                val: tuple[torch.Tensor, torch.Tensor] | None = None, tracker: Tracker = NO_TRACKING,
+                selection: Selection | None = None, tracker: Tracker = NO_TRACKING,
                 seed: int = 0, compile: bool = False) -> list[dict]:
     """Train ``student`` in place; a checkpoint per epoch in run_dir makes the run resumable.
 
-    With ``val`` (uint8 images, labels) the weights of the epoch with the best validation PGD-20
-    accuracy are kept (checkpoint policy best-val); otherwise the last epoch's. ``tracker``
+    With a ``selection`` (``bench.train.selection``: a best-* policy and its images) each epoch is scored
+    (the log's ``selection.key`` column), the last epoch's weights are written to run_dir/LAST and the
+    student ends with the best epoch's (the first best); otherwise with the last epoch's. ``tracker``
     (``bench.train.tracking``) gets each trained epoch's log row.
     Returns the per-epoch log (also written to run_dir/log.jsonl).
 
@@ -133,7 +124,7 @@ def train_model(student: nn.Module, method: Method, data: ImageData, train_cfg: 
     generator = torch.Generator(device=device)
     generator.manual_seed(seed)
     loop = _Loop(student, method, extra, params, opt, sched, data, train_cfg, attack_cfg, teacher, device,
-                 precision, generator, run_dir, desc, val, tracker)
+                 precision, generator, run_dir, desc, selection, tracker)
     if distributed.broadcast_object(loop.ckpt_path.exists() if main else None):  # resume where the last run stopped
         # (under torchrun rank 0 decides, and every rank reads rank 0's checkpoint: one shared folder)
         try:
@@ -146,7 +137,9 @@ def train_model(student: nn.Module, method: Method, data: ImageData, train_cfg: 
     with compiled(student, teacher) if compile else contextlib.nullcontext():
         for epoch in range(loop.start_epoch, train_cfg.epochs):
             loop.epoch(epoch)
-    if val is not None and loop.best["state"] is not None:
+    if selection is not None and loop.best["state"] is not None:
+        if main:  # the last epoch's weights stay on disk: the report evaluates them beside the best
+            atomic_save(student.state_dict(), run_dir / LAST)
         student.load_state_dict(loop.best["state"])
     student.eval()
     return loop.history
@@ -156,12 +149,13 @@ class _Loop:
     """``train_model``'s state between epochs (what a checkpoint holds) and one epoch of training."""
 
     def __init__(self, student, method, extra, params, opt, sched, data, train_cfg, attack_cfg, teacher, device,
-                 precision, generator, run_dir, desc, val, tracker):
+                 precision, generator, run_dir, desc, selection, tracker):
         self.student, self.method, self.extra, self.params, self.opt, self.sched = (
             student, method, extra, params, opt, sched)
         self.data, self.train_cfg, self.attack_cfg, self.teacher, self.device = (
             data, train_cfg, attack_cfg, teacher, device)
-        self.precision, self.generator, self.desc, self.val, self.tracker = precision, generator, desc, val, tracker
+        self.precision, self.generator, self.desc, self.selection, self.tracker = (
+            precision, generator, desc, selection, tracker)
         self.ckpt_path, self.log_path = run_dir / "checkpoint.pt", run_dir / "log.jsonl"
         self.history: list[dict] = []
         self.start_epoch = 0
@@ -234,10 +228,11 @@ class _Loop:
         elapsed = time.perf_counter() - t0
         row = {"epoch": epoch + 1, "lr": epoch_lr, "seconds": round(elapsed, 3),
                "images_per_s": round(seen / elapsed, 1), **{k: v / seen for k, v in sums.items()}}
-        if self.val is not None:
-            row["val_pgd20"] = validation_accuracy(student, self.val, self.attack_cfg.eps, self.attack_cfg.norm)
-            if row["val_pgd20"] > self.best["score"]:
-                self.best = {"score": row["val_pgd20"], "epoch": epoch + 1,
+        if self.selection is not None:
+            key = self.selection.key
+            row[key] = self.selection.score(student, self.attack_cfg.eps, self.attack_cfg.norm)
+            if row[key] > self.best["score"]:
+                self.best = {"score": row[key], "epoch": epoch + 1,
                              "state": {k: v.detach().clone() for k, v in student.state_dict().items()}}
         self.history.append(row)
         if not main:

@@ -152,7 +152,7 @@ def _trained_key(cfg: RunConfig, tc: TrainedTeacher, seed: int, data: ImageData)
     spec = parse_method(tc.method)
     code = train_digest(spec.cls)
     key = {"kind": "trained", "data": data_key(cfg.data), "arch": tc.arch, "method": spec.label,
-           "train": asdict(tc.train), "attack": asdict(cfg.attack), "seed": seed,
+           "train": asdict(tc.train), "attack": asdict(tc.attack or cfg.attack), "seed": seed,
            "mean": list(data.mean), "std": list(data.std), "precision": cfg.precision, "compile": cfg.compile,
            "code": code}
     if distributed.world_size() > 1:  # trained over several ranks: per-rank batch-norm statistics
@@ -194,9 +194,9 @@ def _trained(cfg: RunConfig, tc: TrainedTeacher, seed: int, data: ImageData, res
         # with --sync-bn the teacher trains as the students do (its cache key says so), as a SyncBatchNorm
         # copy whose trained values the plain model takes back
         trained = distributed.sync_batchnorm(model, cfg.sync_bn)
-        history = train_model(trained, spec.build(ctx), data, replace(tc.train, checkpoint="last"), cfg.attack,
-                              None, tdir, device, cfg.precision, desc=f"teacher s{seed}", seed=seed,
-                              compile=cfg.compile)
+        history = train_model(trained, spec.build(ctx), data, replace(tc.train, checkpoint="last"),
+                              tc.attack or cfg.attack, None, tdir, device, cfg.precision, desc=f"teacher s{seed}",
+                              seed=seed, compile=cfg.compile)
         if trained is not model:
             model.load_state_dict(trained.state_dict())
         model.eval()

@@ -166,14 +166,16 @@ def test_attack_accuracy_is_the_per_batch_attack(trained_digits_model, digits):
 
 
 def test_validation_keeps_one_stream_over_batches(trained_digits_model, digits):
-    from bench.train.loop import validation_accuracy
+    from bench.train.selection import Selection
 
-    val = (digits.x_test[:200], digits.y_test[:200])
-    x, y = to_float(val[0]), val[1]
+    val = Selection("best-val", digits.x_test[:200], digits.y_test[:200])
+    x, y = to_float(val.x), val.y
     adv = whitebox_attack(trained_digits_model, x, y, ATTACKS.get("pgd20"), 0.1, torch.Generator().manual_seed(0))
     with torch.no_grad():
         whole = float((trained_digits_model(adv).argmax(1) == y).float().mean())  # the pre-batching definition
-    assert validation_accuracy(trained_digits_model, val, 0.1) == whole
-    assert validation_accuracy(trained_digits_model, val, 0.1, batch_size=64) == whole
+    assert val.score(trained_digits_model, 0.1) == whole
+    assert val.score(trained_digits_model, 0.1, batch_size=64) == whole
     # the same radius is a far smaller set in L2 than in L-inf (the L-inf box reaches 0.3 sqrt(64) = 2.4)
-    assert validation_accuracy(trained_digits_model, val, 0.3, "L2") > validation_accuracy(trained_digits_model, val, 0.3)
+    assert val.score(trained_digits_model, 0.3, "L2") > val.score(trained_digits_model, 0.3)
+    ten = Selection("best-test-pgd10", val.x, val.y)
+    assert ten.key == "test_pgd10" and ten.attack == "pgd10" and ten.split == "test"

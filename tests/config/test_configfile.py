@@ -98,13 +98,19 @@ def test_every_field_is_reachable_by_a_dotted_override():
     for key, tp in _leaves(RunConfig):
         if key in ("preset", "seed"):  # the base preset (--preset) and the grid's seeds, not fields to set
             continue
+        if key == "teacher.attack":  # None (the run's attack) or a mapping: below
+            continue
         value = _other_value(tp, flat[key])
         cfg, _ = configfile.apply(base, configfile.parse_dotted([f"{key}={configfile._scalar(value)}"]))
         got = configfile._flat(configfile._plain(dataclasses.asdict(cfg)))
         assert got[key] == value, key
         assert {k: v for k, v in got.items() if k != key} == {k: v for k, v in flat.items() if k != key}, key
         checked += 1
-    assert checked == len(flat) - 3  # every leaf but preset, seed and teacher.kind (the next test)
+    assert checked == len(flat) - 4  # every leaf but preset, seed, teacher.kind (the next test), teacher.attack
+    # the trained teacher's own training attack: a mapping over AttackConfig's defaults, or null (the run's)
+    cfg, _ = configfile.apply(base, configfile.parse_dotted(["teacher.attack.eps=0.031", "teacher.attack.steps=7"]))
+    assert (cfg.teacher.attack.eps, cfg.teacher.attack.steps, cfg.teacher.attack.step_ratio) == (0.031, 7, 0.25)
+    assert configfile.apply(cfg, configfile.parse_dotted(["teacher.attack=null"]))[0].teacher.attack is None
 
 
 def test_every_teacher_kind_is_reachable(tmp_path, capsys):
@@ -148,7 +154,7 @@ def test_teacher_kind_switch_via_yaml(tmp_path, capsys):
     (["train.epochs"], None, "override 'train.epochs' is not key=value"),
     (["preset=cifar10"], None, "preset names the base configuration"),
     (["seeds=[1, 1]"], None, "seeds: expected a list of distinct non-negative integers"),
-    ([], "colour: red\n", "unknown config key 'colour'; known keys: preset, data, student_arch, teacher"),
+    ([], "colour: red\n", "unknown config key 'colour'; known keys: preset, protocol, data, student_arch, teacher"),
     ([], "train:\n  lr: fast\n", "config key train.lr: expected float, got 'fast'"),
     ([], "- a list\n", "must be a mapping of config keys, got list"),
     ([], "train: {epochs: [\n", "is not valid YAML"),

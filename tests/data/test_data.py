@@ -245,6 +245,7 @@ def test_host_resident_data_trains_and_evaluates_like_device_resident(tmp_path, 
     from bench.eval.protocol import evaluate
     from bench.models import build_model
     from bench.train.loop import train_model
+    from bench.train.selection import Selection
     from methods import Context, parse_method
 
     small = replace(digits, x_train=digits.x_train[:192], y_train=digits.y_train[:192],
@@ -261,7 +262,8 @@ def test_host_resident_data_trains_and_evaluates_like_device_resident(tmp_path, 
         ctx = Context(num_classes=10, n_train=len(train.y_train), train_labels=train.y_train,
                       student_dim=model.feature_dim, teacher_dim=model.feature_dim, device=cpu, epochs=2)
         history = train_model(model, parse_method("pgd-at").build(ctx), train, TrainConfig(epochs=2, batch_size=32),
-                              AttackConfig(steps=2), None, tmp_path / mode, cpu, val=val)
+                              AttackConfig(steps=2), None, tmp_path / mode, cpu,
+                              selection=Selection("best-val", *val))
         ev = evaluate(model, data.x_test, data.y_test,
                       EvalConfig(attacks=("clean", "fgsm"), curve_eps=(0.1,), batch_size=40,
                                  sanity=SanityConfig(n=50, strong_steps=2, strong_restarts=1)), 10)

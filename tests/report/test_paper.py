@@ -26,7 +26,8 @@ def test_paper_presets_record_the_protocol():
     assert p.config.eval.n == 10000 and p.config.eval.aa_n == 10000 and p.config.probe.targets == ("cifar100", "stl10")
     assert presets.PAPER_PRESETS["cifar100-resnet18"].config.teacher.name == "Chen2021LTD_WRN34_10"
     s = presets.smoke(p)
-    assert s.config.student_arch == "resnet18-tiny" and s.config.train.epochs == 1 and s.config.data.stand_in
+    assert s.config.student_arch == "resnet18-tiny" and s.config.train.epochs == 2 and s.config.data.stand_in
+    assert p.config.train.checkpoint == "best-val" and p.config.protocol == "common"
 
 
 def test_paper_dry_run_prints_plan_and_estimate(capsys):
@@ -38,21 +39,48 @@ def test_paper_dry_run_prints_plan_and_estimate(capsys):
 
 
 @pytest.mark.slow
-def test_paper_smoke_end_to_end_with_published_columns(capsys, tmp_path, monkeypatch, quick_autoattack):
+def test_paper_smoke_end_to_end_in_both_protocols(capsys, tmp_path, monkeypatch, quick_autoattack):
+    """Issue 20: `--scale smoke` runs both protocols end to end on CPU and writes both reports with best and last;
+    a finished common run is never reused as official."""
     monkeypatch.setenv("BENCH_DATA_DIR", str(tmp_path / "no-data"))  # the real files are absent: stand-ins
-    slim = dataclasses.replace(presets.PAPER_PRESETS["cifar10-resnet18"], methods=("ard:scale=0.1", "gacd"))
+    slim = dataclasses.replace(presets.PAPER_PRESETS["cifar10-resnet18"], methods=("ard:scale=0.1", "rslad:scale=0.1",
+                                                                                  "gacd"))
     monkeypatch.setitem(presets.PAPER_PRESETS, "cifar10-resnet18", slim)
+    common, official = tmp_path / "common", tmp_path / "official"
     assert main(["paper", "cifar10-resnet18", "--scale", "smoke", "--results", str(tmp_path / "r"),
-                 "--reports", str(tmp_path / "p")]) == 0
-    out = tmp_path / "p" / "cifar10-resnet18-smoke"
+                 "--reports", str(common)]) == 0
+    assert main(["paper", "cifar10-resnet18", "--scale", "smoke", "--protocol", "official", "--methods", "rslad",
+                 "--results", str(tmp_path / "r2"), "--reports", str(official)]) == 0
+    out = common / "cifar10-resnet18-smoke"
     pub = pd.read_csv(out / "published.csv")
     ard = pub[pub["Method"].str.startswith("ard")].iloc[0]
     assert ard["PGD-20 published"] == "53.27" and ard["AutoAttack published"] == "49.49"
+    assert ard["protocol"] == "common, best-val"
     readme = (out / "README.md").read_text()
     assert "synthetic stand-in" in readme and "`gacd`: no published number (GACD paper tables not available)" in readme
+    assert "Protocol **common**" in readme and "## Best and last checkpoints" in readme and "## Recipes" in readme
     runs = json.loads((out / "runs.json").read_text())
     assert {r["arch"] for r in runs} == {"resnet18-tiny", "wrn-10-1"}
     assert set(runs[1]["transfer"]) == {"cifar100", "stl10"}
+    students = [r for r in runs if r["role"] == "student"]
+    assert all(r["checkpoints"]["policy"] == "best-val" and set(r["checkpoints"]) >= {"best", "last"} for r in students)
+    assert set(pd.read_csv(out / "best_last.csv")["policy"]) == {"best-val"}
+
+    out = official / "cifar10-resnet18-smoke"
+    readme = (out / "README.md").read_text()
+    assert "Protocol **official**" in readme and "## Best and last checkpoints" in readme
+    runs = {r["method"]: r for r in json.loads((out / "runs.json").read_text()) if r["role"] == "student"}
+    assert set(runs) == {"rslad:scale=0.1"}
+    rslad = runs["rslad:scale=0.1"]
+    assert rslad["config"]["protocol"] == "official" and rslad["config"]["precision"] == "fp32"
+    assert rslad["config"]["train"]["milestones"] == [] and rslad["config"]["train"]["epochs"] == 2  # capped
+    assert rslad["config"]["input_norm"] == "none" and rslad["checkpoints"]["policy"] == "best-test-pgd20"
+    record = json.loads((tmp_path / "r2" / "cifar10-resnet18-smoke" / rslad["run_id"] / "record.json").read_text())
+    assert "test_pgd20" in record["history"][0] and {"best", "last"} <= set(rslad["checkpoints"])
+    assert list(pd.read_csv(out / "best_last.csv")["Method"]) == ["rslad:scale=0.1"]
+    assert "| rslad | train.epochs | 2 | 300 |" in readme and "caps every recipe" in readme  # the recipes themselves
+    common_ids = {p.name for p in (tmp_path / "r" / "cifar10-resnet18-smoke").iterdir()}
+    assert not common_ids & {r["run_id"] for r in runs.values()}
 
 
 def test_paper_dry_run_checks_data_and_teacher_files_first(capsys, tmp_path, monkeypatch):

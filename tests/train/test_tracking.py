@@ -60,7 +60,7 @@ def test_event_files_per_run_and_resumption_logs_each_epoch_once(tmp_path, monke
         assert [v for _, v in scalars[tag]] == pytest.approx([row[key] for row in history], rel=1e-6), tag
     for name, value in student["metrics"].items():  # final metrics, at the last epoch
         assert scalars[f"metrics/{name}"] == [(3, pytest.approx(value))]
-    assert hparams == {"role": "student", "method": "ard", "options": "alpha=1.0,scale=1.0,t=30.0", "seed": 0,
+    assert hparams == {"role": "student", "method": "ard", "options": "alpha=1.0,clean_pass=False,scale=1.0,t=30.0", "seed": 0,
                        "arch": "cnn-narrow", "eps": pytest.approx(0.2), "train_eps": pytest.approx(0.2),
                        "teacher": student["teacher_id"], "epochs": 3, "lr": pytest.approx(0.05), "batch": 64}
 

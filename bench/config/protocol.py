@@ -1,0 +1,108 @@
+"""The two protocols of the paper tables, never mixed up:
+
+* ``common`` (compare): the run's config for every method, one schedule, selection (if any) on a
+  validation split carved from the training data;
+* ``official`` (reproduce): each method with its official script's recipe (``methods.base.Recipe``)
+  over the run's config: schedule, batch size, weight decay, training attack, checkpoint policy, fp32,
+  the script's input pipeline, and the options only the script turns on.
+
+A run's config (``RunConfig.protocol``) names its protocol; ``method_config`` gives the config one method
+trains under, ``method_label`` its variant. Both are pure functions of the config and the method's class,
+so a job file needs nothing beyond the config to say what each method runs. The recipe's keys cannot be set
+by flags under ``official`` (a run that changes them reproduces nothing): ``check_layers`` refuses that.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, replace
+
+from bench.common.errors import BenchError
+from bench.config.files import _flat
+from bench.config.schema import Limit, RunConfig
+from methods import METHODS, parse_method
+
+# what a recipe decides under the official protocol (dotted config keys)
+RECIPE_KEYS = ("train.epochs", "train.batch_size", "train.lr", "train.momentum", "train.weight_decay",
+               "train.schedule", "train.milestones", "train.gamma", "train.checkpoint", "attack.eps",
+               "attack.step_ratio", "attack.steps", "precision", "input_norm")
+OFFICIAL_DATA = ("cifar10", "cifar100")   # the data sets the official scripts' recipes are for
+
+
+def dataset_of(cfg: RunConfig) -> str:
+    return cfg.data.name.partition("@")[0]
+
+
+def _recipe(cls):
+    """The recipe the official protocol applies (None: none, or no code: the common config stands)."""
+    r = cls.official
+    return r if r is not None and r.code else None
+
+
+def method_label(label: str, cfg: RunConfig) -> str:
+    """``label`` with the options its recipe turns on under ``cfg``'s protocol (``official_options``); an
+    option the label already sets keeps the label's value."""
+    spec = parse_method(label)
+    r = _recipe(spec.cls)
+    if cfg.protocol != "official" or r is None or not r.official_options:
+        return label
+    given = label.split(":")[1:]
+    keys = {p.partition("=")[0].replace("-", "_") for p in given}
+    extra = [p for p in r.official_options.split(":") if p.partition("=")[0] not in keys]
+    return parse_method(":".join([spec.name, *extra, *given])).label
+
+
+def apply_limit(cfg: RunConfig) -> RunConfig:
+    lim = cfg.limit
+    train, attack = cfg.train, cfg.attack
+    if lim.epochs is not None and train.epochs > lim.epochs:
+        train = replace(train, epochs=lim.epochs, milestones=tuple(m for m in train.milestones if m < lim.epochs))
+    if lim.attack_steps is not None and attack.steps > lim.attack_steps:
+        attack = replace(attack, steps=lim.attack_steps)
+    return replace(cfg, train=train, attack=attack)
+
+
+def method_config(cfg: RunConfig, cls) -> RunConfig:
+    """The config ``cls`` (a method class) trains under: ``cfg`` itself under ``common``; under
+    ``official`` its recipe on ``cfg``'s data set over ``cfg``. Then ``cfg.limit``'s caps."""
+    r = _recipe(cls)
+    if cfg.protocol == "official" and r is not None:
+        train = replace(cfg.train, **cls.official_schedule(dataset_of(cfg)), **r.by_student.get(cfg.student_arch, {}),
+                        checkpoint=r.checkpoint)
+        cfg = replace(cfg, train=train, attack=replace(cfg.attack, **r.attack), precision=r.precision,
+                      input_norm=r.input_norm)
+    return apply_limit(cfg)
+
+
+def check_protocol(cfg: RunConfig) -> None:
+    if cfg.protocol == "official" and dataset_of(cfg) not in OFFICIAL_DATA:
+        raise BenchError(f"--protocol official reproduces the official scripts' recipes, which are for "
+                         f"{' and '.join(OFFICIAL_DATA)}; {cfg.data.name} has none (use --protocol common)")
+
+
+def check_layers(base: RunConfig, cfg: RunConfig) -> None:
+    """Under ``official``, refuse layers (config file, flags, overrides) that set what the recipes set."""
+    if cfg.protocol != "official":
+        return
+    old, new = _flat(asdict(base)), _flat(asdict(cfg))
+    changed = [k for k in RECIPE_KEYS if old.get(k) != new.get(k) and (k, new.get(k)) != ("precision", "fp32")]
+    if changed:
+        raise BenchError(f"under --protocol official each method's recipe sets {', '.join(changed)}; to change "
+                         "them, use --protocol common")
+
+
+def recipe_rows(name: str, cfg: RunConfig) -> list[dict]:
+    """Per field where method ``name``'s official config differs from the common one on ``cfg``'s data:
+    the two values and the file and line the official value comes from."""
+    cls = METHODS.get(name)
+    cfg = replace(cfg, limit=Limit())  # the recipes themselves, not a smoke run's caps
+    common = _flat(asdict(method_config(replace(cfg, protocol="common"), cls)))
+    official = _flat(asdict(method_config(replace(cfg, protocol="official"), cls)))
+    r = cls.official
+    def source(key: str) -> str:
+        line = r.sources.get(key) or r.sources.get(key.split(".")[-1])
+        return f"{r.repo} {line}" if line else f"{r.repo} (no line recorded)"
+    rows = [{"method": name, "field": k, "common": common[k], "official": official[k], "source": source(k)}
+            for k in RECIPE_KEYS if common.get(k) != official.get(k)]
+    if r is not None and r.official_options:
+        rows.append({"method": name, "field": "options", "common": "", "official": r.official_options,
+                     "source": source("options")})
+    return rows
