@@ -241,7 +241,8 @@ def cmd_list(args) -> int:
             print(f"  {'':10s} attack: none")
         print(f"  {'':10s} official schedule: {cls.schedule}")
         if cls.official is not None and cls.official.options:
-            print(f"  {'':10s} official loss magnitude: " + "; ".join(f"{d}: {o}" for d, o in cls.official.options.items()))
+            magnitude = "; ".join(f"{d}: {o}" for d, o in cls.official.options.items())
+            print(f"  {'':10s} official loss magnitude: {magnitude}")
         opts = ", ".join(f"{k}={v}" for k, v in asdict(cls.Options()).items())
         if opts:
             print(f"  {'':10s} options: {opts}")

@@ -286,6 +286,7 @@ def run_methods(cfg: RunConfig, methods: list[str], runset: str, results: Path, 
     targets = load_targets(cfg, data, device)
     records: list[RunRecord] = []
     teachers: dict[int | None, Teacher] = {}
+    splits: dict[tuple, tuple[ImageData, Selection | None]] = {}
 
     for seed in seeds:
         seed_cfg = replace(cfg, seed=seed)
@@ -298,7 +299,10 @@ def run_methods(cfg: RunConfig, methods: list[str], runset: str, results: Path, 
         teacher = teachers[tkey]
         for spec in specs:  # each method under its protocol's config (bench.config.protocol)
             mcfg = method_config(seed_cfg, spec.cls)
-            train_data, selection = split_for(mcfg, data)
+            key = (mcfg.train.checkpoint, mcfg.train.val_fraction, mcfg.eval.n)
+            if key not in splits:  # one validation split per policy, not one copy per run
+                splits[key] = split_for(mcfg, data)
+            train_data, selection = splits[key]
             records.append(_student(spec, mcfg, data, train_data, selection, targets, teacher, runset_dir, device,
                                     force, tracking))
     return records
@@ -381,6 +385,7 @@ def _train_and_evaluate(spec: MethodSpec, cfg: RunConfig, data, train_data, sele
         facts["checkpoint"] = {"policy": selection.policy, "epoch": best["epoch"], selection.key: best[selection.key],
                                f"{selection.split}_n": len(selection.y), "last_epoch": len(history)}
         if best["epoch"] != len(history):  # the last epoch's weights, evaluated beside the selected ones
+            distributed.barrier()  # rank 0 has written them
             last = build_student(cfg, data, device)
             last.load_state_dict(torch.load(run_dir / LAST, map_location=device, weights_only=True))
             last.eval()
