@@ -10,6 +10,7 @@ The harness never branches on a method's name.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, ClassVar, Literal, get_args, get_origin, get_type_hints
@@ -158,6 +159,24 @@ def kl_div(student_logits: torch.Tensor, target_logits: torch.Tensor, t: float =
     if reduction == "none":
         return per_sample
     return per_sample.sum() if reduction == "sum" else per_sample.mean()
+
+
+def check_warmup(fraction: float) -> None:
+    """An ``Options.warmup`` is a fraction of the run's epochs (ValueError: parse_options makes it one line)."""
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"warmup={fraction} must be a fraction of the epochs in [0, 1]")
+
+
+class Warmup:
+    """For a method whose ``Options.warmup`` is the fraction of the epochs before a term switches on (IAD's
+    60 of 200 is 0.3): the first 0-based epoch with it, rounded half up, recorded with the run."""
+
+    @property
+    def begin_epoch(self) -> int:
+        return int(math.floor(self.options.warmup * self.ctx.epochs + 0.5))
+
+    def facts(self):
+        return {"introspection_from_epoch": self.begin_epoch}
 
 
 # --- options: "name:key=value:key=value" -------------------------------------------------------

@@ -35,7 +35,6 @@ the AKD-based one and is not implemented here):
   re-sets 0.01): the official recipe uses milestones (100,), as the script runs, and ``paper_train``
   keeps the declared 100/150 (preset ``cifar10-iad-paper``). Batch 128 on CIFAR-10 and CIFAR-100.
 """
-import math
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
@@ -44,11 +43,11 @@ import torch.nn.functional as F
 
 from bench.attacks import ce_loss
 from methods import register
-from methods.base import InnerMax, Method, Recipe, kl_div
+from methods.base import InnerMax, Method, Recipe, Warmup, check_warmup, kl_div
 
 
 @register
-class IAD(Method):
+class IAD(Warmup, Method):
     name = "iad"
     citation = ("Zhu, Yao, Han, Zhang, Liu, Niu, Zhou, Xu, Yang, Reliable Adversarial Distillation "
                 "with Unreliable Teachers, ICLR 2022")
@@ -89,16 +88,7 @@ class IAD(Method):
         clean_pass: bool = False
 
         def __post_init__(self):
-            if not 0.0 <= self.warmup <= 1.0:
-                raise ValueError(f"warmup={self.warmup} must be a fraction of the epochs in [0, 1]")
-
-    @property
-    def begin_epoch(self) -> int:
-        """First 0-based epoch with the introspection term."""
-        return int(math.floor(self.options.warmup * self.ctx.epochs + 0.5))
-
-    def facts(self):
-        return {"introspection_from_epoch": self.begin_epoch}
+            check_warmup(self.warmup)
 
     def inner_objective(self, batch, x_adv):
         return ce_loss(batch.student(x_adv), batch.y)

@@ -64,7 +64,10 @@ def train_digest(method_cls: type) -> str:
     notebook cell) is identified by its source text."""
     path = method_file(method_cls)
     if path and Path(path).resolve().is_relative_to(ROOT):
-        return files_digest(TRAIN_CODE + (path,))
+        # a method built on another (AdaIAD on AdaAD) is also the code of the classes it inherits from
+        bases = (method_file(c) for c in method_cls.__mro__[1:] if c is not object)
+        inherited = tuple(p for p in dict.fromkeys(bases) if p and Path(p).resolve().is_relative_to(ROOT))
+        return files_digest(TRAIN_CODE + (path,) + inherited)
     if path:
         return _digest(TRAIN_CODE + (path,))
     h = hashlib.sha256((files_digest(TRAIN_CODE) + "\0" + method_cls.__qualname__ + "\0"
