@@ -107,7 +107,8 @@ PRESETS: dict[str, Preset] = {
 # validation split (the last epoch evaluated beside it); official (--protocol official): each method's
 # own script's recipe. Both: evaluation on the 10,000 test images, transfer by linear probe to the other
 # CIFAR and to STL-10 resized to 32x32, each method at its official loss magnitude.
-PAPER_METHODS = ("natural", "pgd-at", "trades", "kd", "ard", "crd", "rslad", "iad", "adaad", "gacd")
+PAPER_METHODS = ("natural", "pgd-at", "trades", "kd", "ard", "crd", "rslad", "iad", "adaad", "adaiad", "dgad",
+                 "igdm", "gacd")
 
 
 def _paper(name: str, base: RunConfig, description: str, **changes) -> Preset:

@@ -22,7 +22,7 @@ def test_paper_presets_record_the_protocol():
     p = presets.PAPER_PRESETS["cifar10-resnet18"]
     assert p.config.teacher.name == "Zhang2019Theoretically" and p.config.student_arch == "resnet18"
     assert {m.split(":")[0] for m in p.methods} == {"natural", "pgd-at", "trades", "kd", "ard", "crd", "rslad", "iad",
-                                                    "adaad", "gacd"}
+                                                    "adaad", "adaiad", "dgad", "igdm", "gacd"}
     assert p.config.eval.n == 10000 and p.config.eval.aa_n == 10000 and p.config.probe.targets == ("cifar100", "stl10")
     assert presets.PAPER_PRESETS["cifar100-resnet18"].config.teacher.name == "Chen2021LTD_WRN34_10"
     s = presets.smoke(p)
