@@ -176,9 +176,6 @@ class Limit:
     attack_steps: int | None = None
 
 
-PROTOCOLS = ("common", "official")
-
-
 @dataclass(frozen=True)
 class RunConfig:
     preset: str = "digits"

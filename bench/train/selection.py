@@ -42,7 +42,7 @@ class Selection:
     @property
     def key(self) -> str:
         """The training log's column: val_pgd20, test_pgd10, test_pgd20."""
-        return f"{self.split}_{self.attack}"
+        return selection_key(self.policy)
 
     def score(self, model: nn.Module, eps: float, norm: str = "Linf",
               batch_size: int = EvalConfig.batch_size) -> float:
