@@ -1,11 +1,24 @@
 """The method contract.
 
-A method says three things and nothing else:
+A method says three things:
   * ``inner``: what its inner maximisation ascends (``inner_objective``), where it starts, and the
-    student's batch-norm mode during the attack -- or ``None`` for no attack;
+    student's batch-norm mode during the attack -- or ``None`` for no attack. The objective is evaluated
+    once at each iterate x_0 .. x_{K-1}, in order, so a method may keep statistics of the attack there
+    (in ``batch.cache``; Fair-ARD counts the iterates the student still classifies correctly);
   * ``losses``: its loss terms, already weighted, as a dict of named tensors (the trainer sums them);
-  * ``modules``: extra trainable modules or buffers (projection heads, memory banks).
-The harness never branches on a method's name.
+  * ``modules``: extra trainable modules or buffers (projection heads, memory banks), optimised with
+    the student.
+and, only where it needs them:
+  * ``teachers``: teachers besides the run's (robust) one, by role (MTARD's natural teacher), handed in
+    as ``batch.teachers[role]`` -- or ``needs_teacher = False`` for none at all;
+  * ``networks``: further trainable networks, each with its own optimiser and schedule (PeerAiD's peer,
+    built with ``ctx.build_student``); one backward of the summed terms, then every optimiser steps;
+  * state across steps and epochs in ``self.state`` (checkpointed with the run, restored on resume):
+    updated inside ``losses`` per step (``batch.lr_scale`` follows the lr schedule; ``batch.global_mean``
+    makes a per-rank mean the global batch's under torchrun) and in ``end_epoch`` (``EpochEnd.reduce``
+    sums a per-rank statistic over ranks); ``batch.epoch`` is the epoch inside the loss.
+Stochastic weight averaging with batch-norm re-estimation is the harness's (``TrainConfig.swa_start``),
+for any method. The harness never branches on a method's name.
 """
 from __future__ import annotations
 
@@ -13,12 +26,13 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, ClassVar, Literal, get_args, get_origin, get_type_hints
+from typing import Any, Callable, ClassVar, Literal, get_args, get_origin, get_type_hints
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bench.common import distributed
 from bench.common.errors import BenchError
 
 
@@ -42,6 +56,7 @@ class Context:
     device: torch.device
     epochs: int
     seed: int = 0
+    build_student: Callable[[], nn.Module] | None = None  # a fresh network of the student's architecture
 
 
 @dataclass
@@ -56,6 +71,17 @@ class Batch:
     cache: dict = field(default_factory=dict)  # per-batch values a method computes once
     shard: Any = None        # bench.common.distributed.Shard under torchrun: the global batch this is a part of
     generator: torch.Generator | None = None  # the run's seeded stream on the device (attack starts, negatives)
+    teachers: dict[str, nn.Module] = field(default_factory=dict)  # the method's further teachers, by role
+    lr_scale: float = 1.0    # this epoch's learning rate over the base rate (state whose step follows the lr)
+
+    def global_mean(self, value: torch.Tensor) -> torch.Tensor:
+        """The global batch's mean of a mean over this process's rows (``value`` itself outside torchrun),
+        detached: for state a method updates from a batch statistic."""
+        value = value.detach()
+        if self.shard is None:
+            return value
+        rows = self.shard.part.stop - self.shard.part.start
+        return distributed.all_reduce_sum(value * rows) / sum(self.shard.sizes)
 
     @cached_property
     def teacher_features(self) -> torch.Tensor:
@@ -66,6 +92,22 @@ class Batch:
     def teacher_logits(self) -> torch.Tensor:
         with torch.no_grad():
             return self.teacher.head(self.teacher_features)
+
+
+@dataclass
+class Network:
+    """A further trainable network of a method (``Method.networks``): trained on the method's loss terms
+    with its own optimiser and schedule, the run's TrainConfig with ``train``'s fields changed."""
+    module: nn.Module
+    train: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EpochEnd:
+    """What ``Method.end_epoch`` is told after each epoch."""
+    epoch: int                                          # the 0-based epoch just trained
+    lr_scale: float                                     # the next epoch's lr over the base rate
+    reduce: Callable[[torch.Tensor], torch.Tensor] = lambda t: t  # sum over ranks under torchrun
 
 
 @dataclass(frozen=True)
@@ -99,6 +141,8 @@ class Method:
     citation: ClassVar[str]
     summary: ClassVar[str]
     needs_teacher: ClassVar[bool] = False
+    # further teachers by role (bench.config.schema.TEACHER_ROLES) -> what the method uses them for
+    teachers: ClassVar[dict[str, str]] = {}
     inner: ClassVar[InnerMax | None] = None
     schedule: ClassVar[str] = "-"                     # the official training schedule, for `list`
     # The official script's recipe (protocol ``official``); None: no official recipe is known here.
@@ -128,10 +172,24 @@ class Method:
     def __init__(self, options: "Method.Options", ctx: Context):
         self.options = options
         self.ctx = ctx
+        self.state: dict[str, Any] = {}   # tensors and numbers carried across steps and epochs
 
     def modules(self) -> nn.Module | None:
         """Extra trainable modules and buffers (moved to the device, optimised with the student)."""
         return None
+
+    def networks(self) -> dict[str, Network]:
+        """Further trainable networks, each with its own optimiser (the same objects on every call)."""
+        return {}
+
+    def end_epoch(self, end: EpochEnd) -> None:
+        """Update ``self.state`` after an epoch (per-class statistics gathered during it)."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {k: v.detach().clone() if isinstance(v, torch.Tensor) else v for k, v in self.state.items()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.state = {k: v.to(self.ctx.device) if isinstance(v, torch.Tensor) else v for k, v in state.items()}
 
     def inner_objective(self, batch: Batch, x_adv: torch.Tensor) -> torch.Tensor:
         """The scalar the attack ascends (summed over the batch)."""

@@ -30,7 +30,7 @@ from omegaconf.errors import OmegaConfBaseException
 from bench.common.errors import BenchError
 from bench.common.io import atomic_write_text
 from bench.config.presets import get_preset
-from bench.config.schema import TEACHER_KINDS, RunConfig
+from bench.config.schema import TEACHER_KINDS, TEACHER_ROLES, RunConfig
 
 
 class _Dumper(yaml.SafeDumper):
@@ -166,15 +166,19 @@ def _merge(obj, layer: dict):
         raise BenchError(f"config key {key}: {str(getattr(err, 'msg', err)).splitlines()[0]}") from None
 
 
-def _teacher(base, layer, prefix: str):
+TEACHER_FIELDS = ("teacher", *TEACHER_ROLES.values())   # union-typed fields: merged by kind
+
+
+def _teacher(base, layer, key: str):
+    """The teacher field ``key`` (teacher, natural_teacher) of ``base`` with ``layer`` merged in."""
     if not isinstance(layer, dict):
-        raise BenchError(f"config key {prefix}teacher: expected a mapping with kind: {', '.join(TEACHER_KINDS)}")
+        raise BenchError(f"config key {key}: expected a mapping with kind: {', '.join(TEACHER_KINDS)}")
     kind = layer.get("kind", base.kind)
     if kind not in TEACHER_KINDS:
-        raise BenchError(f"config key {prefix}teacher.kind: expected one of {', '.join(TEACHER_KINDS)}, got {kind!r}")
+        raise BenchError(f"config key {key}.kind: expected one of {', '.join(TEACHER_KINDS)}, got {kind!r}")
     cls = TEACHER_KINDS[kind]
     start = base if isinstance(base, cls) else cls()  # a new kind starts from its own defaults
-    _check(cls, layer, f"{prefix}teacher.")
+    _check(cls, layer, f"{key}.")
     return _merge(start, layer)
 
 
@@ -206,11 +210,11 @@ def apply(cfg: RunConfig, layer: dict, source: str = "config") -> tuple[RunConfi
     if "preset" in layer:
         raise BenchError(f"{source}: preset names the base configuration: give it as --preset NAME (bench.run: "
                          "preset=NAME) or as preset: NAME in a --config file")
-    teacher = layer.pop("teacher", None)
+    teachers = {k: layer.pop(k) for k in TEACHER_FIELDS if k in layer}
     _check(RunConfig, layer, "")
     cfg = _merge(cfg, layer) if layer else cfg
-    if teacher is not None:
-        cfg = replace(cfg, teacher=_teacher(cfg.teacher, teacher, ""))
+    for key, teacher in teachers.items():
+        cfg = replace(cfg, **{key: _teacher(getattr(cfg, key), teacher, key)})
     return cfg, grid
 
 
@@ -288,11 +292,12 @@ def dotted_diff(base: RunConfig, cfg: RunConfig) -> list[str]:
     """The dotted overrides that turn ``base`` into ``cfg`` (a changed teacher kind: all its fields)."""
     old, new = to_dict(base), to_dict(cfg)
     out = []
-    if old["teacher"].get("kind") != new["teacher"].get("kind"):
-        teacher = _flat(new.pop("teacher"), "teacher.")
-        out += [f"teacher.kind={_scalar(teacher.pop('teacher.kind'))}"]
-        out += [f"{k}={_scalar(v)}" for k, v in teacher.items()]
-        old.pop("teacher")
+    for key in TEACHER_FIELDS:
+        if old[key].get("kind") != new[key].get("kind"):
+            teacher = _flat(new.pop(key), f"{key}.")
+            out += [f"{key}.kind={_scalar(teacher.pop(f'{key}.kind'))}"]
+            out += [f"{k}={_scalar(v)}" for k, v in teacher.items()]
+            old.pop(key)
     flat_old = _flat(old)
     out += [f"{k}={_scalar(v)}" for k, v in _flat(new).items() if k != "preset" and flat_old.get(k) != v]
     return out

@@ -22,7 +22,7 @@ from methods import METHODS, parse_method
 
 # what a recipe decides under the official protocol (dotted config keys)
 RECIPE_KEYS = ("train.epochs", "train.batch_size", "train.lr", "train.momentum", "train.weight_decay",
-               "train.schedule", "train.milestones", "train.gamma", "train.checkpoint", "attack.eps",
+               "train.schedule", "train.milestones", "train.gamma", "train.checkpoint", "train.swa_start", "attack.eps",
                "attack.step_ratio", "attack.steps", "precision", "input_norm")
 OFFICIAL_DATA = ("cifar10", "cifar100")   # the data sets the official scripts' recipes are for
 
@@ -54,7 +54,10 @@ def apply_limit(cfg: RunConfig) -> RunConfig:
     lim = cfg.limit
     train, attack = cfg.train, cfg.attack
     if lim.epochs is not None and train.epochs > lim.epochs:
-        train = replace(train, epochs=lim.epochs, milestones=tuple(m for m in train.milestones if m < lim.epochs))
+        # an average from a later epoch than the cap: from the last epoch, so the path still runs
+        swa = None if train.swa_start is None else min(train.swa_start, lim.epochs - 1)
+        train = replace(train, epochs=lim.epochs, milestones=tuple(m for m in train.milestones if m < lim.epochs),
+                        swa_start=swa)
     if lim.attack_steps is not None and attack.steps > lim.attack_steps:
         attack = replace(attack, steps=lim.attack_steps)
     return replace(cfg, train=train, attack=attack)

@@ -41,6 +41,11 @@ class TrainConfig:
     # weights are kept and evaluated too (report: best and last).
     checkpoint: Literal["last", "best-val", "best-test-pgd10", "best-test-pgd20"] = "last"
     val_fraction: float = 0.1
+    # Stochastic weight averaging (Izmailov et al. 2018) for any method: from the end of this 0-based epoch
+    # on, the equal-weight mean of the end-of-epoch weights, its batch-norm statistics re-estimated on the
+    # training images after each snapshot, is the run's model (what the policy selects among and the
+    # evaluation sees). None: off.
+    swa_start: int | None = None
 
 
 @dataclass(frozen=True)
@@ -122,6 +127,8 @@ class FileTeacher:
 
 TeacherConfig = Union[TrainedTeacher, ZooTeacher, FileTeacher]
 TEACHER_KINDS: dict[str, type] = {"trained": TrainedTeacher, "robustbench": ZooTeacher, "file": FileTeacher}
+# a method's further teachers (methods.base.Method.teachers): role -> the RunConfig field that says which
+TEACHER_ROLES: dict[str, str] = {"natural": "natural_teacher"}
 
 
 def parse_teacher(text: str | None, base: TeacherConfig, arch: str | None = None, method: str | None = None,
@@ -185,6 +192,8 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     student_arch: str = "cnn-narrow"
     teacher: TeacherConfig = field(default_factory=TrainedTeacher)
+    # the naturally trained teacher of methods that use one (MTARD), only read by those
+    natural_teacher: TeacherConfig = field(default_factory=lambda: TrainedTeacher(method="natural"))
     train: TrainConfig = field(default_factory=TrainConfig)
     attack: AttackConfig = field(default_factory=AttackConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)

@@ -12,7 +12,7 @@ from dataclasses import asdict, replace
 from bench.common import distributed
 from bench.common.provenance import eval_digest, train_digest
 from bench.config.protocol import method_config
-from bench.config.schema import RunConfig, TrainedTeacher, config_hash, data_key
+from bench.config.schema import TEACHER_ROLES, RunConfig, TrainedTeacher, config_hash, data_key
 from bench.data.images import ImageData
 from bench.runs.runset import Entry
 from bench.train.teacher import describe, teacher_id
@@ -36,10 +36,27 @@ def eval_key(cfg: RunConfig) -> str:
                         "seed": cfg.seed, "code": eval_digest()})
 
 
-def student_run_id(spec: MethodSpec, cfg: RunConfig, teacher_id: str) -> str:
-    """A student run's folder name: its method, config, seed, teacher and training code."""
-    key = {"method": spec.label, "config": weights_key(cfg), "teacher": teacher_id, "code": train_digest(spec.cls)}
+def student_run_id(spec: MethodSpec, cfg: RunConfig, teacher_id: str, roles: dict[str, str] | None = None) -> str:
+    """A student run's folder name: its method, config, seed, teacher(s) and training code. ``roles``: the
+    ids of the further teachers the method uses (``role_teacher_ids``); the config's teacher fields of
+    roles it does not use are no part of it."""
+    config = weights_key(cfg)
+    for role, name in TEACHER_ROLES.items():
+        if role not in spec.cls.teachers:
+            config.pop(name)
+    key = {"method": spec.label, "config": config, "teacher": teacher_id, "code": train_digest(spec.cls)}
+    if roles:
+        key["teachers"] = roles
     return f"{spec.name}-{config_hash(key)}"
+
+
+def role_teachers(cls, cfg: RunConfig) -> dict:
+    """The method's further teachers as configs, by role."""
+    return {role: getattr(cfg, TEACHER_ROLES[role]) for role in cls.teachers}
+
+
+def role_teacher_ids(spec: MethodSpec, cfg: RunConfig, seed: int, data: ImageData) -> dict[str, str]:
+    return {role: teacher_id(cfg, seed, data, tc) for role, tc in role_teachers(spec.cls, cfg).items()}
 
 
 def per_seed_teacher(cfg: RunConfig) -> bool:
@@ -58,5 +75,6 @@ def plan(cfg: RunConfig, specs: list[MethodSpec], seeds, data: ImageData) -> lis
             out.append(Entry("teacher", label, tkey, f"teacher-{tid}", tid))
         for spec in specs:
             mcfg = method_config(replace(cfg, seed=seed), spec.cls)
-            out.append(Entry("student", spec.label, seed, student_run_id(spec, mcfg, tid), tid))
+            out.append(Entry("student", spec.label, seed,
+                             student_run_id(spec, mcfg, tid, role_teacher_ids(spec, mcfg, seed, data)), tid))
     return out

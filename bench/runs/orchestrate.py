@@ -36,7 +36,7 @@ from bench.eval.state import evaluate_and_keep
 from bench.eval.structure import structure_metrics
 from bench.eval.transfer import transfer_metrics
 from bench.models import build_model
-from bench.runs.identity import eval_key, per_seed_teacher, plan, student_run_id
+from bench.runs.identity import eval_key, per_seed_teacher, plan, role_teachers, student_run_id
 from bench.runs.record import RECORD, RunRecord
 from bench.runs.runset import Entry, merge_manifest
 from bench.runs.status import mark_failed, mark_running
@@ -303,8 +303,10 @@ def run_methods(cfg: RunConfig, methods: list[str], runset: str, results: Path, 
             if key not in splits:  # one validation split per policy, not one copy per run
                 splits[key] = split_for(mcfg, data)
             train_data, selection = splits[key]
-            records.append(_student(spec, mcfg, data, train_data, selection, targets, teacher, runset_dir, device,
-                                    force, tracking))
+            roles = {role: get_teacher(mcfg, seed, data, results, device, force, tc)
+                     for role, tc in role_teachers(spec.cls, mcfg).items()}
+            records.append(_student(spec, mcfg, data, train_data, selection, targets, teacher, roles, runset_dir,
+                                    device, force, tracking))
     return records
 
 
@@ -322,8 +324,9 @@ def split_for(cfg: RunConfig, data: ImageData) -> tuple[ImageData, Selection | N
 
 
 def _student(spec: MethodSpec, cfg: RunConfig, data, train_data, selection, targets, teacher: Teacher,
+             roles: dict[str, Teacher],
              runset_dir: Path, device, force: bool, tracking: Tracking) -> RunRecord:
-    run_dir = runset_dir / student_run_id(spec, cfg, teacher.teacher_id)
+    run_dir = runset_dir / student_run_id(spec, cfg, teacher.teacher_id, {r: t.teacher_id for r, t in roles.items()})
     main = distributed.is_main()
     with _owned(run_dir):  # one process trains a run; another that wants it waits, then reuses it
         if force and run_dir.exists() and main:
@@ -338,7 +341,7 @@ def _student(spec: MethodSpec, cfg: RunConfig, data, train_data, selection, targ
             mark_running(run_dir, f"{spec.label} seed {cfg.seed}")
         distributed.barrier()  # rank 0 has cleared (--force) and claimed the folder
         try:
-            return _train_and_evaluate(spec, cfg, data, train_data, selection, targets, teacher, run_dir, device,
+            return _train_and_evaluate(spec, cfg, data, train_data, selection, targets, teacher, roles, run_dir, device,
                                        tracking)
         except Exception as err:
             mark_failed(run_dir, err)
@@ -353,6 +356,7 @@ def build_student(cfg: RunConfig, data: ImageData, device) -> torch.nn.Module:
 
 
 def _train_and_evaluate(spec: MethodSpec, cfg: RunConfig, data, train_data, selection, targets, teacher: Teacher,
+                        roles: dict[str, Teacher],
                         run_dir: Path, device, tracking: Tracking) -> RunRecord:
     seed = cfg.seed
     code = train_digest(spec.cls)
@@ -363,12 +367,13 @@ def _train_and_evaluate(spec: MethodSpec, cfg: RunConfig, data, train_data, sele
     t_model = teacher.model if spec.cls.needs_teacher else None
     ctx = Context(num_classes=train_data.num_classes, n_train=len(train_data.y_train),
                   train_labels=train_data.y_train, student_dim=student.feature_dim,
-                  teacher_dim=teacher.model.feature_dim, device=device, epochs=cfg.train.epochs, seed=seed)
+                  teacher_dim=teacher.model.feature_dim, device=device, epochs=cfg.train.epochs, seed=seed,
+                  build_student=lambda: distributed.sync_batchnorm(build_student(cfg, data, device), cfg.sync_bn))
     method = spec.build(ctx)
     tracker = tracking.open(run_dir.name)
     history = train_model(student, method, train_data, cfg.train, cfg.attack, t_model, run_dir, device,
                           cfg.precision, desc=f"{spec.label} s{seed}", selection=selection, tracker=tracker, seed=seed,
-                          compile=cfg.compile)
+                          compile=cfg.compile, teachers={role: t.model for role, t in roles.items()})
     train_s = sum(row["seconds"] for row in history)  # all epochs, across resumptions
     if distributed.is_main():
         atomic_save(student.state_dict(), run_dir / "model.pt")  # the evaluated weights (export, eval)
@@ -381,7 +386,8 @@ def _train_and_evaluate(spec: MethodSpec, cfg: RunConfig, data, train_data, sele
                                 "note": "each rank trains on its rows of every global batch; gradients averaged"}
     last = None
     if selection is not None:
-        best = max(history, key=lambda row: row[selection.key])  # first best, as training kept it
+        # first best, as training kept it (under SWA only the averages are scored)
+        best = max(history, key=lambda row: row.get(selection.key, -1.0))
         facts["checkpoint"] = {"policy": selection.policy, "epoch": best["epoch"], selection.key: best[selection.key],
                                f"{selection.split}_n": len(selection.y), "last_epoch": len(history)}
         if best["epoch"] != len(history):  # the last epoch's weights, evaluated beside the selected ones

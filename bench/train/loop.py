@@ -6,10 +6,12 @@ import json
 import math
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, update_bn
 from tqdm import tqdm
 
 from bench.attacks.ascent import pgd_ascent
@@ -23,7 +25,7 @@ from bench.config.schema import AttackConfig, TrainConfig
 from bench.data.images import HostImages, ImageData, augment, to_float
 from bench.train.selection import Selection
 from bench.train.tracking import NO_TRACKING, Tracker
-from methods.base import Batch, Method
+from methods.base import Batch, EpochEnd, Method
 
 LAST = "last.pt"   # a best-* policy's run keeps the last epoch's weights here (model.pt: the selected ones)
 
@@ -75,7 +77,7 @@ def adversarial_examples(method: Method, batch: Batch, cfg: AttackConfig) -> tor
     if batch.shard is not None:  # the global batch's random start (one draw, as in one process), our rows
         x_init = random_start(batch.shard.x, cfg.eps, inner.start, batch.generator, norm=cfg.norm)[batch.shard.part]
     try:
-        with frozen(student, method.modules()):
+        with frozen(student, method.modules(), *(n.module for n in method.networks().values())):
             return pgd_ascent(lambda xa: method.inner_objective(batch, xa), batch.x, cfg.eps,
                               cfg.step_ratio * cfg.eps, cfg.steps, inner.start, batch.generator, x_init=x_init,
                               norm=cfg.norm)
@@ -87,7 +89,7 @@ def train_model(student: nn.Module, method: Method, data: ImageData, train_cfg: 
                 attack_cfg: AttackConfig, teacher: nn.Module | None, run_dir: Path,
                 device: torch.device, precision: str = "fp32", desc: str = "train",
                 selection: Selection | None = None, tracker: Tracker = NO_TRACKING,
-                seed: int = 0, compile: bool = False) -> list[dict]:
+                seed: int = 0, compile: bool = False, teachers: dict[str, nn.Module] | None = None) -> list[dict]:
     """Train ``student`` in place; a checkpoint per epoch in run_dir makes the run resumable.
 
     With a ``selection`` (``bench.train.selection``: a best-* policy and its images) each epoch is scored
@@ -95,6 +97,13 @@ def train_model(student: nn.Module, method: Method, data: ImageData, train_cfg: 
     student ends with the best epoch's (the first best); otherwise with the last epoch's. ``tracker``
     (``bench.train.tracking``) gets each trained epoch's log row.
     Returns the per-epoch log (also written to run_dir/log.jsonl).
+
+    The method's further ``teachers`` (by role) reach it in every batch; its further networks
+    (``Method.networks``) train with their own optimisers and schedules from the same backward; its
+    ``state`` and ``end_epoch`` hook are kept and called here and checkpointed with the rest. With
+    ``train_cfg.swa_start`` the run's model is the stochastic weight average from that epoch on
+    (torch.optim.swa_utils: equal-weight mean of the end-of-epoch weights, batch-norm statistics
+    re-estimated on the training images, augmented, after each snapshot); the selection scores it.
 
     The step is built for the device: batch order, augmentation, attack starts and the methods' own draws
     come from one generator on ``device`` seeded with ``seed`` (no per-step host-to-device copies; the
@@ -109,22 +118,33 @@ def train_model(student: nn.Module, method: Method, data: ImageData, train_cfg: 
     rank 0 writes checkpoints and the log. The global batch and the learning rate are the config's.
     """
     check_eps(attack_cfg.eps, attack_cfg.norm, data.x_train[0].numel())  # before any epoch
+    if train_cfg.swa_start is not None and not 0 <= train_cfg.swa_start < train_cfg.epochs:
+        raise BenchError(f"{desc}: train.swa_start={train_cfg.swa_start} is not an epoch of the run "
+                         f"(0-based, below {train_cfg.epochs})")
     precision = resolve_precision(precision, device)
     extra = method.modules()
     if extra is not None:
         extra.to(device)
     params = list(student.parameters()) + (list(extra.parameters()) if extra is not None else [])
+    networks = {name: net.module.to(device) for name, net in method.networks().items()}
     main = distributed.is_main()
-    distributed.broadcast_state(student)
-    if extra is not None:
-        distributed.broadcast_state(extra)
+    for module in (student, extra, *networks.values()):
+        if module is not None:
+            distributed.broadcast_state(module)
     opt, sched = make_optimizer(params, train_cfg)
-    if teacher is not None:
-        teacher.eval()
+    # a further network: its own optimiser and schedule (the run's, with the fields it changes)
+    net_opts = {name: make_optimizer(net.module.parameters(), replace(train_cfg, **net.train))
+                for name, net in method.networks().items()}
+    for t in (teacher, *(teachers or {}).values()):
+        if t is not None:
+            t.eval()
     generator = torch.Generator(device=device)
     generator.manual_seed(seed)
     loop = _Loop(student, method, extra, params, opt, sched, data, train_cfg, attack_cfg, teacher, device,
                  precision, generator, run_dir, desc, selection, tracker)
+    loop.teachers, loop.networks, loop.net_opts = dict(teachers or {}), networks, net_opts
+    loop.all_params = params + [p for m in networks.values() for p in m.parameters()]
+    loop.swa = AveragedModel(student) if train_cfg.swa_start is not None else None
     if distributed.broadcast_object(loop.ckpt_path.exists() if main else None):  # resume where the last run stopped
         # (under torchrun rank 0 decides, and every rank reads rank 0's checkpoint: one shared folder)
         try:
@@ -137,6 +157,8 @@ def train_model(student: nn.Module, method: Method, data: ImageData, train_cfg: 
     with compiled(student, teacher) if compile else contextlib.nullcontext():
         for epoch in range(loop.start_epoch, train_cfg.epochs):
             loop.epoch(epoch)
+    if loop.swa is not None and loop.swa.n_averaged > 0:  # the average is the run's model
+        student.load_state_dict(loop.swa.module.state_dict())
     if selection is not None and loop.best["state"] is not None:
         if main:  # the last epoch's weights stay on disk: the report evaluates them beside the best
             atomic_save(student.state_dict(), run_dir / LAST)
@@ -160,6 +182,23 @@ class _Loop:
         self.history: list[dict] = []
         self.start_epoch = 0
         self.best: dict = {"score": -1.0, "epoch": 0, "state": None}
+        self.teachers: dict[str, nn.Module] = {}
+        self.networks: dict[str, nn.Module] = {}
+        self.net_opts: dict[str, tuple] = {}
+        self.all_params = params
+        self.swa: AveragedModel | None = None
+
+    def state(self, epoch: int) -> dict:
+        """What a checkpoint holds after ``epoch``."""
+        return {"student": self.student.state_dict(),
+                "extra": self.extra.state_dict() if self.extra is not None else {},
+                "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
+                "networks": {k: m.state_dict() for k, m in self.networks.items()},
+                "network_optimizers": {k: (o.state_dict(), s.state_dict()) for k, (o, s) in self.net_opts.items()},
+                "method_state": self.method.state_dict(),
+                "swa": self.swa.state_dict() if self.swa is not None else {},
+                "generator": self.generator.get_state(), "epoch": epoch,
+                "history": json.dumps(self.history), "best": self.best}
 
     def resume(self, state: dict) -> None:
         self.student.load_state_dict(state["student"])
@@ -167,6 +206,14 @@ class _Loop:
             self.extra.load_state_dict(state["extra"])
         self.opt.load_state_dict(state["optimizer"])
         self.sched.load_state_dict(state["scheduler"])
+        for k, m in self.networks.items():
+            m.load_state_dict(state["networks"][k])
+            o, s = self.net_opts[k]
+            o.load_state_dict(state["network_optimizers"][k][0])
+            s.load_state_dict(state["network_optimizers"][k][1])
+        self.method.load_state_dict(state.get("method_state", {}))
+        if self.swa is not None:
+            self.swa.load_state_dict(state["swa"])
         self.generator.set_state(state["generator"])
         self.start_epoch = int(state["epoch"]) + 1
         self.history = json.loads(state["history"])
@@ -177,6 +224,9 @@ class _Loop:
         ddp, main = distributed.active(), distributed.is_main()
         n, bs = len(data.y_train), cfg.batch_size
         student.train()
+        for m in self.networks.values():
+            m.train()
+        lr_scale = self.opt.param_groups[0]["lr"] / cfg.lr
         perm = torch.randperm(n, generator=self.generator, device=device)
         # images in host memory are indexed on the host: the order is read back once an epoch, not every step
         order = perm.cpu() if isinstance(data.x_train, HostImages) else perm
@@ -196,15 +246,19 @@ class _Loop:
                 shard = distributed.Shard.of(x, y, idx)
                 distributed.broadcast_buffers(student)  # rank 0's batch-norm statistics, as DDP before a forward
                 x, y, idx = x[shard.part], y[shard.part], idx[shard.part]
-            batch = Batch(x, y, idx, student, self.teacher, epoch, shard=shard, generator=self.generator)
+            batch = Batch(x, y, idx, student, self.teacher, epoch, shard=shard, generator=self.generator,
+                          teachers=self.teachers, lr_scale=lr_scale)
             with autocast(self.precision, device):
                 x_adv = adversarial_examples(method, batch, self.attack_cfg) if method.inner else None
                 terms = method.losses(batch, x_adv)
                 loss = sum(terms.values())
-            self.opt.zero_grad(set_to_none=True)
+            opts = [self.opt, *(o for o, _ in self.net_opts.values())]
+            for o in opts:
+                o.zero_grad(set_to_none=True)
             (loss * shard.weight if ddp else loss).backward()
-            distributed.average_gradients(self.params)
-            self.opt.step()
+            distributed.average_gradients(self.all_params)
+            for o in opts:
+                o.step()
             seen += len(idx)
             for k, v in (*terms.items(), ("loss", loss)):
                 sums[k] = sums.get(k, 0.0) + v.detach().double() * len(idx)
@@ -215,12 +269,21 @@ class _Loop:
                                 {"img/s": f"{seen / (now - t0):.0f}"})
         epoch_lr = self.opt.param_groups[0]["lr"]  # the rate this epoch trained at (before the step)
         self.sched.step()
+        for _, s in self.net_opts.values():
+            s.step()
+        method.end_epoch(EpochEnd(epoch, self.opt.param_groups[0]["lr"] / cfg.lr, distributed.all_reduce_sum))
         if ddp:  # the log holds the global batch's means; batch-norm statistics are rank 0's (as DDP)
             sums = {k: distributed.all_reduce_sum(v) for k, v in sums.items()}
             seen = int(distributed.all_reduce_sum(torch.tensor(float(seen), device=device)))
-            distributed.broadcast_state(student)
-            if self.extra is not None:
-                distributed.broadcast_state(self.extra)
+            for module in (student, self.extra, *self.networks.values()):
+                if module is not None:
+                    distributed.broadcast_state(module)
+            method.load_state_dict(distributed.broadcast_object(method.state_dict() if main else None))
+        model = student
+        if self.swa is not None and epoch >= cfg.swa_start:
+            self.swa.update_parameters(student)
+            update_bn(self._bn_batches(), self.swa.module)
+            model = self.swa.module
         sums = {k: float(v) for k, v in sums.items()}
         if not all(math.isfinite(v) for v in sums.values()):
             raise BenchError(f"{self.desc}: training diverged, loss is not finite at epoch {epoch + 1} "
@@ -228,12 +291,14 @@ class _Loop:
         elapsed = time.perf_counter() - t0
         row = {"epoch": epoch + 1, "lr": epoch_lr, "seconds": round(elapsed, 3),
                "images_per_s": round(seen / elapsed, 1), **{k: v / seen for k, v in sums.items()}}
-        if self.selection is not None:
-            key = self.selection.key
-            row[key] = self.selection.score(student, self.attack_cfg.eps, self.attack_cfg.norm)
+        if self.swa is not None:
+            row["swa_snapshots"] = int(self.swa.n_averaged)
+        if self.selection is not None and (self.swa is None or epoch >= cfg.swa_start):
+            key = self.selection.key  # under SWA the candidates are the averages
+            row[key] = self.selection.score(model, self.attack_cfg.eps, self.attack_cfg.norm)
             if row[key] > self.best["score"]:
                 self.best = {"score": row[key], "epoch": epoch + 1,
-                             "state": {k: v.detach().clone() for k, v in student.state_dict().items()}}
+                             "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
         self.history.append(row)
         if not main:
             return
@@ -241,10 +306,17 @@ class _Loop:
             print(f"{self.desc} epoch {epoch + 1}/{cfg.epochs}: " + ", ".join(
                 f"{k} {v:.4g}" for k, v in row.items() if k not in ("epoch", "seconds")), file=sys.stderr, flush=True)
         self.tracker.epoch(row)  # before the checkpoint: an epoch trained again after a kill replaces its events
-        atomic_save({"student": student.state_dict(),
-                     "extra": self.extra.state_dict() if self.extra is not None else {},
-                     "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
-                     "generator": self.generator.get_state(), "epoch": epoch,
-                     "history": json.dumps(self.history), "best": self.best}, self.ckpt_path)
+        atomic_save(self.state(epoch), self.ckpt_path)
         with open(self.log_path, "a") as fh:
             fh.write(json.dumps(row) + "\n")
+
+    def _bn_batches(self):
+        """The training images, augmented and in the run's stream's order, batch by batch: what the
+        average's batch-norm statistics are re-estimated on (as PeerAiD's bn_update runs its train loader)."""
+        data, bs = self.data, self.train_cfg.batch_size
+        n = len(data.y_train)
+        perm = torch.randperm(n, generator=self.generator, device=self.device)
+        order = perm.cpu() if isinstance(data.x_train, HostImages) else perm
+        for i in range(math.ceil(n / bs)):
+            yield to_float(augment(data.x_train[order[i * bs:(i + 1) * bs]], data.pad, data.flip,
+                                   self.generator)).contiguous(memory_format=torch.channels_last)

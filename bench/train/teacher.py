@@ -110,12 +110,13 @@ def prepare_model(model: torch.nn.Module, device: torch.device) -> torch.nn.Modu
 
 
 def get_teacher(cfg: RunConfig, seed: int, data: ImageData, results: Path, device: torch.device,
-                force: bool = False) -> Teacher:
-    """Train (and cache under results/teachers/) or load the run's teacher, in eval mode, frozen.
+                force: bool = False, tc: TeacherConfig | None = None) -> Teacher:
+    """Train (and cache under results/teachers/) or load the run's teacher (``tc``: another of its
+    teachers, e.g. ``cfg.natural_teacher``), in eval mode, frozen.
 
     ``seed`` is the student seed; a trained teacher uses its own seed unless that is None (one
     teacher per student seed)."""
-    tc = cfg.teacher
+    tc = cfg.teacher if tc is None else tc
     info = describe(tc, data.name)
     if isinstance(tc, TrainedTeacher):
         teacher = _trained(cfg, tc, seed if tc.seed is None else tc.seed, data, results, device, force, info)
@@ -130,14 +131,15 @@ def get_teacher(cfg: RunConfig, seed: int, data: ImageData, results: Path, devic
         path = Path(tc.path)
         model = build_model(tc.arch, data.num_classes, data.in_channels, tc.mean, tc.std)
         load_weights(model, path, tc.arch)
-        teacher = Teacher(prepare_model(model, device), teacher_id(cfg, seed, data), 0.0, info, 0)
+        teacher = Teacher(prepare_model(model, device), teacher_id(cfg, seed, data, tc), 0.0, info, 0)
     teacher.model.eval().requires_grad_(False)
     return teacher
 
 
-def teacher_id(cfg: RunConfig, seed: int, data: ImageData) -> str:
-    """The id of the teacher a student with ``seed`` is trained against, without loading or training it."""
-    tc = cfg.teacher
+def teacher_id(cfg: RunConfig, seed: int, data: ImageData, tc: TeacherConfig | None = None) -> str:
+    """The id of the teacher a student with ``seed`` is trained against (``tc``: another of the run's
+    teachers), without loading or training it."""
+    tc = cfg.teacher if tc is None else tc
     if isinstance(tc, TrainedTeacher):
         return _trained_key(cfg, tc, seed if tc.seed is None else tc.seed, data)[0]
     if isinstance(tc, ZooTeacher):

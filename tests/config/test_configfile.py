@@ -98,7 +98,7 @@ def test_every_field_is_reachable_by_a_dotted_override():
     for key, tp in _leaves(RunConfig):
         if key in ("preset", "seed"):  # the base preset (--preset) and the grid's seeds, not fields to set
             continue
-        if key == "teacher.attack":  # None (the run's attack) or a mapping: below
+        if key in ("teacher.attack", "natural_teacher.attack"):  # None (the run's attack) or a mapping: below
             continue
         value = _other_value(tp, flat[key])
         cfg, _ = configfile.apply(base, configfile.parse_dotted([f"{key}={configfile._scalar(value)}"]))
@@ -106,7 +106,8 @@ def test_every_field_is_reachable_by_a_dotted_override():
         assert got[key] == value, key
         assert {k: v for k, v in got.items() if k != key} == {k: v for k, v in flat.items() if k != key}, key
         checked += 1
-    assert checked == len(flat) - 4  # every leaf but preset, seed, teacher.kind (the next test), teacher.attack
+    # every leaf but preset, seed, the kind (the next test) and the attack of teacher and natural_teacher
+    assert checked == len(flat) - 6
     # the trained teacher's own training attack: a mapping over AttackConfig's defaults, or null (the run's)
     cfg, _ = configfile.apply(base, configfile.parse_dotted(["teacher.attack.eps=0.031", "teacher.attack.steps=7"]))
     assert (cfg.teacher.attack.eps, cfg.teacher.attack.steps, cfg.teacher.attack.step_ratio) == (0.031, 7, 0.25)

@@ -43,12 +43,18 @@ def values(variant: str) -> dict[str, float]:
     student, teacher, x, x_adv, y = _setup()
     spec = parse_method(variant)
     ctx = Context(num_classes=5, n_train=64, train_labels=torch.arange(64) % 5, student_dim=student.feature_dim,
-                  teacher_dim=teacher.feature_dim, device=torch.device("cpu"), epochs=2, seed=0)
-    torch.manual_seed(1)                 # what a method draws when it is built (memory banks, heads)
+                  teacher_dim=teacher.feature_dim, device=torch.device("cpu"), epochs=2, seed=0,
+                  build_student=lambda: build_model("cnn-narrow", 5, 1, (0.3,), (0.3,)))
+    torch.manual_seed(1)                 # what a method draws when it is built (memory banks, heads, peers)
     method = spec.build(ctx)
+    # further teachers by role: another fixed network each
+    teachers = {role: build_model("cnn-wide", 5, 1, (0.3,), (0.3,)).eval().requires_grad_(False)
+                for role in spec.cls.teachers}
     student.train()
+    for net in method.networks().values():
+        net.module.train()
     batch = Batch(x, y, torch.arange(16), student, teacher if spec.cls.needs_teacher else None, epoch=1,
-                  generator=torch.Generator().manual_seed(2))
+                  generator=torch.Generator().manual_seed(2), teachers=teachers)
     out = {}
     if spec.cls.inner is not None:
         out["inner_objective"] = float(method.inner_objective(batch, x_adv.clone().requires_grad_(True)).detach())
