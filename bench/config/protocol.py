@@ -22,8 +22,8 @@ from methods import METHODS, parse_method
 
 # what a recipe decides under the official protocol (dotted config keys)
 RECIPE_KEYS = ("train.epochs", "train.batch_size", "train.lr", "train.momentum", "train.weight_decay",
-               "train.schedule", "train.milestones", "train.gamma", "train.checkpoint", "train.swa_start", "attack.eps",
-               "attack.step_ratio", "attack.steps", "precision", "input_norm")
+               "train.nesterov", "train.schedule", "train.milestones", "train.gamma", "train.checkpoint",
+               "train.swa_start", "attack.eps", "attack.step_ratio", "attack.steps", "precision", "input_norm")
 OFFICIAL_DATA = ("cifar10", "cifar100")   # the data sets the official scripts' recipes are for
 
 

@@ -31,6 +31,7 @@ class TrainConfig:
     lr: float = 0.05
     momentum: float = 0.9
     weight_decay: float = 5e-4
+    nesterov: bool = False            # SGD with Nesterov momentum (the Fair-ARD scripts')
     schedule: Literal["cosine", "step"] = "cosine"
     milestones: tuple[int, ...] = ()  # epochs where a step schedule multiplies lr by gamma
     gamma: float = 0.1
