@@ -378,6 +378,8 @@ def _train_and_evaluate(spec: MethodSpec, cfg: RunConfig, data, train_data, sele
     if distributed.is_main():
         atomic_save(student.state_dict(), run_dir / "model.pt")  # the evaluated weights (export, eval)
     facts = method.facts() | tracking.facts(run_dir.name) | {"step": step_facts(cfg.precision, cfg.compile, device)}
+    if roles:  # the further teachers it learnt from (MTARD's natural one)
+        facts["teachers"] = {role: {"teacher_id": t.teacher_id, "label": t.info.label} for role, t in roles.items()}
     if distributed.active():  # one run over several processes: what each step really was
         facts["distributed"] = {"world_size": distributed.world_size(), "backend": torch.distributed.get_backend(),
                                 "global_batch": cfg.train.batch_size,

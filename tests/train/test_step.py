@@ -42,12 +42,15 @@ def _train(small, method: str, tmp_path, epochs=1, batch_size=32, seed=0, tracke
     teacher = prepare_model(build_model("cnn-narrow", 3, 1), CPU).eval().requires_grad_(False)
     spec = parse_method(method)
     ctx = Context(num_classes=3, n_train=len(data.y_train), train_labels=data.y_train, student_dim=student.feature_dim,
-                  teacher_dim=teacher.feature_dim, device=CPU, epochs=epochs, seed=seed)
+                  teacher_dim=teacher.feature_dim, device=CPU, epochs=epochs, seed=seed,
+                  build_student=lambda: prepare_model(build_model("cnn-narrow", 3, 1), CPU))
     m = spec.build(ctx)
+    teachers = {role: prepare_model(build_model("cnn-narrow", 3, 1), CPU).eval().requires_grad_(False)
+                for role in spec.cls.teachers}
     with around if around is not None else contextlib.nullcontext():
         history = train_model(student, m, data, TrainConfig(epochs=epochs, batch_size=batch_size),
                               AttackConfig(eps=0.2, steps=2), teacher if spec.cls.needs_teacher else None, tmp_path,
-                              CPU, seed=seed, tracker=tracker or NO_TRACKING)
+                              CPU, seed=seed, tracker=tracker or NO_TRACKING, teachers=teachers)
     return student, history
 
 
