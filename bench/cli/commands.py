@@ -221,6 +221,7 @@ def cmd_status(args) -> int:
 def cmd_list(args) -> int:
     from bench.attacks.ascent import ATTACKS
     from bench.config.presets import all_presets
+    from bench.config.schema import TEACHER_ROLES
     from bench.data.sources import DATASETS
     from bench.models import describe_archs
     from bench.report.recipes import recipe_lines
@@ -239,6 +240,10 @@ def cmd_list(args) -> int:
                   f"teacher at {i.teacher_at}")
         else:
             print(f"  {'':10s} attack: none")
+        if not cls.needs_teacher or cls.teachers:
+            roles = "; ".join(f"{role} ({what}; config {TEACHER_ROLES[role]})" for role, what in cls.teachers.items())
+            print(f"  {'':10s} teachers: {'the run teacher' if cls.needs_teacher else 'none'}"
+                  + (f", and {roles}" if roles else ""))
         print(f"  {'':10s} official schedule: {cls.schedule}")
         if cls.official is not None and cls.official.options:
             magnitude = "; ".join(f"{d}: {o}" for d, o in cls.official.options.items())

@@ -61,12 +61,18 @@ _TRADES_TEACHER = TrainedTeacher(arch="wrn-34-10", method="trades", train=TrainC
 # Students: ARD's schedule as its main.py runs it (the second decay at 150 never takes effect).
 _ARD_SCHEDULE = TrainConfig(epochs=200, batch_size=128, lr=0.1, weight_decay=2e-4, schedule="step",
                             milestones=(100,))
+# The natural teacher of methods that learn from one too (MTARD's, at the clean x). CIFAR-10: RobustBench's
+# Standard WRN-28-10 (MTARD's own is a ResNet-56 checkpoint no committed code loads); CIFAR-100: a ResNet-18
+# trained here with the usual natural schedule (MTARD's CIFAR-100 clean teacher is not in its code).
+_NATURAL_C10 = ZooTeacher("Standard", "wrn-28-10")
+_NATURAL_C100 = TrainedTeacher(arch="resnet18", method="natural", train=TrainConfig(
+    epochs=200, batch_size=128, lr=0.1, weight_decay=5e-4, schedule="step", milestones=(100, 150)))
 _CIFAR10 = RunConfig(
     preset="cifar10", data=DataConfig("cifar10"), student_arch="resnet18", teacher=_TRADES_TEACHER,
-    train=_ARD_SCHEDULE, attack=AttackConfig(eps=8 / 255),
+    natural_teacher=_NATURAL_C10, train=_ARD_SCHEDULE, attack=AttackConfig(eps=8 / 255),
     eval=EvalConfig(eps=8 / 255, n=10000, aa_n=10000, curve_eps=(2 / 255, 4 / 255, 8 / 255, 12 / 255, 16 / 255)),
     probe=ProbeConfig(targets=("cifar100", "stl10"), epochs=30, lr=0.1, batch_size=256))
-_CIFAR100 = replace(_CIFAR10, preset="cifar100", data=DataConfig("cifar100"),
+_CIFAR100 = replace(_CIFAR10, preset="cifar100", data=DataConfig("cifar100"), natural_teacher=_NATURAL_C100,
                     train=replace(_ARD_SCHEDULE, batch_size=256),  # ARD's main.py: batch 256 on CIFAR-100
                     probe=replace(_CIFAR10.probe, targets=("cifar10", "stl10")))
 
@@ -108,7 +114,7 @@ PRESETS: dict[str, Preset] = {
 # own script's recipe. Both: evaluation on the 10,000 test images, transfer by linear probe to the other
 # CIFAR and to STL-10 resized to 32x32, each method at its official loss magnitude.
 PAPER_METHODS = ("natural", "pgd-at", "trades", "kd", "ard", "crd", "rslad", "iad", "adaad", "adaiad", "dgad",
-                 "igdm", "gacd")
+                 "igdm", "mtard", "absld", "fair-ard", "fair-rslad", "fair-iad", "peeraid", "gacd")
 
 
 def _paper(name: str, base: RunConfig, description: str, **changes) -> Preset:
@@ -164,6 +170,8 @@ def smoke(preset: Preset) -> Preset:
         data=replace(c.data, stand_in=True, train_limit=256),
         teacher=TrainedTeacher(arch=smoke_arch(c.teacher.arch), method="pgd-at",
                                train=TrainConfig(epochs=1, batch_size=64)),
+        natural_teacher=TrainedTeacher(arch=smoke_arch(c.natural_teacher.arch), method="natural",
+                                       train=TrainConfig(epochs=1, batch_size=64)),
         # two epochs: a best-* policy has a choice to make, so best and last both get evaluated
         train=replace(c.train, epochs=2, batch_size=64, milestones=()),
         attack=replace(c.attack, steps=2), limit=Limit(epochs=2, attack_steps=2),  # caps over any recipe

@@ -29,7 +29,7 @@ from bench.common.device import resolve_device
 from bench.common.errors import BenchError
 from bench.config.presets import Preset
 from bench.config.protocol import method_config
-from bench.config.schema import FileTeacher, RunConfig, ZooTeacher
+from bench.config.schema import TEACHER_ROLES, FileTeacher, RunConfig, ZooTeacher
 from bench.data.sources import _TORCHVISION_FILES, default_data_dir
 from bench.models import build_model
 from bench.models.zoo import (
@@ -110,8 +110,13 @@ def estimate(preset: Preset, methods: list, device: torch.device) -> tuple[list[
         # a best-* policy attacks its images every epoch (PGD-10 or PGD-20 forward-backward passes)
         select = {"best-val": n_train_all - n_train, "best-test-pgd10": n, "best-test-pgd20": n}.get(policy, 0)
         select_steps = 10 if policy.endswith("pgd10") else 20
-        train_s = mcfg.train.epochs * (student / s_fb + teacher_f / t_f + teacher_fb / t_fb
-                                       + select * select_steps / s_fb)
+        # a further teacher (MTARD's natural one): one forward per training image
+        roles_s = sum(n_train / measure(getattr(mcfg, TEACHER_ROLES[role]).arch, channels, size, classes, device,
+                                        batch)[1] for role in spec.cls.teachers)
+        # SWA: the average's batch-norm statistics re-estimated on the training images after each snapshot
+        swa_epochs = 0 if mcfg.train.swa_start is None else mcfg.train.epochs - mcfg.train.swa_start
+        train_s = mcfg.train.epochs * (student / s_fb + teacher_f / t_f + teacher_fb / t_fb + roles_s
+                                       + select * select_steps / s_fb) + swa_epochs * n_train / s_f
         # the last epoch beside a best-* checkpoint: clean, PGD-20, AutoAttack
         last = (n * (1 + 20) + aa_n * AA_PASSES) if policy != "last" else 0
         eval_s = (per_eval + last) / s_fb

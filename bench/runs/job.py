@@ -25,7 +25,7 @@ from bench.common.io import atomic_write_text
 from bench.config import files
 from bench.config.presets import get_preset
 from bench.config.resolve import Resolved
-from bench.config.schema import RunConfig
+from bench.config.schema import TEACHER_ROLES, RunConfig
 from bench.eval.protocol import check_attacks
 from bench.models import ARCHS
 from bench.train.teacher import check_teacher
@@ -36,14 +36,15 @@ JOBS_DIR = ".jobs"   # results/<runset>/.jobs/<job id>.yaml
 
 def validate(cfg: RunConfig, methods) -> None:
     """Everything a run needs, checked before any data or training work (one-line errors)."""
-    for m in methods:
-        parse_method(m)
+    specs = [parse_method(m) for m in methods]
     files.check_ranges(cfg)
     for part in (cfg.attack, cfg.eval):  # L2's cap needs the image size: checked again with the data
         check_eps(part.eps, part.norm)
     ARCHS.get(cfg.student_arch)
     check_attacks(cfg.eval.attacks, cfg.eval.aa_attacks)
     check_teacher(cfg.teacher, cfg.data.name)
+    for role in sorted({role for spec in specs for role in spec.cls.teachers}):  # further teachers a method uses
+        check_teacher(getattr(cfg, TEACHER_ROLES[role]), cfg.data.name)
     resolve_device(cfg.device)
     if cfg.sync_bn:
         if distributed.world_size() == 1:

@@ -43,8 +43,8 @@ def setup():
     student, teacher = Tiny(4, 2), Tiny(5, 3).eval()
     labels = torch.tensor([0, 1, 2] * 6)  # 18 training samples
     ctx = Context(num_classes=C, n_train=18, train_labels=labels, student_dim=4, teacher_dim=5,
-                  device=torch.device("cpu"), epochs=1)
-    batch = Batch(x, y, torch.arange(B), student, teacher, epoch=0)
+                  device=torch.device("cpu"), epochs=1, build_student=lambda: Tiny(4, 9))
+    batch = Batch(x, y, torch.arange(B), student, teacher, epoch=0, teachers={"natural": Tiny(5, 4).eval()})
     return x, x_adv, y, student, teacher, ctx, batch
 
 

@@ -1,46 +1,13 @@
 """AdaIAD, DGAD and IGDM (issue 21, the methods the present contract holds) against their official code's
 formulas, written here independently with explicit loops, on 10 and 100 classes."""
-import math
 
 import pytest
 import torch
-from torch import nn
+from _formulas import Tiny, kl_row, rows, softmax
 
-from bench.models.base import BenchModel
 from methods import METHODS, Batch, Context, parse_method
 
-B, D_IN = 8, 12
-
-
-class Tiny(BenchModel):
-    def __init__(self, dim: int, classes: int, seed: int, scale: float = 1.0):
-        super().__init__(in_channels=3)
-        g = torch.Generator().manual_seed(seed)
-        self.w = nn.Parameter(torch.randn(D_IN, dim, generator=g) * 0.5)
-        self.linear = nn.Linear(dim, classes)
-        with torch.no_grad():
-            self.linear.weight.copy_(torch.randn(classes, dim, generator=g) * scale)
-            self.linear.bias.copy_(torch.randn(classes, generator=g) * 0.1)
-        self.feature_dim, self.num_classes = dim, classes
-
-    def features(self, x):
-        return torch.tanh(self.normalize(x).flatten(1) @ self.w)
-
-    def head(self, f):
-        return self.linear(f)
-
-
-def softmax(row, t=1.0):
-    z = [v / t for v in row]
-    m = max(z)
-    e = [math.exp(v - m) for v in z]
-    return [v / sum(e) for v in e]
-
-
-def kl_row(target_row, student_row, t=1.0):
-    """KL(softmax(target/t) || softmax(student/t)) for one sample, summed over classes."""
-    p, q = softmax(target_row, t), softmax(student_row, t)
-    return sum(a * (math.log(a) - math.log(b)) for a, b in zip(p, q) if a > 0)
+B = 8
 
 
 def setup(classes: int, epoch: int = 0, epochs: int = 10, teacher_scale: float = 1.0):
@@ -52,10 +19,6 @@ def setup(classes: int, epoch: int = 0, epochs: int = 10, teacher_scale: float =
     ctx = Context(num_classes=classes, n_train=B, train_labels=y, student_dim=6, teacher_dim=7,
                   device=torch.device("cpu"), epochs=epochs)
     return x, x_adv, y, student, teacher, ctx, Batch(x, y, torch.arange(B), student, teacher, epoch=epoch)
-
-
-def rows(t):
-    return t.detach().tolist()
 
 
 @pytest.mark.parametrize("classes", [10, 100])

@@ -136,7 +136,9 @@ def test_every_draw_is_the_runs_generator_and_no_step_reads_back(small, method, 
     assert len(generators) == 1 and long.draws[0][1].device == CPU
 
 
-@pytest.mark.parametrize("method", ["gacd:estimator=nce", "trades"])
+# the stateful methods of issue 21 too: per-step weights (mtard), epoch-end class weights and temperatures
+# (fair-ard, absld), a peer with its own optimiser (peeraid)
+@pytest.mark.parametrize("method", ["gacd:estimator=nce", "trades", "mtard", "fair-ard", "absld", "peeraid"])
 def test_a_killed_run_resumes_to_the_same_weights(small, method, tmp_path, kill_at):
     """The generator's state is in each checkpoint: a run killed after epoch 1 and resumed draws what the
     uninterrupted run drew (the old checkpoint held the global CPU stream only)."""
