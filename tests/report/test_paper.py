@@ -22,7 +22,12 @@ def test_paper_presets_record_the_protocol():
     p = presets.PAPER_PRESETS["cifar10-resnet18"]
     assert p.config.teacher.name == "Zhang2019Theoretically" and p.config.student_arch == "resnet18"
     assert {m.split(":")[0] for m in p.methods} == {"natural", "pgd-at", "trades", "kd", "ard", "crd", "rslad", "iad",
-                                                    "adaad", "adaiad", "dgad", "igdm", "gacd"}
+                                                    "adaad", "adaiad", "dgad", "igdm", "mtard", "absld", "fair-ard",
+                                                    "fair-rslad", "fair-iad", "peeraid", "gacd"}
+    # MTARD's natural teacher: RobustBench's Standard on CIFAR-10, one trained here on CIFAR-100, tiny at smoke scale
+    assert p.config.natural_teacher.name == "Standard"
+    assert presets.PAPER_PRESETS["cifar100-resnet18"].config.natural_teacher.method == "natural"
+    assert presets.smoke(p).config.natural_teacher.arch == "wrn-10-1"
     assert p.config.eval.n == 10000 and p.config.eval.aa_n == 10000 and p.config.probe.targets == ("cifar100", "stl10")
     assert presets.PAPER_PRESETS["cifar100-resnet18"].config.teacher.name == "Chen2021LTD_WRN34_10"
     s = presets.smoke(p)
