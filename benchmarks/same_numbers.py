@@ -38,20 +38,28 @@ def run(tree: Path, out: Path, extra: list[str]) -> Path:
     return out / "reports" / "same"
 
 
-def compare(a: Path, b: Path) -> list[str]:
-    lines = []
+def compare(a: Path, b: Path) -> tuple[list[str], bool]:
+    """Lines to print, and whether every cell both sides have is identical (a column only one side has,
+    such as a new one, is named and not compared)."""
+    lines, same = [], True
     for name in CSVS:
         if not (a / name).exists() and not (b / name).exists():
             continue
         x, y = pd.read_csv(a / name), pd.read_csv(b / name)
-        keep = [c for c in x.columns if not any(c == n or c.startswith(n + " ") for n in NOT_NUMBERS)]
-        if list(x.columns) != list(y.columns) or x.shape != y.shape:
-            lines.append(f"{name}: columns or shape differ ({x.shape} vs {y.shape})")
+        common = [c for c in x.columns if c in y.columns]
+        keep = [c for c in common if not any(c == n or c.startswith(n + " ") for n in NOT_NUMBERS)]
+        only = [f"{c} (this tree only)" for c in x.columns if c not in y.columns] + [
+            f"{c} (the ref only)" for c in y.columns if c not in x.columns]
+        if x.shape[0] != y.shape[0]:
+            lines.append(f"{name}: rows differ ({x.shape[0]} vs {y.shape[0]})")
+            same = False
             continue
         diff = x[keep].compare(y[keep])
+        same = same and diff.empty
         lines.append(f"{name}: {x.shape[0]} rows x {len(keep)} columns compared, "
-                     + ("identical" if diff.empty else f"{diff.shape[0]} row(s) differ:\n{diff.to_string()}"))
-    return lines
+                     + ("identical" if diff.empty else f"{diff.shape[0]} row(s) differ:\n{diff.to_string()}")
+                     + (f"; not compared: {', '.join(only)}" if only else ""))
+    return lines, same
 
 
 def main() -> int:
@@ -63,9 +71,9 @@ def main() -> int:
         reports = {label: run(tree, Path(tmp) / str(i), args.extra) for i, (label, tree) in enumerate(sides.items())}
         (this, a), (other, b) = reports.items()
         print(f"{this} against {other}:")
-        lines = compare(a, b)
+        lines, same = compare(a, b)
     print("\n".join(lines))
-    return 0 if all(line.endswith("identical") for line in lines) else 1
+    return 0 if same else 1
 
 
 if __name__ == "__main__":

@@ -35,6 +35,13 @@ class Column:
 
 
 FLAG = " ⚠"
+COST_LABEL = "Train MFLOP/img/epoch"   # one training step's FLOPs per image (the run's first step, counted)
+
+
+def step_flops(rec: RunRecord) -> float:
+    """A run's training FLOPs per image and epoch (``bench.train.loop`` counts its first step), or NaN."""
+    value = ((rec.extra or {}).get("cost") or {}).get("train_flops_per_image_step")
+    return float(value) if value is not None else NAN
 
 
 def teacher_label(rec: RunRecord) -> str:
@@ -99,6 +106,12 @@ def table(groups: dict[str, list[RunRecord]], columns: list[Column], main: bool 
             median = statistics.median(times) if times else NAN
             disp["Train time (s, median)"] = cell(median, scale=1.0, digits=0)
             num["train_s median"] = median
+            flops = [step_flops(r) for r in recs]
+            flops = [f for f in flops if not math.isnan(f)]
+            per_image = statistics.median(flops) / 1e6 if flops else NAN
+            disp[COST_LABEL] = "–" if math.isnan(per_image) else f"{per_image:.3g}" if per_image < 1000 else (
+                f"{per_image:.0f}")
+            num["train_mflop_per_image median"] = per_image
         disp["n"] = num["n"] = len(recs)
         if main:
             flags = flagged(recs)
@@ -203,6 +216,7 @@ def per_run_frame(records: list[RunRecord], columns: list[Column]) -> pd.DataFra
                "dataset": r.dataset, "arch": r.arch, "teacher_id": r.teacher_id}
         row.update({c.label: c.value(r) for c in columns})
         row.update({f"pgd20@{e}": v for e, v in r.curve.items()})
-        row.update({"train_s": r.timings.get("train_s"), "eval_s": r.timings.get("eval_s")})
+        row.update({"train_s": r.timings.get("train_s"), "eval_s": r.timings.get("eval_s"),
+                    "train_flops_per_image_step": step_flops(r)})
         rows.append(row)
     return pd.DataFrame(rows)

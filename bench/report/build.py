@@ -227,7 +227,11 @@ def build_report(results_dir: Path, runset: str, reports_dir: Path) -> Path:
     notes = sorted({(r.method_name, r.note) for r in records if r.note})
     text = [f"# Run-set `{runset}`", "", *_setup_lines(records, meta), "",
             "Accuracy in %: mean over seeds [95 % Student-t interval of the mean, clipped to 0–100] when n > 1; "
-            "n = seeds; train time is the median over seeds; Sanity names the checks that fired (section below).",
+            "n = seeds; train time is the median over seeds; Train MFLOP/img/epoch is one training step's "
+            "matmul and convolution FLOPs per image (attack, every network's forward and backward; "
+            "torch.utils.flop_counter on the run's first step), median over seeds, – where the run did not count "
+            "it (a teacher from a file or the zoo; runs before the count existed); Sanity names the checks that "
+            "fired (section below).",
             "",
             markdown_table(shown), ""]
     if missing:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import statistics
 import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field, replace
@@ -40,7 +41,7 @@ from bench.runs.identity import eval_key, per_seed_teacher, plan, role_teachers,
 from bench.runs.record import RECORD, RunRecord
 from bench.runs.runset import Entry, merge_manifest
 from bench.runs.status import mark_failed, mark_running
-from bench.train.loop import LAST, train_model
+from bench.train.loop import FLOPS_KEY, LAST, train_model
 from bench.train.selection import Selection
 from bench.train.teacher import (
     TEACHERS_DIR,
@@ -195,6 +196,17 @@ def _owned(path: Path):
         yield
 
 
+def cost_facts(history: list[dict]) -> dict:
+    """What training cost, from its log: the counted first step's FLOPs per image, epochs, images/s."""
+    if not history:
+        return {}
+    return {"train_flops_per_image_step": next((row[FLOPS_KEY] for row in history if FLOPS_KEY in row), None),
+            "epochs": len(history),
+            "train_images_per_s_median": statistics.median(row["images_per_s"] for row in history),
+            "counted": "matmul and convolution FLOPs (torch.utils.flop_counter) of the first training step "
+                       "(attack, every network's forward and backward) per image"}
+
+
 def _teacher_history(results: Path, teacher: Teacher) -> list[dict]:
     """A trained teacher's per-epoch log (its cache's meta.json); none for a zoo or file teacher."""
     meta = results / TEACHERS_DIR / teacher.teacher_id / "meta.json"
@@ -222,6 +234,7 @@ def _teacher_record(teacher: Teacher, cfg: RunConfig, data, targets, runset_dir:
                                    teacher_cfg, data, teacher,
                                    Training([], teacher.train_s, teacher.code,
                                             {"source": info.source, "reported": info.reported,
+                                             "cost": cost_facts(_teacher_history(runset_dir.parent, teacher)),
                                              **tracking.facts(tdir.name)}), ev))
             # teacher training (bench/train/teacher.py) is not tracked live: its logged epochs go in now
             tracking.log_finished(rec, _teacher_history(runset_dir.parent, teacher))
@@ -378,6 +391,7 @@ def _train_and_evaluate(spec: MethodSpec, cfg: RunConfig, data, train_data, sele
     if distributed.is_main():
         atomic_save(student.state_dict(), run_dir / "model.pt")  # the evaluated weights (export, eval)
     facts = method.facts() | tracking.facts(run_dir.name) | {"step": step_facts(cfg.precision, cfg.compile, device)}
+    facts["cost"] = cost_facts(history)
     if roles:  # the further teachers it learnt from (MTARD's natural one)
         facts["teachers"] = {role: {"teacher_id": t.teacher_id, "label": t.info.label} for role, t in roles.items()}
     if distributed.active():  # one run over several processes: what each step really was

@@ -23,11 +23,13 @@ from bench.common.log import log
 from bench.common.precision import autocast, resolve_precision
 from bench.config.schema import AttackConfig, TrainConfig
 from bench.data.images import HostImages, ImageData, augment, to_float
+from bench.train.cost import StepFlops
 from bench.train.selection import Selection
 from bench.train.tracking import NO_TRACKING, Tracker
 from methods.base import Batch, EpochEnd, Method
 
 LAST = "last.pt"   # a best-* policy's run keeps the last epoch's weights here (model.pt: the selected ones)
+FLOPS_KEY = "train_flops_per_image"  # the first epoch's log row: one step's FLOPs / its images
 
 
 def make_optimizer(params, cfg: TrainConfig):
@@ -235,6 +237,7 @@ class _Loop:
         # GPU sync, so the bar reads them at most once a second and the log once an epoch.
         sums: dict[str, torch.Tensor] = {}
         seen, t0, shown = 0, time.perf_counter(), 0.0
+        step_flops = None
         bar = tqdm(range(math.ceil(n / bs)), desc=f"{self.desc} {epoch + 1}/{cfg.epochs}", leave=False,
                    mininterval=1.0, disable=None)
         for i in bar:
@@ -249,14 +252,20 @@ class _Loop:
                 x, y, idx = x[shard.part], y[shard.part], idx[shard.part]
             batch = Batch(x, y, idx, student, self.teacher, epoch, shard=shard, generator=self.generator,
                           teachers=self.teachers, lr_scale=lr_scale)
-            with autocast(self.precision, device):
-                x_adv = adversarial_examples(method, batch, self.attack_cfg) if method.inner else None
-                terms = method.losses(batch, x_adv)
-                loss = sum(terms.values())
-            opts = [self.opt, *(o for o, _ in self.net_opts.values())]
-            for o in opts:
-                o.zero_grad(set_to_none=True)
-            (loss * shard.weight if ddp else loss).backward()
+            # the run's first step is counted (torch.utils.flop_counter: matmuls and convolutions of the
+            # attack, every network's forward and backward); counting changes no number
+            counter = StepFlops() if epoch == 0 and i == 0 else contextlib.nullcontext()
+            with counter:
+                with autocast(self.precision, device):
+                    x_adv = adversarial_examples(method, batch, self.attack_cfg) if method.inner else None
+                    terms = method.losses(batch, x_adv)
+                    loss = sum(terms.values())
+                opts = [self.opt, *(o for o, _ in self.net_opts.values())]
+                for o in opts:
+                    o.zero_grad(set_to_none=True)
+                (loss * shard.weight if ddp else loss).backward()
+            if isinstance(counter, StepFlops):
+                step_flops = counter.get_total_flops() / len(idx)
             distributed.average_gradients(self.all_params)
             for o in opts:
                 o.step()
@@ -292,6 +301,8 @@ class _Loop:
         elapsed = time.perf_counter() - t0
         row = {"epoch": epoch + 1, "lr": epoch_lr, "seconds": round(elapsed, 3),
                "images_per_s": round(seen / elapsed, 1), **{k: v / seen for k, v in sums.items()}}
+        if step_flops is not None:
+            row[FLOPS_KEY] = float(step_flops)
         if self.swa is not None:
             row["swa_snapshots"] = int(self.swa.n_averaged)
         if self.selection is not None and (self.swa is None or epoch >= cfg.swa_start):

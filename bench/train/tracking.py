@@ -28,7 +28,7 @@ EVENTS = "events.out.tfevents."
 FINAL = ".final"               # suffix of the event file holding a run's final metrics and hparams
 INSTALL = "pip install tensorboard (or bench's extra: pip install -e '.[tensorboard]')"
 ROW_TAGS = {"lr": "train/lr", "images_per_s": "train/images_per_s", "seconds": "train/epoch_seconds",
-            "loss": "loss/total"}   # every other number of a log row is a loss term, "val_*" validation
+            "loss": "loss/total", "train_flops_per_image": "train/flops_per_image"}   # every other number of a log row is a loss term, "val_*" validation
 NOT_LOGGED = ("epoch",)            # the step itself
 
 

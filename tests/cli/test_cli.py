@@ -105,10 +105,12 @@ def test_end_to_end_run_report_and_eval(capsys, tmp_path, quick_autoattack):
         assert (out / name).stat().st_size > 0, name
     table = pd.read_csv(out / "table.csv")
     assert list(table.columns) == ["Method", "Clean", "FGSM", "PGD-20", "CW∞", "AutoAttack", "Train time (s, median)",
-                                   "n", "Sanity"]
+                                   "Train MFLOP/img/epoch", "n", "Sanity"]
     assert table["Method"].tolist()[0].startswith("teacher (pgd-at")
     assert any("re-implemented from the paper's description" in m for m in table["Method"])
     assert table["n"].tolist() == [1, 2, 2, 2]  # one teacher; two seeds per student
+    cost = table["Train MFLOP/img/epoch"].astype(float).tolist()  # counted for the trained teacher too
+    assert all(c > 0 for c in cost) and cost[0] > max(cost[1:])  # the wide teacher's PGD-AT step costs most
     assert all(cell.count("[") == 1 for cell in table["PGD-20"][1:])  # mean [95 % interval]
     assert set(pd.read_csv(out / "runs.csv")["seed"]) == {0, 1}  # per-seed values kept
     assert "\\begin{tabular}" in (out / "table.tex").read_text()
