@@ -76,13 +76,16 @@ class SanityConfig:
     zero_grad_max: float = 0.0        # flag when more than this fraction of inputs has a zero input gradient
     #                                   (AutoAttack's check_zero_gradients: any)
     determinism_tol: float = 1e-4     # largest |logit difference| allowed between two eval-mode passes
+    decided_at: float = 0.01          # the strongest attack already leaves at most this accuracy: the large-eps
+    #                                   check is skipped (its answer is decided); the more-steps check is skipped
+    #                                   where what survived every attack is within its margin (it cannot fire)
 
 
 @dataclass(frozen=True)
 class EvalConfig:
     eps: float = 0.2
     norm: Literal["Linf", "L2"] = "Linf"  # every attack's ball: FGSM, PGD, CW, AutoAttack, the curve, sanity
-    attacks: tuple[str, ...] = ("clean", "fgsm", "pgd20", "cw", "aa")
+    attacks: tuple[str, ...] = ("clean", "fgsm", "pgd20", "cw", "aa", "corruptions")
     n: int | None = None              # first N test images for clean/FGSM/PGD/CW (None: all)
     aa_n: int | None = None           # first N test images for AutoAttack (None: as n)
     aa_subset_why: str = ""           # why AutoAttack runs on fewer images than the other attacks (the report says)
@@ -93,6 +96,13 @@ class EvalConfig:
     batch_size: int = 500             # also the unit of resumable progress: one state entry per batch
     precision: Literal["fp32", "bf16"] = "fp32"  # the attacks' arithmetic (bf16 autocast only when asked)
     sanity: SanityConfig = field(default_factory=SanityConfig)
+    # common corruptions (bench/eval/corruptions.py): the first corruptions_n evaluated images, every
+    # corruption at severities 1-5, generated with this seed, or read from corruptions_dir (the published
+    # CIFAR-10-C / CIFAR-100-C .npy files) when given; () = every corruption that suits the images
+    corruptions: tuple[str, ...] = ()
+    corruptions_n: int | None = 1000
+    corruptions_seed: int = 0
+    corruptions_dir: str | None = None
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,8 @@ from bench.config.schema import EvalConfig, config_hash
 from bench.config.threat import default_eps
 from bench.data.images import ImageData
 from bench.data.sources import load_eval_set
+from bench.eval.corruption_eval import corruption_record
+from bench.eval.per_image import PER_IMAGE, class_record
 from bench.eval.protocol import LABELS, check_attacks, evaluate
 from bench.eval.state import EVAL_STATE, evaluate_and_keep
 from bench.models import ARCHS, build_model
@@ -138,6 +140,9 @@ class EvalResult:
     config: dict                     # the EvalConfig, as a dict
     source: dict = field(default_factory=dict)   # the weights it came from, when known
     out: str | None = None           # where record.json was written
+    per_class: dict = field(default_factory=dict)    # bench.eval.per_image.class_record: names, accuracy, summary
+    per_image: dict = field(default_factory=dict)    # bench.eval.per_image.store: flags per attack, packed
+    corruptions: dict = field(default_factory=dict)  # bench.eval.corruption_eval.corruption_record
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -279,10 +284,13 @@ def evaluate_model(model: nn.Module, dataset="digits", attacks: Sequence[str] = 
     def keep(ev):
         result = EvalResult(label, data.name, ev["settings"]["n"], eps, ev["metrics"], ev["curve"], ev["settings"],
                             ev["timings"], ev["sanity"], asdict(cfg), asdict(source) if source else {},
-                            str(out) if out is not None else None)
+                            str(out) if out is not None else None,
+                            class_record(ev["per_class"], data.classes), ev["per_image"],
+                            corruption_record(ev["corruptions"]))
         if out is not None:
-            record = {**result.to_dict(), "versions": package_versions(), "git_commit": git_commit(),
-                      "created": now()}
+            record = {**{k: v for k, v in result.to_dict().items() if k != "per_image"},
+                      "versions": package_versions(), "git_commit": git_commit(), "created": now()}
+            atomic_write_json(Path(out) / PER_IMAGE, result.per_image)  # beside the record, not inside it
             atomic_write_json(Path(out) / "record.json", record)
             atomic_write_text(Path(out) / "table.md", result.table() + "\n")
         return result

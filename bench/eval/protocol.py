@@ -29,11 +29,18 @@ from bench.common.errors import BenchError
 from bench.common.precision import autocast
 from bench.config.schema import EvalConfig
 from bench.data.images import float_images
+from bench.eval import per_image
+from bench.eval.corruption_eval import NAME as CORRUPTIONS
+from bench.eval.corruption_eval import corruption_accuracy
 from bench.eval.sanity import sanity_checks
 from bench.eval.state import EvalState, Progress, attack_flags, mine, state_key
 
-EVAL_NAMES = ("clean", *ATTACKS.names(), AA_NAME)
-LABELS = {"clean": "Clean", "fgsm": "FGSM", "pgd20": "PGD-20", "cw": "CW∞", "aa": "AutoAttack"}  # table titles
+EVAL_NAMES = ("clean", *ATTACKS.names(), AA_NAME, CORRUPTIONS)
+LABELS = {"clean": "Clean", "fgsm": "FGSM", "pgd20": "PGD-20", "cw": "CW∞", "aa": "AutoAttack",
+          "worst": "Worst case", CORRUPTIONS: "Corruptions"}
+# table titles; "worst": correct under every attack run (bench.eval.per_image); "corruptions": mean accuracy
+# under common corruptions (bench.eval.corruption_eval), not an attack: it joins neither the worst case nor
+# the sanity checks
 
 
 AA_ATTACKS = ("apgd-ce", "apgd-t", "fab-t", "square", "apgd-dlr", "fab")  # pyautoattack's names, any version
@@ -125,7 +132,9 @@ def evaluate(model: nn.Module, x_test_u8: torch.Tensor, y_test: torch.Tensor, cf
     """Evaluate ``model`` (put in eval mode) on the first ``cfg.n`` test images.
 
     Returns {"metrics": {name: acc}, "curve": {eps: acc}, "settings": {...}, "timings": {...},
-    "sanity": {...}} (sanity empty when ``cfg.sanity.enabled`` is false).
+    "sanity": {...}, "per_class": {name: [acc per class]}, "per_image": ``bench.eval.per_image.store``'s
+    dict} (sanity empty when ``cfg.sanity.enabled`` is false); metrics hold "worst" (correct under every
+    attack run) when two or more attacks ran.
 
     ``shard=(i, k)``: attack only the i-th of k round-robin shares of the batches (clean, FGSM, PGD,
     CW, AutoAttack, the curve), write them to ``state_dir`` and return {"shard": ..., "batches": ...}.
@@ -141,17 +150,22 @@ def evaluate(model: nn.Module, x_test_u8: torch.Tensor, y_test: torch.Tensor, cf
     n = len(y_test) if cfg.n is None else min(cfg.n, len(y_test))
     x, y = float_images(x_test_u8, n), y_test[:n]  # batch by batch where the images are not on the device
     with autocast(cfg.precision, y.device):  # fp32 unless bf16 is asked for
-        return _evaluate(model, x, y, cfg, num_classes, seed, EvalState(state_dir), desc, shard)
+        return _evaluate(model, x, y, cfg, num_classes, seed, EvalState(state_dir), desc, shard, x_test_u8)
 
 
 def _evaluate(model, x, y, cfg: EvalConfig, num_classes: int, seed: int, state: EvalState, desc: str,
-              shard: tuple[int, int] | None) -> dict:
+              shard: tuple[int, int] | None, x_u8=None) -> dict:
     n = len(y)
     # (each attack's settings hold its own norm too)
     metrics, settings, timings, flags = {}, {"n": n, "norm": cfg.norm, "precision": cfg.precision}, {}, {}
-    aa_after, aa_warnings = {}, []
+    aa_after, aa_warnings, corrupted = {}, [], {}
     for name in cfg.attacks:
         t0 = time.perf_counter()
+        if name == CORRUPTIONS:  # no gradients, no flags: computed whole in the unsharded pass
+            if shard is None:
+                metrics[name], settings[name], corrupted = corruption_accuracy(model, x_u8, y, cfg, state, desc)
+                timings[name] = round(time.perf_counter() - t0, 3)
+            continue
         if name == "clean":
             flags["clean"] = predict(model, x, cfg.batch_size) == y  # one forward pass: never sharded
             settings["clean"] = {"n": n}
@@ -180,12 +194,19 @@ def _evaluate(model, x, y, cfg: EvalConfig, num_classes: int, seed: int, state: 
     if shard is not None:  # the merge (an unsharded call) computes the metrics and the sanity checks
         return {"shard": list(shard), "batches": sum(mine(b, shard) for b in range(-(-n // cfg.batch_size))),
                 "timings": timings}
+    worst = per_image.worst_case(flags)
+    if worst is not None:  # on the images every attack covered (AutoAttack's first aa_n where it ran)
+        metrics["worst"] = worst[0]
+        settings["worst"] = {"n": worst[1], "attacks": list(flags),
+                             "what": "correct clean and under every attack run, image by image"}
+    classes = {name: per_image.per_class(f, y, num_classes) for name, f in flags.items()}
     sanity = {}
     if cfg.sanity.enabled:
         t0 = time.perf_counter()
         sanity = sanity_checks(model, x, y, cfg, flags, aa_after, aa_warnings, seed, state, desc)
         timings["sanity"] = round(time.perf_counter() - t0, 3)
-    return {"metrics": metrics, "curve": curve, "settings": settings, "timings": timings, "sanity": sanity}
+    return {"metrics": metrics, "curve": curve, "settings": settings, "timings": timings, "sanity": sanity,
+            "per_class": classes, "per_image": per_image.store(flags, y), "corruptions": corrupted}
 
 
 def without_sanity(cfg: EvalConfig) -> EvalConfig:

@@ -28,6 +28,7 @@ returns its measured value, its threshold and whether it fired. Thresholds live 
 from __future__ import annotations
 
 import math
+import time
 
 import torch
 import torch.nn.functional as F
@@ -35,12 +36,19 @@ from torch import nn
 
 from bench.attacks.ascent import ATTACKS, AttackSpec, batched
 from bench.attacks.threat import eps_cap
+from bench.common.log import log
 from bench.config.schema import EvalConfig
+from bench.eval.per_image import survived_all
 from bench.eval.state import attack_flags, state_key
 
 
 def _check(value: float | None, threshold: float, fired: bool, what: str) -> dict:
     return {"value": value, "threshold": threshold, "flagged": bool(fired), "what": what}
+
+
+def _skipped(threshold: float, what: str, why: str) -> dict:
+    """A check whose answer the evaluation's numbers already decide: not run, not flagged, and why."""
+    return {"value": None, "threshold": threshold, "flagged": False, "what": what, "skipped": why}
 
 
 def square_found(aa_after: dict) -> float | None:
@@ -81,26 +89,41 @@ def sanity_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: EvalC
     if found is not None:
         checks["blackbox_stronger"] = _check(found, s.blackbox_margin, found > s.blackbox_margin,
                                              "fraction of images Square breaks after the white-box attacks")
+    seconds: dict[str, float] = {}
+    attacked = {name: float(f.float().mean()) for name, f in flags.items() if name != "clean" and len(f)}
+    strongest = min(attacked.items(), key=lambda kv: kv[1]) if attacked else None
     big = min(s.large_eps_factor * eps, eps_cap(cfg.norm, math.prod(x.shape[1:])))
-    acc_big = float(attack_flags(model, xs, ys, ATTACKS.get("pgd20"), big, cfg.batch_size, seed,
-                                 state_key(f"sanity-eps{big:.6g}", cfg.norm), state, desc, norm=cfg.norm
-                                 ).float().mean())
-    checks["large_eps"] = _check(acc_big, s.large_eps_max_acc, acc_big > s.large_eps_max_acc,
-                                 f"PGD-20 accuracy at {cfg.norm} eps {big:.4g}")
-    robust = [f for name, f in flags.items() if name != "clean"]
-    if robust:
+    what = f"PGD-20 accuracy at {cfg.norm} eps {big:.4g}"
+    if strongest is not None and strongest[1] <= s.decided_at:
+        checks["large_eps"] = _skipped(s.large_eps_max_acc, what, f"{strongest[0]} already leaves "
+                                       f"{100 * strongest[1]:.1f} % at eps {eps:.4g} (<= {100 * s.decided_at:g} %)")
+    else:
+        t0 = time.perf_counter()
+        log(f"{desc}sanity: PGD-20 at {big:.4g} ({s.large_eps_factor:g} x eps) on {m} images")
+        acc_big = float(attack_flags(model, xs, ys, ATTACKS.get("pgd20"), big, cfg.batch_size, seed,
+                                     state_key(f"sanity-eps{big:.6g}", cfg.norm), state, desc, norm=cfg.norm
+                                     ).float().mean())
+        checks["large_eps"] = _check(acc_big, s.large_eps_max_acc, acc_big > s.large_eps_max_acc, what)
+        seconds["large_eps"] = round(time.perf_counter() - t0, 3)
+    if any(name != "clean" for name in flags):
         strong = AttackSpec(f"pgd{s.strong_steps}x{s.strong_restarts}", "ce", s.strong_steps, 0.25, "uniform",
                             s.strong_restarts)
-        survive = attack_flags(model, xs, ys, strong, eps, cfg.batch_size, seed,
-                               state_key(f"sanity-{strong.name}", cfg.norm), state, desc, norm=cfg.norm)
-        base = torch.ones(m, dtype=torch.bool, device=ys.device)
-        for f in robust:  # AutoAttack may cover only the first aa_n images
-            k = min(m, len(f))
-            base[:k] &= f[:k]
-        drop = float(base.float().mean() - (base & survive).float().mean())
-        checks["not_converged"] = _check(drop, s.convergence_margin, drop > s.convergence_margin,
-                                         f"fraction of images {strong.name} breaks that survived every attack "
-                                         f"of the evaluation ({', '.join(n for n in flags if n != 'clean')})")
+        # what every attack left (AutoAttack may cover only the first aa_n images): the per-image store's
+        base = survived_all(flags, [name for name in flags if name != "clean"], m)
+        left = float(base.float().mean())
+        what = (f"fraction of images {strong.name} breaks that survived every attack of the evaluation "
+                f"({', '.join(n for n in flags if n != 'clean')})")
+        if left <= s.convergence_margin:  # it cannot break more than is left: the check cannot fire
+            checks["not_converged"] = _skipped(s.convergence_margin, what, f"every attack together leaves "
+                                               f"{100 * left:.1f} % of the {m} images: nothing to break")
+        else:
+            t0 = time.perf_counter()
+            log(f"{desc}sanity: {strong.name} on {m} images ({100 * left:.1f} % survived every attack)")
+            survive = attack_flags(model, xs, ys, strong, eps, cfg.batch_size, seed,
+                                   state_key(f"sanity-{strong.name}", cfg.norm), state, desc, norm=cfg.norm)
+            drop = float(left - (base & survive).float().mean())
+            checks["not_converged"] = _check(drop, s.convergence_margin, drop > s.convergence_margin, what)
+            seconds["not_converged"] = round(time.perf_counter() - t0, 3)
     zero = zero_gradient_fraction(model, xs, ys, cfg.batch_size)
     checks["zero_gradients"] = _check(zero, s.zero_grad_max, zero > s.zero_grad_max,
                                       "fraction of images with an all-zero input gradient")
@@ -108,4 +131,5 @@ def sanity_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: EvalC
     checks["nondeterministic"] = _check(diff, s.determinism_tol, diff > s.determinism_tol or flips,
                                         "largest |logit difference| between two eval-mode passes")
     return {"checks": checks, "flags": [k for k, c in checks.items() if c["flagged"]], "n": m,
-            "autoattack_warnings": list(aa_warnings)}
+            "autoattack_warnings": list(aa_warnings), "seconds": seconds,
+            "skipped": {k: c["skipped"] for k, c in checks.items() if c.get("skipped")}}

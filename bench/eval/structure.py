@@ -3,7 +3,10 @@
 - class-correlation gap: mean |corr_T - corr_S| over the off-diagonal entries of the C x C
   correlation matrices of the logits over a set of inputs;
 - linear CKA between penultimate features (Kornblith et al., ICML 2019);
-- prediction agreement, and how often the student's adversarial examples also fool the teacher.
+- prediction agreement, and how often the student's adversarial examples also fool the teacher;
+- transfer of attacks both ways: the teacher's accuracy on the student's PGD-20 examples and the student's
+  accuracy on PGD-20 examples crafted on the teacher (how much of the student's robustness is the
+  teacher's: a student that resists the teacher's examples no better than its own shares its weaknesses).
 """
 from __future__ import annotations
 
@@ -45,6 +48,9 @@ def _outputs(model: nn.Module, x: torch.Tensor, batch_size: int) -> tuple[torch.
     return batched(features_and_logits, x, batch_size=batch_size)
 
 
+TEACHER_STREAM = 7919   # offset of the seed of the teacher-side attack's random starts
+
+
 def structure_metrics(student: nn.Module, teacher: nn.Module, x_u8: torch.Tensor, y: torch.Tensor,
                       eps: float, batch_size: int = 500, seed: int = 0, norm: str = "Linf") -> dict:
     """Structure metrics on clean inputs and on the student's PGD-20 examples (in the ``norm`` ball),
@@ -69,4 +75,13 @@ def structure_metrics(student: nn.Module, teacher: nn.Module, x_u8: torch.Tensor
             out["adv"]["fools_teacher"] = float(fooled_t.double().mean())
             out["adv"]["fools_teacher_given_student"] = (
                 float(fooled_t[fooled_s].double().mean()) if fooled_s.any() else float("nan"))
+            out["transfer"] = {"student_to_teacher": 1.0 - float(fooled_t.double().mean()),
+                               "student_whitebox": 1.0 - float(fooled_s.double().mean())}
+    # the other direction: PGD-20 crafted on the teacher (its own stream, so the student's examples above
+    # stay what they were), replayed on the student
+    g_t = torch.Generator().manual_seed(seed + TEACHER_STREAM)
+    x_t = adversarial(teacher, x, y, ATTACKS.get("pgd20"), eps, batch_size, lambda _: g_t, norm)
+    ls, lt = _outputs(student, x_t, batch_size)[1], _outputs(teacher, x_t, batch_size)[1]
+    out["transfer"] |= {"teacher_to_student": float((ls.argmax(1) == y).double().mean()),
+                        "teacher_whitebox": float((lt.argmax(1) == y).double().mean())}
     return out

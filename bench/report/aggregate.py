@@ -6,9 +6,11 @@ from __future__ import annotations
 import math
 import statistics
 from dataclasses import dataclass
+from typing import Callable
 
 import pandas as pd
 
+from bench.eval.per_image import flags_for, mcnemar
 from bench.eval.protocol import LABELS
 from bench.report.references import published
 from bench.report.stats import NAN, holm, interval, paired_difference
@@ -28,6 +30,9 @@ class Column:
     def value(self, rec: RunRecord) -> float:
         node = getattr(rec, self.path[0])
         for key in self.path[1:]:
+            if isinstance(node, list) and isinstance(key, int) and key < len(node):
+                node = node[key]
+                continue
             if not isinstance(node, dict) or key not in node:
                 return NAN
             node = node[key]
@@ -135,10 +140,47 @@ def accuracy_columns(records) -> list[Column]:
     return [Column(label, ("metrics", key)) for key, label in COLUMNS.items() if key in present]
 
 
+CLASS_ATTACKS = ("clean", "pgd20", "aa")   # the attacks whose per-class accuracy the tables show
+
+
+def class_columns(records) -> list[Column]:
+    """Per attack of CLASS_ATTACKS that ran: the worst class's accuracy and the standard deviation of the
+    per-class accuracies (``bench.eval.per_image.class_summary``)."""
+    present = {k for r in records for k in (r.per_class or {}).get("summary", {})}
+    return [col for key in CLASS_ATTACKS if key in present for col in (
+        Column(f"{COLUMNS[key]} worst class", ("per_class", "summary", key, "worst")),
+        Column(f"{COLUMNS[key]} class std", ("per_class", "summary", key, "std"), bounds=(0.0, 0.5)))]
+
+
+def strongest_class_column(records) -> list[Column]:
+    """The main table's worst-class column: of the strongest attack with per-class numbers (AutoAttack,
+    else PGD-20, else clean)."""
+    cols = [c for c in class_columns(records) if c.label.endswith("worst class")]
+    return cols[-1:]
+
+
+def corruption_columns(records) -> list[Column]:
+    """One column per corruption evaluated (its accuracy, mean over severities 1-5), then each severity's
+    mean over the corruptions."""
+    names = list(dict.fromkeys(k for r in records for k in (r.corruptions or {}).get("mean", {})))
+    if not names:
+        return []
+    sev = max(len((r.corruptions or {}).get("by_severity", [])) for r in records)
+    return ([Column(name.replace("_", " "), ("corruptions", "mean", name)) for name in names]
+            + [Column(f"severity {i + 1}", ("corruptions", "by_severity", i)) for i in range(sev)])
+
+
 def transfer_columns(records) -> list[Column]:
     return [Column(f"{target} {COLUMNS.get(a, a)}", ("transfer", target, "metrics", a))
             for target in _targets(records) for a in _transfer_attacks(records, target)]
 
+
+ATTACK_TRANSFER_COLUMNS = [
+    Column("T→S: student on teacher's PGD-20", ("structure", "transfer", "teacher_to_student")),
+    Column("student's own PGD-20", ("structure", "transfer", "student_whitebox")),
+    Column("S→T: teacher on student's PGD-20", ("structure", "transfer", "student_to_teacher")),
+    Column("teacher's own PGD-20", ("structure", "transfer", "teacher_whitebox")),
+]
 
 STRUCTURE_COLUMNS = [
     Column("corr gap clean", ("structure", "clean", "corr_gap"), 1.0, 3, (0.0, 2.0)),
@@ -151,28 +193,62 @@ STRUCTURE_COLUMNS = [
 ]
 
 
-def ablation_table(groups: dict[str, list[RunRecord]], reference: str, columns: list[Column]) -> pd.DataFrame:
+def ablation_table(groups: dict[str, list[RunRecord]], reference: str, columns: list[Column],
+                   per_image: Callable[[RunRecord], dict | None] | None = None) -> pd.DataFrame:
     """Each row's difference from the reference row over seeds: paired t-test where the seeds pair up
-    (Welch otherwise), 95 % interval of the mean difference, Holm-adjusted p over every comparison of
-    the table; * where the adjusted p < 0.05."""
+    (Welch otherwise), 95 % interval of the mean difference. For an accuracy column whose per-image flags
+    ``per_image(record)`` gives (``bench.eval.per_image.store``'s dict) on the same images for both rows,
+    also the exact McNemar test on the discordant images, pooled over the paired seeds. One Holm
+    adjustment over every test of the table; a cell's * says which test(s) decided it: ``*s`` the
+    seed-level test, ``*i`` the image-level one, ``*si`` both."""
     ref = next((recs for recs in groups.values() if recs[0].role == "student" and recs[0].method == reference), None)
     if ref is None:
         return pd.DataFrame()
-    cells = []
+    tests = []   # (name, n, col, kind, result): kind "seed" (a paired_difference) or "image" (a mcnemar dict)
     for name, recs in groups.items():
         if recs[0].role != "student" or recs is ref:
             continue
         for col in columns:
             d = paired_difference({r.seed: col.value(r) for r in recs}, {r.seed: col.value(r) for r in ref})
-            cells.append((name, len(recs), col, d))
-    adjusted = holm([d.p for *_, d in cells])
+            tests.append((name, len(recs), col, "seed", d))
+            pairs = _image_pairs(recs, ref, col, per_image) if per_image is not None else []
+            if pairs:
+                tests.append((name, len(recs), col, "image", mcnemar(pairs)))
+    adjusted = holm([t[-1].p if t[3] == "seed" else t[-1]["p"] for t in tests])
     rows: dict[str, dict] = {}
-    for (name, n, col, d), p in zip(cells, adjusted):
-        row = rows.setdefault(name, {"Variant": name, "n": n, "test": d.test})
-        sure = not math.isnan(p) and p < 0.05
-        row[f"Δ {col.label}"] = cell(d.diff, d.low, d.high, col.scale, col.digits, sign=True) + (" *" if sure else "")
-        row[f"p {col.label} (Holm)"] = "–" if math.isnan(p) else f"{p:.3g}"
+    stars: dict[tuple[str, str], str] = {}
+    for (name, n, col, kind, res), p in zip(tests, adjusted):
+        row = rows.setdefault(name, {"Variant": name, "n": n, "test": None})
+        if kind == "seed":
+            row["test"] = row["test"] or res.test
+            row[f"Δ {col.label}"] = cell(res.diff, res.low, res.high, col.scale, col.digits, sign=True)
+            row[f"p {col.label} (Holm)"] = "–" if math.isnan(p) else f"{p:.3g}"
+        else:
+            row[f"p {col.label} McNemar (Holm)"] = f"{p:.3g}"
+            row[f"{col.label} only this / only ref"] = f"{res['only_a']} / {res['only_b']}"
+        if not math.isnan(p) and p < 0.05:
+            stars[(name, col.label)] = stars.get((name, col.label), "") + ("s" if kind == "seed" else "i")
+    for (name, label), which in stars.items():
+        rows[name][f"Δ {label}"] += f" *{which}"
     return pd.DataFrame(list(rows.values()))
+
+
+def _image_pairs(recs: list[RunRecord], ref: list[RunRecord], col: Column, per_image) -> list[tuple]:
+    """(this row's flags, the reference's) per seed both ran, for an accuracy column, where both runs kept
+    per-image flags on the same images."""
+    if col.path[0] != "metrics":
+        return []
+    by_seed = {r.seed: r for r in ref}
+    pairs = []
+    for rec in recs:
+        other = by_seed.get(rec.seed)
+        a, b = per_image(rec), (per_image(other) if other is not None else None)
+        if a is None or b is None or a["indices"] != b["indices"]:
+            continue
+        fa, fb = flags_for(a, col.path[1]), flags_for(b, col.path[1])
+        if fa is not None and fb is not None:
+            pairs.append((fa, fb))
+    return pairs
 
 
 def published_table(groups: dict[str, list[RunRecord]], columns: list[Column]):

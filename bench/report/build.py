@@ -9,6 +9,8 @@ train time is the median. The CSVs keep the per-seed values. A row whose sanity 
 """
 from __future__ import annotations
 
+import json
+import statistics
 from dataclasses import asdict
 from pathlib import Path
 
@@ -21,17 +23,25 @@ from bench.common.tables import markdown_table
 from bench.config.files import config_of
 from bench.config.protocol import OFFICIAL_DATA
 from bench.config.schema import Limit
+from bench.eval.per_image import PER_IMAGE
 from bench.report import figures as plots
 from bench.report.aggregate import (
+    ATTACK_TRANSFER_COLUMNS,
+    CLASS_ATTACKS,
+    COLUMNS,
     STRUCTURE_COLUMNS,
     Column,
     ablation_table,
     accuracy_columns,
+    class_columns,
+    corruption_columns,
     flagged,
     group_records,
     per_run_frame,
     published_table,
+    row_name,
     short_name,
+    strongest_class_column,
     table,
     teacher_label,
     transfer_columns,
@@ -61,6 +71,15 @@ def report_figures(groups: dict[str, list[RunRecord]], records: list[RunRecord],
                                                  "Accuracy per attack", "accuracy (%)", 100, 105),
                "robustness_curve": plots.robustness_curve(rows, pal, eps, norm),
                "training_curves": plots.training_curves(rows, pal)}
+    cor = corruption_columns(records)
+    if cor:
+        names = [c for c in cor if c.path[1] == "mean"]
+        figures["corruptions"] = plots.bars(rows, cells(rows, names), [c.label for c in names], pal,
+                                            "Accuracy per common corruption (mean over severities)",
+                                            "accuracy (%)", 100, 105)
+    with_classes = [k for k in CLASS_ATTACKS if any(k in (r.per_class or {}).get("accuracy", {}) for r in records)]
+    if with_classes:  # the strongest attack's per-class accuracy
+        figures["per_class"] = plots.per_class(rows, pal, with_classes[-1], COLUMNS[with_classes[-1]])
     if any(r.structure for r in records):
         figures["correlation_heatmaps"] = plots.correlation_heatmaps(students)
         cka = [c for c in STRUCTURE_COLUMNS if c.label.startswith("CKA")]
@@ -181,6 +200,19 @@ def sanity_lines(groups: dict[str, list[RunRecord]]) -> list[str]:
     for name, c in checks.items():
         lines.append(f"- `{name}`: {SANITY_TEXT.get(name, name)} ({c['what']}; flagged above {c['threshold']:.3g}).")
     lines.append("")
+    skipped: dict[str, list[str]] = {}
+    for r in recs:
+        for check, why in r.sanity.get("skipped", {}).items():
+            skipped.setdefault(check, []).append(f"{row_name(r)} s{r.seed}: {why}")
+    for check, whys in skipped.items():
+        lines.append(f"- `{check}` skipped on {len(whys)} of {len(recs)} evaluations, its answer decided by the "
+                     f"numbers (e.g. {whys[0]}).")
+    shares = [r.timings["eval_sanity_s"] / r.timings["eval_s"] for r in recs
+              if r.timings.get("eval_sanity_s") is not None and r.timings.get("eval_s")]
+    if shares:
+        lines.append(f"- The checks took {100 * statistics.median(shares):.0f} % of an evaluation's time (median over "
+                     f"{len(shares)} evaluations; `timings.eval_sanity_s` and `sanity.seconds` in runs.json).")
+    lines.append("")
     hits = [(name, flagged(g), g) for name, g in groups.items() if flagged(g)]
     if not hits:
         lines += ["No check fired on any row.", ""]
@@ -196,6 +228,24 @@ def sanity_lines(groups: dict[str, list[RunRecord]]) -> list[str]:
     return lines
 
 
+def _table_section(out: Path, stem: str, shown, numeric, columns, title: str, intro: str) -> list[str]:
+    """Write ``stem``.csv and ``stem``.tex; the README lines of its section: title, intro and table."""
+    atomic_write_text(out / f"{stem}.csv", shown.to_csv(index=False))
+    atomic_write_text(out / f"{stem}.tex", latex_table(shown, numeric, columns))
+    return [f"## {title}", "", intro, "", markdown_table(shown), ""]
+
+
+def _per_image_reader(runset_dir: Path):
+    """record -> its per_image.json (``bench.eval.per_image``), None where the run kept none."""
+    def read(rec: RunRecord) -> dict | None:
+        path = runset_dir / rec.run_id / PER_IMAGE
+        try:
+            return json.loads(path.read_text()) if path.exists() else None
+        except ValueError:  # written atomically; a damaged copy is left out, not trusted
+            return None
+    return read
+
+
 def build_report(results_dir: Path, runset: str, reports_dir: Path) -> Path:
     runset_dir = Path(results_dir) / runset
     meta = read_manifest(runset_dir)
@@ -208,18 +258,25 @@ def build_report(results_dir: Path, runset: str, reports_dir: Path) -> Path:
     groups = group_records(records, meta.get("methods", []))
     students = {k: v for k, v in groups.items() if v[0].role == "student"}
 
-    acc_cols, tr_cols = accuracy_columns(records), transfer_columns(records)
-    shown, numeric = table(groups, acc_cols, main=True)
+    acc_cols, tr_cols, cls_cols = accuracy_columns(records), transfer_columns(records), class_columns(records)
+    main_cols = acc_cols + strongest_class_column(records)
+    shown, numeric = table(groups, main_cols, main=True)
+    cls_shown, cls_num = table(groups, cls_cols)
+    cor_cols = corruption_columns(records)
+    cor_shown, cor_num = table(groups, cor_cols)
     tr_shown, tr_num = table(groups, tr_cols)
     st_shown, st_num = table(students, STRUCTURE_COLUMNS)
+    has_attack_transfer = any("transfer" in (r.structure or {}) for r in records)
+    at_shown, at_num = table(students, ATTACK_TRANSFER_COLUMNS)
     has_structure = any(r.structure for r in records)
 
     atomic_write_text(out / "table.csv", shown.to_csv(index=False))
-    atomic_write_text(out / "table.tex", latex_table(shown, numeric, acc_cols))
+    atomic_write_text(out / "table.tex", latex_table(shown, numeric, main_cols))
     atomic_write_text(out / "summary.csv", pd.concat([numeric, tr_num.drop(columns=["method", "short", "n"])],
                                                      axis=1).to_csv(index=False))
-    atomic_write_text(out / "runs.csv", per_run_frame(records, acc_cols + tr_cols + STRUCTURE_COLUMNS)
-                      .to_csv(index=False))
+    run_cols = main_cols + tr_cols + STRUCTURE_COLUMNS + ATTACK_TRANSFER_COLUMNS + [c for c in cls_cols
+                                                                                   if c not in main_cols]
+    atomic_write_text(out / "runs.csv", per_run_frame(records, run_cols).to_csv(index=False))
     atomic_write_json(out / "runs.json", [{k: v for k, v in asdict(r).items() if k != "history"} for r in records])
 
     figures = {stem: plots.save(fig, out / stem) for stem, fig in report_figures(groups, records, acc_cols)[1].items()}
@@ -227,7 +284,10 @@ def build_report(results_dir: Path, runset: str, reports_dir: Path) -> Path:
     notes = sorted({(r.method_name, r.note) for r in records if r.note})
     text = [f"# Run-set `{runset}`", "", *_setup_lines(records, meta), "",
             "Accuracy in %: mean over seeds [95 % Student-t interval of the mean, clipped to 0–100] when n > 1; "
-            "n = seeds; train time is the median over seeds; Train MFLOP/img/epoch is one training step's "
+            "n = seeds; Worst case: images classified correctly clean and under every attack run, image by image "
+            "(on the images every attack covered: AutoAttack's where it ran); the worst class: the accuracy of "
+            "the class the strongest attack hurts most (section Per-class robustness); "
+            "train time is the median over seeds; Train MFLOP/img/epoch is one training step's "
             "matmul and convolution FLOPs per image (attack, every network's forward and backward; "
             "torch.utils.flop_counter on the run's first step), median over seeds, – where the run did not count "
             "it (a teacher from a file or the zoo; runs before the count existed); Sanity names the checks that "
@@ -248,27 +308,54 @@ def build_report(results_dir: Path, runset: str, reports_dir: Path) -> Path:
                 if any(k in h for r in records for h in r.history for k in plots.SELECTION_KEYS) else "")
              + ". Each figure is also a PDF.", ""]
 
+    if cls_cols:
+        names = next(r.per_class["classes"] for r in records if r.per_class)
+        text += _table_section(
+            out, "per_class", cls_shown, cls_num, cls_cols, "Per-class robustness",
+            "Accuracy (%) of the worst class and the standard deviation of the per-class accuracies (points), "
+            "per attack; a model can hide a weak class behind a good average (Fair-ARD, ABSLD)."
+            + ("" if [str(c) for c in names] == [str(i) for i in range(len(names))] else
+               " Classes: " + ", ".join(f"{i} {c}" for i, c in enumerate(names)) + "."))
+        if "per_class" in figures:
+            text += ["![per_class.png](per_class.png)", ""]
+    if cor_cols:
+        how = next(r.attack_settings.get("corruptions", {}) for r in records if r.corruptions)
+        text += _table_section(
+            out, "corruptions", cor_shown, cor_num, cor_cols, "Common corruptions",
+            f"Accuracy (%) under each common corruption (Hendrycks & Dietterich 2019), mean over severities "
+            f"1-5, then each severity's mean over the corruptions; column `Corruptions` of the main table is "
+            f"the mean of all. On the first {how.get('n')} test images; images {how.get('source')}"
+            + (f", seed {how['seed']}" if how.get("seed") is not None else "")
+            + f"; corruptions: {how.get('chosen')}. Not an attack: no ε, and not part of the worst case.")
+        if "corruptions" in figures:
+            text += ["![corruptions.png](corruptions.png)", ""]
     if tr_cols:
-        atomic_write_text(out / "transfer.csv", tr_shown.to_csv(index=False))
-        atomic_write_text(out / "transfer.tex", latex_table(tr_shown, tr_num, tr_cols))
-        text += ["## Transfer to other tasks", "",
-                 "A linear head is trained on each target's training split on top of the frozen network; "
-                 "accuracy (%) of the probed network on the target's test split, clean and under attack "
-                 "on the whole network.", "", markdown_table(tr_shown), ""]
+        text += _table_section(out, "transfer", tr_shown, tr_num, tr_cols, "Transfer to other tasks",
+                               "A linear head is trained on each target's training split on top of the frozen "
+                               "network; accuracy (%) of the probed network on the target's test split, clean and "
+                               "under attack on the whole network.")
     if has_structure:
-        atomic_write_text(out / "structure.csv", st_shown.to_csv(index=False))
-        atomic_write_text(out / "structure.tex", latex_table(st_shown, st_num, STRUCTURE_COLUMNS))
-        text += ["## Structural knowledge", "",
-                 "Teacher–student similarity on clean test inputs and on the student's PGD-20 examples: mean "
-                 "absolute gap between class-correlation matrices of logits (lower is closer), linear CKA of "
-                 "penultimate features (1 = same up to rotation and scale), prediction agreement (%), and how "
-                 "often an example that fools the student also fools the teacher (%).", "",
-                 markdown_table(st_shown), ""]
+        text += _table_section(
+            out, "structure", st_shown, st_num, STRUCTURE_COLUMNS, "Structural knowledge",
+            "Teacher–student similarity on clean test inputs and on the student's PGD-20 examples: mean "
+            "absolute gap between class-correlation matrices of logits (lower is closer), linear CKA of "
+            "penultimate features (1 = same up to rotation and scale), prediction agreement (%), and how "
+            "often an example that fools the student also fools the teacher (%).")
         if "correlation_heatmaps" in figures:
             text += ["Each panel: |teacher − student| class-correlation matrix of logits, mean over the student's "
                      "seeds, on one colour scale; darker is closer.", "",
                      "![correlation_heatmaps.png](correlation_heatmaps.png)", ""]
         text += ["Linear CKA between the student's and the teacher's penultimate features.", "", "![cka.png](cka.png)", ""]
+
+    if has_attack_transfer:
+        text += _table_section(
+            out, "attack_transfer", at_shown, at_num, ATTACK_TRANSFER_COLUMNS,
+            "Transfer of attacks between teacher and student",
+            "Accuracy (%) on PGD-20 examples (the evaluation's ε and steps) of the first test images: the "
+            "student on examples crafted on the teacher (T→S) beside the student on its own, and the "
+            "teacher on the student's examples (S→T) beside the teacher on its own. A student that resists "
+            "the teacher's examples far better than its own has robustness of its own; one that falls to "
+            "them shares the teacher's weaknesses.")
 
     best_last = best_last_table(groups)
     if best_last is not None:
@@ -301,22 +388,31 @@ def build_report(results_dir: Path, runset: str, reports_dir: Path) -> Path:
 
     reference = meta.get("compare_to")
     if reference:
-        key_cols = [c for c in acc_cols if c.path[-1] in ("clean", "pgd20", "aa")] + tr_cols[:2] + \
+        key_cols = [c for c in acc_cols if c.path[-1] in ("clean", "pgd20", "aa", "worst")] + tr_cols[:2] + \
                    [c for c in STRUCTURE_COLUMNS if c.label in ("corr gap adv", "CKA adv")]
-        abl = ablation_table(groups, reference, key_cols)
+        abl = ablation_table(groups, reference, key_cols, per_image=_per_image_reader(runset_dir))
         if not abl.empty:
             atomic_write_text(out / "ablation.csv", abl.to_csv(index=False))
             text += [f"## Ablation against `{reference}`", "",
                      f"Each row's difference from `{reference}`: mean over seeds [95 % interval of the mean "
                      "difference]; accuracies in points, structure in raw units. Seeds share the initialisation "
-                     "across methods, so the test is a paired t-test over seeds (Welch's where the seeds do not "
-                     "pair; column `test`); p-values are Holm-adjusted over every comparison in this table, and "
-                     "* marks an adjusted p < 0.05.", "",
+                     "across methods, so the seed-level test is a paired t-test over seeds (Welch's where the seeds "
+                     "do not pair; column `test`). Each accuracy is also tested image by image: every seed of a row "
+                     "and the same seed of the reference were evaluated on the same test images, and the exact "
+                     "McNemar test (a two-sided binomial test on the images only one of the two got right, "
+                     "scipy.stats.binomtest) pools those discordant images over the seeds (column `only this / "
+                     "only ref`); it resolves differences that three seeds cannot, but speaks for these seeds' "
+                     "models on these images, not for a new training run. p-values are Holm-adjusted over every "
+                     "test in this table (both kinds together); `*s` marks an adjusted p < 0.05 from the "
+                     "seed-level test, `*i` from the image-level one, `*si` from both.", "",
                      markdown_table(abl), ""]
     text += ["Files: `table.csv`, `table.tex`, `summary.csv` (means, intervals), `runs.csv` (per run and seed), "
              "`runs.json` (each run's full config, seed, versions and metrics)"
+             + (", `per_class.csv`, `per_class.tex`" if cls_cols else "")
+             + (", `corruptions.csv`, `corruptions.tex`" if cor_cols else "")
              + (", `transfer.csv`, `transfer.tex`" if tr_cols else "")
              + (", `structure.csv`, `structure.tex`" if has_structure else "")
+             + (", `attack_transfer.csv`, `attack_transfer.tex`" if has_attack_transfer else "")
              + "; every figure as PNG and PDF (" + ", ".join(f"`{stem}`" for stem in figures) + ")."]
     atomic_write_text(out / "README.md", "\n".join(text) + "\n")
     return out

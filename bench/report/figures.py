@@ -133,12 +133,47 @@ def bars(rows: list[Row], values: dict[str, dict[str, Interval]], metrics: list[
             ax.bar(xs, means, width, yerr=err, color=pal[row.name], label=row.legend, gid=row.name,
                    capsize=2, error_kw={"elinewidth": 0.8, "capthick": 0.8})
         ax.set_xticks(range(len(metrics)))
-        ax.set_xticklabels(metrics)
+        ax.set_xticklabels(metrics, rotation=40 if len(metrics) > 6 else 0, ha="right" if len(metrics) > 6 else "center")
         ax.set_ylabel(ylabel)
         if ylim:
             ax.set_ylim(0, ylim)
         ax.set_title(title)
         _legend_outside(ax, title=f"whiskers: {BAND_TEXT}")
+    return fig
+
+
+BARS_UP_TO = 20   # classes: grouped bars up to this many, a sorted per-class profile beyond
+
+
+def per_class(rows: list[Row], pal: dict[str, str], attack: str, label: str):
+    """Accuracy per class under ``attack`` (mean over seeds): grouped bars, one group per class, where
+    there are at most BARS_UP_TO classes; beyond, each row's per-class accuracies sorted from the worst
+    class up (the worst classes are where rows differ). None when no record has per-class numbers."""
+    def accs(rec):
+        return (rec.per_class or {}).get("accuracy", {}).get(attack)
+
+    rows = [row for row in rows if any(accs(r) for r in row.records)]
+    if not rows:
+        return None
+    names = next(r.per_class.get("classes") for row in rows for r in row.records if accs(r))
+    k = len(names)
+    cells = {row.name: {str(c): interval([accs(r)[c] if accs(r) and accs(r)[c] is not None else math.nan
+                                          for r in row.records], (0.0, 1.0)) for c in range(k)} for row in rows}
+    if k <= BARS_UP_TO:
+        fig = bars(rows, {name: {names[int(c)]: iv for c, iv in v.items()} for name, v in cells.items()},
+                   list(names), pal, f"{label} accuracy per class", "accuracy (%)", 100, 105)
+        return fig
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots(figsize=(5.0, 3.4))
+        for row in rows:
+            means = sorted(100 * iv.mean for iv in cells[row.name].values() if not math.isnan(iv.mean))
+            ax.plot(range(1, len(means) + 1), means, color=pal[row.name], linewidth=1.2, label=row.legend,
+                    gid=row.name, linestyle="--" if row.teacher else "-")
+        ax.set_ylim(-2, 102)
+        ax.set_xlabel(f"class rank (worst first, {k} classes)")
+        ax.set_ylabel(f"{label} accuracy (%)")
+        ax.set_title(f"{label} accuracy per class, sorted (mean over seeds)")
+        _legend_outside(ax)
     return fig
 
 

@@ -16,7 +16,7 @@ import torch
 from bench.common import distributed
 from bench.common.device import resolve_device, seed_everything
 from bench.common.errors import BenchError
-from bench.common.io import atomic_save, lock_for
+from bench.common.io import atomic_save, atomic_write_json, lock_for
 from bench.common.log import log
 from bench.common.precision import step_facts
 from bench.common.provenance import (
@@ -32,6 +32,8 @@ from bench.config.schema import RunConfig, TrainedTeacher
 from bench.data.images import ImageData
 from bench.data.sources import load_dataset
 from bench.data.splits import carve_validation
+from bench.eval.corruption_eval import corruption_record
+from bench.eval.per_image import PER_IMAGE, class_record
 from bench.eval.protocol import evaluate
 from bench.eval.state import evaluate_and_keep
 from bench.eval.structure import structure_metrics
@@ -122,6 +124,8 @@ def _record(subject: Subject, cfg: RunConfig, data: ImageData, teacher: Teacher,
         timings={"train_s": round(training.seconds, 2), "eval_s": round(sum(ev["timings"].values()), 2),
                  **{f"eval_{k}_s": v for k, v in ev["timings"].items()}},
         history=training.history, extra=training.extra, versions=package_versions(), created=now(),
+        per_class=class_record(ev["per_class"], data.classes) if "per_class" in ev else {},
+        corruptions=corruption_record(ev.get("corruptions", {})),
         checkpoints=_checkpoints(cfg, training.extra.get("checkpoint"), ev) if subject.role == "student" else {})
 
 
@@ -181,6 +185,8 @@ def _evaluate_and_save(run_dir: Path, model, data, targets, teacher_model, cfg: 
 
     def keep(ev):
         rec = make_record(ev)
+        if "per_image" in ev:  # which images each attack left correct, beside the record
+            atomic_write_json(run_dir / PER_IMAGE, ev["per_image"])
         rec.save(run_dir)
         write_run_config(run_dir, cfg)  # the resolved config as YAML beside the record (--config reads it)
         return rec

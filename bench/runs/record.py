@@ -42,6 +42,8 @@ class RunRecord:
     code: dict = field(default_factory=dict)        # digests of the training and evaluation code, commit
     # students: the checkpoint policy, which weights ``metrics`` are of, and best and last epochs' numbers
     checkpoints: dict = field(default_factory=dict)
+    per_class: dict = field(default_factory=dict)   # per_image.class_record (per_image.json: per image)
+    corruptions: dict = field(default_factory=dict)  # corruption_eval.corruption_record (settings: the source)
 
     def save(self, run_dir: Path) -> Path:
         path = Path(run_dir) / RECORD

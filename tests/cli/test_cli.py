@@ -104,8 +104,13 @@ def test_end_to_end_run_report_and_eval(capsys, tmp_path, quick_autoattack):
                  "structure.csv", "correlation_heatmaps.png", "cka.png"):
         assert (out / name).stat().st_size > 0, name
     table = pd.read_csv(out / "table.csv")
-    assert list(table.columns) == ["Method", "Clean", "FGSM", "PGD-20", "CW∞", "AutoAttack", "Train time (s, median)",
+    assert list(table.columns) == ["Method", "Clean", "FGSM", "PGD-20", "CW∞", "AutoAttack", "Worst case",
+                                   "Corruptions", "AutoAttack worst class", "Train time (s, median)",
                                    "Train MFLOP/img/epoch", "n", "Sanity"]
+    # issue 22: the worst case, the worst class, corruptions, the transfer of attacks, per-image results
+    for name in ("per_class.csv", "corruptions.csv", "attack_transfer.csv", "per_class.png", "corruptions.png"):
+        assert (out / name).stat().st_size > 0, name
+    assert len(list((res / "e2e").glob("*/per_image.json"))) == 7  # every evaluated model, teacher included
     assert table["Method"].tolist()[0].startswith("teacher (pgd-at")
     assert any("re-implemented from the paper's description" in m for m in table["Method"])
     assert table["n"].tolist() == [1, 2, 2, 2]  # one teacher; two seeds per student
@@ -144,7 +149,8 @@ def test_end_to_end_run_report_and_eval(capsys, tmp_path, quick_autoattack):
     assert main(["eval", "--weights", str(ckpt), "--arch", "cnn-narrow", "--dataset", "digits@0-4",
                  "--n", "30", "--attacks", "clean,fgsm,pgd20", "--out", str(tmp_path / "ev")]) == 0
     record = json.loads((tmp_path / "ev" / "record.json").read_text())
-    assert set(record["metrics"]) == {"clean", "fgsm", "pgd20"} and record["settings"]["n"] == 30
+    assert set(record["metrics"]) == {"clean", "fgsm", "pgd20", "worst"} and record["settings"]["n"] == 30
+    assert (tmp_path / "ev" / "per_image.json").stat().st_size > 0  # per-image results beside the record
 
     # RobustBench export knows its data sets: a digits student gets one clear line
     capsys.readouterr()

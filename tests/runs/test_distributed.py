@@ -101,7 +101,10 @@ def test_sharded_evaluation_merges_to_the_unsharded_result(capsys, tmp_path, tra
     whole, merged = (json.loads((tmp_path / d / "record.json").read_text()) for d in ("whole", "parts"))
     for key in ("metrics", "curve"):
         assert merged[key] == whole[key], key
-    assert set(whole["metrics"]) == {"clean", "fgsm", "pgd20", "cw", "aa"} and len(whole["curve"]) == 6
+    assert set(whole["metrics"]) == {"clean", "fgsm", "pgd20", "cw", "aa", "worst", "corruptions"}
+    assert len(whole["curve"]) == 6
+    # the per-image store merges to the unsharded one, image by image
+    assert (tmp_path / "parts" / "per_image.json").read_text() == (tmp_path / "whole" / "per_image.json").read_text()
     # not a comparison of zeros: the curve's small radii leave some images robust (AutoAttack breaks
     # all at 0.2, which keeps it fast; FGSM at 0.2 is near 0 and exactly 0 on some machines)
     assert max(whole["curve"].values()) > 0.2, whole["curve"]
