@@ -191,8 +191,31 @@ def cmd_eval(args) -> int:
     if distributed.is_main():
         print(result.table())
         print(result.summary())
-        print(f"written: {out}/record.json, {out}/table.md")
+        print(f"written: {out}/record.json, {out}/table.md, {out}/per_image.json")
+        if getattr(args, "save_adv", None):
+            _save_adv(model, data, result, args.save_adv, args.seed or 0, out)
     return 0
+
+
+def _save_adv(model, data, result, keep: int, seed: int, out: Path) -> None:
+    from dataclasses import replace
+
+    from bench.config.schema import EvalConfig
+    from bench.eval.save_adv import first_examples, save
+
+    c = result.config
+    cfg = replace(EvalConfig(), attacks=tuple(c["attacks"]), eps=result.eps, norm=c["norm"], n=c["n"],
+                  batch_size=c["batch_size"], precision=c["precision"])
+    device = next(model.parameters()).device
+    m = min(cfg.batch_size, len(data.y_test))
+    examples = first_examples(model, data.x_test[:m].to(device), data.y_test[:m].to(device), cfg, seed, keep,
+                              result.per_image)
+    paths = save(examples, out)
+    off = [k for k, ok in examples["consistent"].items() if not ok]
+    print(f"written: {', '.join(str(p) for p in paths)}"
+          + (f"; {', '.join(off)}: the re-crafted examples' predictions differ from the evaluation's flags "
+             "(a nondeterministic model or kernel)" if off else "; each example's prediction matches the "
+             "evaluation's per-image result"))
 
 
 def cmd_report(args) -> int:

@@ -115,8 +115,8 @@ DEVICE_HELP = "auto (default: cuda when available, else cpu), cpu, cuda or cuda:
 
 
 def _add_eval_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--attacks", type=_names, help="comma list of clean,fgsm,pgd20,cw,aa (default: all five); eval also "
-                                                    "takes curve (the PGD-20 eps-curve)")
+    p.add_argument("--attacks", type=_names, help="comma list of clean,fgsm,pgd20,cw,aa,corruptions (default: all six); "
+                                                    "eval also takes curve (the PGD-20 eps-curve)")
     p.add_argument("--eps", type=parse_eps, help="the threat model's radius on [0,1] pixels, e.g. 0.2 or 8/255 "
                                                  "(default per data set and norm: digits 0.2 L-inf / 1.0 L2, CIFAR "
                                                  "8/255 / 0.5)")
@@ -308,6 +308,9 @@ def build_parser() -> Parser:
                                                  "into --out (jobs side by side); the same command without --shard "
                                                  "then merges them (identical to an unsharded run). Default: no "
                                                  "shard (automatic under torchrun)")
+    ev.add_argument("--save-adv", type=_int_range(1, 65536, "--save-adv"), metavar="N",
+                    help="also keep the first N adversarial examples of each white-box attack (at most one batch), "
+                         "as evaluated: --out/adversarial.pt and a PNG grid per attack (default: none)")
     _add_eval_args(ev)
 
     rep = sub.add_parser("report", help="rebuild reports/RUNSET from results/RUNSET")

@@ -95,7 +95,9 @@ PRESETS: dict[str, Preset] = {
                               attack=replace(_DIGITS.attack, eps=0.15),
                               teacher=replace(_DIGITS.teacher, train=TrainConfig(epochs=40), seed=None),
                               precision="fp32",  # the same arithmetic on every device: one baseline
-                              eval=replace(_DIGITS.eval, eps=0.15, aa_n=None, aa_attacks=("apgd-ce", "apgd-t"),
+                              # the attacks the baseline was made with: corruptions are no regression number
+                              eval=replace(_DIGITS.eval, attacks=("clean", "fgsm", "pgd20", "cw", "aa"), eps=0.15,
+                                           aa_n=None, aa_attacks=("apgd-ce", "apgd-t"),
                                            curve_eps=(), aa_subset_why="",
                                            sanity=replace(_DIGITS.eval.sanity, n=100))),
                       methods=("gacd", "ard", "pgd-at", "crd"), seeds=(0, 1, 2, 3), baseline_seeds=tuple(range(12)),

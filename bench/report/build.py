@@ -71,6 +71,9 @@ def report_figures(groups: dict[str, list[RunRecord]], records: list[RunRecord],
                                                  "Accuracy per attack", "accuracy (%)", 100, 105),
                "robustness_curve": plots.robustness_curve(rows, pal, eps, norm),
                "training_curves": plots.training_curves(rows, pal)}
+    strongest = next((k for k in ("aa", "pgd20") if any(k in r.metrics for r in records)), None)
+    if strongest is not None:
+        figures["robustness_vs_cost"] = plots.robustness_vs_cost(rows, pal, strongest, COLUMNS[strongest])
     cor = corruption_columns(records)
     if cor:
         names = [c for c in cor if c.path[1] == "mean"]
@@ -301,7 +304,8 @@ def build_report(results_dir: Path, runset: str, reports_dir: Path) -> Path:
                  for e in missing] + [""]
     text += [f"- `{name}`: {note}." for name, note in notes]
     text += [""] + [f"![{stem}.png]({stem}.png)" for stem in ("accuracy_per_attack", "robustness_curve",
-                                                              "training_curves") if stem in figures]
+                                                              "training_curves", "robustness_vs_cost")
+                    if stem in figures]
     text += ["", f"Whiskers and bands: the {100 * LEVEL:g} % Student-t interval of the mean over seeds (a row with one "
              f"seed has none); the dotted line marks the threat model's ε; the training curves show every seed"
              + (" and the per-epoch score its checkpoint policy selected on"

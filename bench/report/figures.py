@@ -142,6 +142,39 @@ def bars(rows: list[Row], values: dict[str, dict[str, Interval]], metrics: list[
     return fig
 
 
+def _train_gflop(rec: RunRecord) -> float:
+    """A run's training cost per image over all its epochs: the counted step's FLOPs x epochs, in GFLOP."""
+    cost = (rec.extra or {}).get("cost") or {}
+    step, epochs = cost.get("train_flops_per_image_step"), cost.get("epochs")
+    return step * epochs / 1e9 if step is not None and epochs else math.nan
+
+
+def robustness_vs_cost(rows: list[Row], pal: dict[str, str], metric: str, label: str):
+    """Each row's ``metric`` accuracy (mean over seeds, 95 % t-interval whiskers) against its training cost
+    per image (median over seeds, log scale): what a method buys per unit of compute. None when no row
+    counted its cost."""
+    points = []
+    for row in rows:
+        costs = [c for c in (_train_gflop(r) for r in row.records) if not math.isnan(c)]
+        iv = interval([float(r.metrics.get(metric, math.nan)) for r in row.records], (0.0, 1.0))
+        if costs and not math.isnan(iv.mean):
+            points.append((row, float(np.median(costs)), iv))
+    if not points:
+        return None
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots(figsize=(5.0, 3.4))
+        for row, cost, iv in points:
+            err = None if math.isnan(iv.low) else [[100 * (iv.mean - iv.low)], [100 * (iv.high - iv.mean)]]
+            ax.errorbar([cost], [100 * iv.mean], yerr=err, fmt="s" if row.teacher else "o", color=pal[row.name],
+                        markersize=5, capsize=2, elinewidth=0.8, label=row.legend, gid=row.name)
+        ax.set_xscale("log")
+        ax.set_xlabel("training cost per image (GFLOP, all epochs; counted step x epochs)")
+        ax.set_ylabel(f"{label} accuracy (%)")
+        ax.set_title(f"{label} accuracy against training cost")
+        _legend_outside(ax, title=f"whiskers: {BAND_TEXT}")
+    return fig
+
+
 BARS_UP_TO = 20   # classes: grouped bars up to this many, a sorted per-class profile beyond
 
 
