@@ -1,24 +1,33 @@
 """The plan of a preset and its cost, from a throughput measured on this device (`paper --dry-run`,
 `run --dry-run`), and the files it needs, checked before anyone books GPUs.
 
-Cost model (counted in image passes, then divided by the measured images/s):
-  training, per epoch:  N_train x (attack steps + 1) student forward-backward passes for a method with
-                        an inner maximisation (else N_train); N_train teacher forwards, and N_train x
-                        steps teacher forward-backward passes when the method evaluates the teacher at x';
+Cost model:
+  training, per epoch:  N_train x the FLOPs of one training step per image, counted as the run counts its
+                        first step (bench.train.cost.StepFlops over the attack, the loss terms and the
+                        backward; the log's train_flops_per_image) but on the meta device: shapes only, at
+                        the run's own batch and architectures, in milliseconds. FLOPs become seconds at the
+                        rates measured here: the teacher's clean forward at the teacher's forward rate, a
+                        further teacher's at its own, the attack's teacher passes (a method whose teacher
+                        is evaluated at x') at the teacher's forward-backward rate, the rest at the
+                        student's forward-backward rate (a rate = counted FLOPs of the timed pass / its time);
   evaluation, per model: n x (FGSM 1 + PGD-20 20 + CW 30 + structure 20 + 20 per curve eps and per
                         transfer target) forward-backward passes, plus about AA_PASSES per AutoAttack image
                         (APGD-CE 100, APGD-T 9 x 100 and FAB-T on the points still robust, Square's 5,000
                         queries forward-only; a rough figure for a robust model).
 
 The measurement is bounded so that a dry run answers in seconds on a CPU: each network is timed for
-about MEASURE_BUDGET_S per mode (at least one step; a warm-up step first on a GPU), at batch
-CPU_BATCH on a CPU (the training batch on a GPU), once per process.
+about MEASURE_BUDGET_S per mode (at least one step; a warm-up step first on a GPU), once per process, at
+the training batch on a GPU; on a CPU at the batch whose forward-backward pass is about CPU_STEP_FLOPS
+(counted; at least CPU_BATCH, at most the training batch): a small network timed at 2 images runs ten
+times below its rate at the training batch, and a large one at the training batch takes seconds a step. A method that needs real data to
+build or step (CRD's memory bank sorts its labels and fixes its normaliser from a first batch) is
+counted on the CPU instead, at batch COUNT_CPU_BATCH, and the plan says so.
 """
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -38,21 +47,68 @@ from bench.models.zoo import (
     robustbench_checkpoint_path,
 )
 from bench.runs.executors import command
+from bench.train.cost import StepFlops
+from bench.train.loop import adversarial_examples
 from methods import parse_method
+from methods.base import Batch, Context
 
 AA_PASSES = 1500
 MEASURE_BUDGET_S = 0.5
 CPU_BATCH = 2
+CPU_STEP_FLOPS = 1e9
+COUNT_CPU_BATCH = 2
+CPU_STEP_FLOPS = 1e9
+META = torch.device("meta")
 # images (train, test), channels, size, classes of the data sets a preset may name, without loading them
 KNOWN = {"cifar10": (50000, 10000, 3, 32, 10), "cifar100": (50000, 10000, 3, 32, 100),
          "stl10": (5000, 8000, 3, 96, 10), "digits": (1347, 450, 1, 8, 10)}
 
 
+@dataclass(frozen=True)
+class Throughput:
+    """One network on one device: images per second timed here and FLOPs per image counted (StepFlops)
+    of the same two passes; their product is the FLOP rate the device reaches on that network."""
+    fwd_bwd: float            # img/s, forward and the input's gradient (an attack step)
+    fwd: float                # img/s, forward only
+    fwd_bwd_flops: float      # per image
+    fwd_flops: float
+    batch: int                # the batch it was timed at
+
+    def seconds_fwd_bwd(self, flops: float) -> float:
+        return flops / (self.fwd_bwd * self.fwd_bwd_flops)
+
+    def seconds_fwd(self, flops: float) -> float:
+        return flops / (self.fwd * self.fwd_flops)
+
+
+def _passes(model, x, y):
+    def fwd_bwd():
+        xa = x.clone().requires_grad_(True)
+        torch.autograd.grad(F.cross_entropy(model(xa), y), xa)
+
+    def fwd():
+        with torch.no_grad():
+            model(x)
+    return fwd_bwd, fwd
+
+
+def _counted(step, batch: int) -> float:
+    with StepFlops() as counter:
+        step()
+    return counter.get_total_flops() / batch
+
+
 @lru_cache(maxsize=None)
 def measure(arch: str, channels: int, size: int, classes: int, device: torch.device, batch: int,
-            budget_s: float = MEASURE_BUDGET_S) -> tuple[float, float]:
-    """(forward-backward, forward) images per second of ``arch`` on ``device``, each timed for about
-    ``budget_s`` (at least one step)."""
+            budget_s: float = MEASURE_BUDGET_S) -> Throughput:
+    """``arch`` on ``device``: each pass counted on the meta device and timed for about ``budget_s`` (at
+    least one step) at ``batch`` (the training batch) on a GPU, at a batch of about CPU_STEP_FLOPS on a CPU."""
+    with torch.device(META):
+        meta = build_model(arch, classes, channels)
+        m_fwd_bwd, m_fwd = _passes(meta, torch.rand(1, channels, size, size), torch.zeros(1, dtype=torch.long))
+    fwd_bwd_flops, fwd_flops = _counted(m_fwd_bwd, 1), _counted(m_fwd, 1)
+    if device.type != "cuda":
+        batch = max(CPU_BATCH, min(batch, int(CPU_STEP_FLOPS // fwd_bwd_flops)))
     model = build_model(arch, classes, channels).to(device).to(memory_format=torch.channels_last)
     x = torch.rand(batch, channels, size, size, device=device)
     y = torch.randint(0, classes, (batch,), device=device)
@@ -74,17 +130,86 @@ def measure(arch: str, channels: int, size: int, classes: int, device: torch.dev
         steady = times[1:] or times  # the first CPU step is slower too; drop it where there is another
         return len(steady) * batch / sum(steady)
 
-    def fwd_bwd():
-        xa = x.clone().requires_grad_(True)
-        torch.autograd.grad(F.cross_entropy(model(xa), y), xa)
+    fwd_bwd, fwd = _passes(model, x, y)
+    return Throughput(timed(fwd_bwd), timed(fwd), fwd_bwd_flops, fwd_flops, batch)
 
-    with torch.no_grad():
-        fwd = timed(lambda: model(x))
-    return timed(fwd_bwd), fwd
+
+def count_step(spec, mcfg: RunConfig, channels: int, size: int, classes: int, n_train: int,
+               device: torch.device = META, batch: int | None = None) -> float:
+    """FLOPs per image of the first training step of ``spec`` under ``mcfg`` (its method config), as the
+    run counts it (bench.train.loop: StepFlops over the attack, the loss terms and the backward), on
+    ``device`` (meta: shapes only) at ``batch`` (the run's by default), on random images.
+
+    Every attack step costs the same (bench.attacks.ascent.pgd_ascent: no early stop), so a step with k
+    attack steps is counted with 1 and with 2 and extrapolated, which is exact and saves most of the
+    meta device's per-operation cost (about a millisecond each)."""
+    steps = mcfg.attack.steps
+    if spec.cls.inner is None or steps <= 2:
+        return _count_step(spec, mcfg, channels, size, classes, n_train, device, batch)
+    one, two = (_count_step(spec, replace(mcfg, attack=replace(mcfg.attack, steps=k)), channels, size, classes,
+                            n_train, device, batch) for k in (1, 2))
+    return one + (steps - 1) * (two - one)
+
+
+def _count_step(spec, mcfg: RunConfig, channels: int, size: int, classes: int, n_train: int,
+                device: torch.device, batch: int | None) -> float:
+    batch = batch or mcfg.train.batch_size
+    with torch.device(device):  # every network built where it is counted
+        student = build_model(mcfg.student_arch, classes, channels)
+        teacher = build_model(mcfg.teacher.arch, classes, channels).eval()
+        roles = {role: build_model(getattr(mcfg, TEACHER_ROLES[role]).arch, classes, channels).eval()
+                 for role in spec.cls.teachers}
+        ctx = Context(num_classes=classes, n_train=n_train, train_labels=torch.arange(n_train) % classes,
+                      student_dim=student.feature_dim, teacher_dim=teacher.feature_dim, device=device,
+                      epochs=mcfg.train.epochs, seed=mcfg.seed,
+                      build_student=lambda: build_model(mcfg.student_arch, classes, channels).to(device))
+        method = spec.build(ctx)
+        for module in (method.modules(), *(n.module for n in method.networks().values())):
+            if module is not None:
+                module.to(device)
+    b = Batch(torch.rand(batch, channels, size, size, device=device), torch.arange(batch, device=device) % classes,
+              torch.arange(batch, device=device) % n_train, student, teacher if spec.cls.needs_teacher else None, 0,
+              generator=torch.Generator(), teachers=roles)
+
+    def step():  # the loop's step (bench.train.loop._Loop.epoch), without the optimiser
+        x_adv = adversarial_examples(method, b, mcfg.attack) if method.inner else None
+        sum(method.losses(b, x_adv).values()).backward()
+    return _counted(step, batch)
+
+
+@lru_cache(maxsize=None)
+def step_flops(label: str, mcfg: RunConfig, channels: int, size: int, classes: int, n_train: int) -> tuple[float, str]:
+    """(FLOPs per image of one training step, where it was counted): on the meta device at the run's batch;
+    where the method needs real numbers, on the CPU at COUNT_CPU_BATCH."""
+    spec = parse_method(label)
+    try:
+        return count_step(spec, mcfg, channels, size, classes, n_train), f"meta, batch {mcfg.train.batch_size}"
+    except (NotImplementedError, RuntimeError):  # "Cannot copy out of meta tensor", ".item() on meta tensors"
+        batch = min(COUNT_CPU_BATCH, mcfg.train.batch_size)
+        return count_step(spec, mcfg, channels, size, classes, n_train, torch.device("cpu"), batch), f"cpu, batch {batch}"
+
+
+def train_step_seconds(spec, mcfg: RunConfig, flops: float, shape: tuple[int, int, int],
+                       device: torch.device, batch: int) -> float:
+    """Seconds per image of a step of ``flops`` FLOPs: each part at the rate of the network that runs it."""
+    channels, size, classes = shape
+    s = measure(mcfg.student_arch, channels, size, classes, device, batch)
+    t = measure(mcfg.teacher.arch, channels, size, classes, device, batch)
+    seconds, rest = 0.0, flops
+    if spec.cls.needs_teacher:  # the clean teacher outputs, once a step (methods.base.Batch)
+        seconds, rest = seconds + t.seconds_fwd(t.fwd_flops), rest - t.fwd_flops
+    for role in spec.cls.teachers:  # a further teacher (MTARD's natural one): one forward
+        r = measure(getattr(mcfg, TEACHER_ROLES[role]).arch, channels, size, classes, device, batch)
+        seconds, rest = seconds + r.seconds_fwd(r.fwd_flops), rest - r.fwd_flops
+    inner = spec.cls.inner
+    if inner and inner.teacher_at.startswith("x'"):  # the attack takes the teacher's input gradient every step
+        attack = mcfg.attack.steps * t.fwd_bwd_flops
+        seconds, rest = seconds + t.seconds_fwd_bwd(attack), rest - attack
+    return seconds + s.seconds_fwd_bwd(max(rest, 0.0))
 
 
 def estimate(preset: Preset, methods: list, device: torch.device) -> tuple[list[dict], dict]:
-    """Rows of (method, passes, hours) and the measured throughputs; each method under its protocol's
+    """Rows of (method, FLOPs, hours) and the measured throughputs; each method under its protocol's
     config (bench.config.protocol), with its checkpoint policy's per-epoch scoring and, for a best-*
     policy, the evaluation of the last epoch beside the best."""
     cfg = preset.config
@@ -92,42 +217,39 @@ def estimate(preset: Preset, methods: list, device: torch.device) -> tuple[list[
     n_train_all, n_test, channels, size, classes = KNOWN.get(base, KNOWN["cifar10"])
     n_train_all = min(n_train_all, cfg.data.train_limit or n_train_all)
     size = cfg.data.image_size or size
-    batch = cfg.train.batch_size if device.type == "cuda" else CPU_BATCH
-    s_fb, s_f = measure(cfg.student_arch, channels, size, classes, device, batch)
-    t_fb, t_f = measure(cfg.teacher.arch, channels, size, classes, device, batch)
+    batch = cfg.train.batch_size
+    s = measure(cfg.student_arch, channels, size, classes, device, batch)
+    t = measure(cfg.teacher.arch, channels, size, classes, device, batch)
     n = min(cfg.eval.n or n_test, n_test)
     aa_n = min(cfg.eval.aa_n or n, n) if "aa" in cfg.eval.attacks else 0
     per_eval = n * (1 + 20 + 30 + 20 + 20 * len(cfg.eval.curve_eps) + 20 * len(cfg.probe.targets)) + aa_n * AA_PASSES
     rows = []
     for spec in methods:
         mcfg = method_config(cfg, spec.cls)
-        steps, policy = mcfg.attack.steps, mcfg.train.checkpoint
+        policy = mcfg.train.checkpoint
         n_train = n_train_all - (round(n_train_all * mcfg.train.val_fraction) if policy == "best-val" else 0)
-        inner = spec.cls.inner
-        student = n_train * ((steps + 1) if inner else 1)
-        teacher_fb = n_train * steps if inner and inner.teacher_at.startswith("x'") else 0
-        teacher_f = n_train if spec.cls.needs_teacher else 0
+        flops, counted_on = step_flops(spec.label, mcfg, channels, size, classes, n_train)
+        step_s = train_step_seconds(spec, mcfg, flops, (channels, size, classes), device, batch)
         # a best-* policy attacks its images every epoch (PGD-10 or PGD-20 forward-backward passes)
         select = {"best-val": n_train_all - n_train, "best-test-pgd10": n, "best-test-pgd20": n}.get(policy, 0)
         select_steps = 10 if policy.endswith("pgd10") else 20
-        # a further teacher (MTARD's natural one): one forward per training image
-        roles_s = sum(n_train / measure(getattr(mcfg, TEACHER_ROLES[role]).arch, channels, size, classes, device,
-                                        batch)[1] for role in spec.cls.teachers)
         # SWA: the average's batch-norm statistics re-estimated on the training images after each snapshot
         swa_epochs = 0 if mcfg.train.swa_start is None else mcfg.train.epochs - mcfg.train.swa_start
-        train_s = mcfg.train.epochs * (student / s_fb + teacher_f / t_f + teacher_fb / t_fb + roles_s
-                                       + select * select_steps / s_fb) + swa_epochs * n_train / s_f
+        train_s = (mcfg.train.epochs * (n_train * step_s + select * select_steps / s.fwd_bwd)
+                   + swa_epochs * n_train / s.fwd)
         # the last epoch beside a best-* checkpoint: clean, PGD-20, AutoAttack
         last = (n * (1 + 20) + aa_n * AA_PASSES) if policy != "last" else 0
-        eval_s = (per_eval + last) / s_fb
+        eval_s = (per_eval + last) / s.fwd_bwd
         rows.append({"method": spec.label, "protocol": mcfg.protocol, "epochs": mcfg.train.epochs,
-                     "checkpoint": policy, "train_h": train_s / 3600, "eval_h": eval_s / 3600,
+                     "checkpoint": policy, "train_mflop_per_image": flops / 1e6, "counted_on": counted_on,
+                     "train_h": train_s / 3600, "eval_h": eval_s / 3600,
                      "seeds": len(preset.seeds), "total_h": len(preset.seeds) * (train_s + eval_s) / 3600})
-    teacher_eval_h = per_eval / t_fb / 3600
+    teacher_eval_h = per_eval / t.fwd_bwd / 3600
     rows.append({"method": f"teacher ({cfg.teacher.kind} {cfg.teacher.arch}) evaluation", "train_h": 0.0, "eval_h": teacher_eval_h,
                  "seeds": 1, "total_h": teacher_eval_h})
-    info = {"device": str(device), "batch": batch, "student_fwd_bwd": s_fb, "student_fwd": s_f,
-            "teacher_fwd_bwd": t_fb, "teacher_fwd": t_f, "n_train": n_train, "n_eval": n, "aa_n": aa_n}
+    info = {"device": str(device), "batch": s.batch, "teacher_batch": t.batch, "student_fwd_bwd": s.fwd_bwd, "student_fwd": s.fwd,
+            "teacher_fwd_bwd": t.fwd_bwd, "teacher_fwd": t.fwd, "n_train": n_train_all, "n_eval": n, "aa_n": aa_n,
+            "student_gflop_s": s.fwd_bwd * s.fwd_bwd_flops / 1e9, "teacher_gflop_s": t.fwd_bwd * t.fwd_bwd_flops / 1e9}
     return rows, info
 
 
@@ -205,6 +327,12 @@ def paper_list_lines(presets: dict[str, Preset]) -> list[str]:
     return lines
 
 
+def _mflop(value: float | None) -> str:
+    if value is None:
+        return ""
+    return f"{value:.0f}" if value >= 1000 else f"{value:.4g}"
+
+
 def _unit(device: torch.device, short: bool = False) -> str:
     if device.type == "cuda":
         return "GPU-h" if short else "GPU-hours"
@@ -219,12 +347,17 @@ def paper_plan_lines(name: str, scale: str, preset: Preset, rows: list[dict], in
              f"methods at their official loss magnitude: {', '.join(preset.methods)}",
              json.dumps(asdict(cfg), indent=1, default=list),
              *recipe_plan_lines(preset),
-             f"measured on {info['device']} at batch {info['batch']} (about {MEASURE_BUDGET_S:g} s each): student "
-             f"{cfg.student_arch} {info['student_fwd_bwd']:.0f} img/s forward-backward; teacher {cfg.teacher.arch} "
-             f"{info['teacher_fwd_bwd']:.0f} img/s forward-backward, {info['teacher_fwd']:.0f} forward",
-             f"{'method':34s} {'epochs':>6s} {'checkpoint':>16s} {'train h':>9s} {'eval h':>8s} {'seeds':>5s} "
-             f"{'total h':>9s}"]
-    lines += [f"{r['method']:34s} {r.get('epochs', ''):>6} {r.get('checkpoint', ''):>16s} {r['train_h']:9.2f} "
+             f"measured on {info['device']} (about {MEASURE_BUDGET_S:g} s each): student "
+             f"{cfg.student_arch} at batch {info['batch']} {info['student_fwd_bwd']:.0f} img/s forward-backward "
+             f"({info['student_gflop_s']:.3g} GFLOP/s); teacher {cfg.teacher.arch} at batch {info['teacher_batch']} "
+             f"{info['teacher_fwd_bwd']:.0f} img/s "
+             f"forward-backward ({info['teacher_gflop_s']:.3g} GFLOP/s), {info['teacher_fwd']:.0f} forward",
+             "train MFLOP/img/epoch: one training step counted as the run counts it (StepFlops), on the device named "
+             "(meta: shapes only, at the run's batch); the report's column of the same name is the run's own count",
+             f"{'method':34s} {'epochs':>6s} {'checkpoint':>16s} {'MFLOP/img/ep':>13s} {'counted':>14s} {'train h':>9s} "
+             f"{'eval h':>8s} {'seeds':>5s} {'total h':>9s}"]
+    lines += [f"{r['method']:34s} {r.get('epochs', ''):>6} {r.get('checkpoint', ''):>16s} "
+              f"{_mflop(r.get('train_mflop_per_image')):>13s} {r.get('counted_on', ''):>14s} {r['train_h']:9.2f} "
               f"{r['eval_h']:8.2f} {r['seeds']:5d} {r['total_h']:9.2f}" for r in rows]
     lines.append(f"estimate: {sum(r['total_h'] for r in rows):.1f} {_unit(device)} (cost model in bench/runs/estimate.py)")
     return lines

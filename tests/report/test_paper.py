@@ -36,10 +36,15 @@ def test_paper_presets_record_the_protocol():
 
 
 def test_paper_dry_run_prints_plan_and_estimate(capsys):
-    assert main(["paper", "cifar10-mobilenetv2", "--scale", "smoke", "--dry-run", "--device", "cpu"]) == 0
+    # three methods: each one's training step is counted (about a second each on the meta device)
+    assert main(["paper", "cifar10-mobilenetv2", "--scale", "smoke", "--dry-run", "--device", "cpu", "--methods",
+                 "adaad,crd,gacd"]) == 0
     out = capsys.readouterr().out
-    assert "measured on cpu" in out and "img/s forward-backward" in out
+    assert "measured on cpu" in out and "img/s forward-backward" in out and "GFLOP/s" in out
     assert "adaad" in out and "estimate:" in out and "hours on cpu" in out
+    rows = {ln.split()[0]: ln.split() for ln in out.splitlines() if ln.startswith(("adaad", "crd", "gacd"))}
+    assert rows["crd"][4:7] == ["cpu,", "batch", "2"] and rows["gacd"][4:7] == ["meta,", "batch", "64"]
+    assert float(rows["adaad:scale=0.1"][3]) > float(rows["gacd"][3])  # the teacher's input gradient per attack step
     assert '"student_arch": "mobilenetv2-tiny"' in out  # every hyper-parameter is printed
 
 
