@@ -310,7 +310,7 @@ def cmd_export(args) -> int:
     from dataclasses import asdict as as_dict
 
     from bench.common.io import extract_state_dict, load_checkpoint
-    from bench.report.export import export_robustbench
+    from bench.report.export import export_submissions
     from bench.runs.record import RECORD, RunRecord
 
     run_dir = Path(args.run)
@@ -323,8 +323,8 @@ def cmd_export(args) -> int:
         raise BenchError(f"{run_dir} is a {rec.role} record; export takes a trained student")
     state = extract_state_dict(load_checkpoint(run_dir / "model.pt"))
     name = args.name or re.sub(r"[^A-Za-z0-9_]+", "_", f"bench_{rec.method}_{rec.run_id}")
-    info, ckpt = export_robustbench(as_dict(rec), state, Path(args.out), name)
-    print(f"written: {info}\nwritten: {ckpt}")
+    for path in export_submissions(as_dict(rec), state, Path(args.out), name):
+        print(f"written: {path}")
     return 0
 
 

@@ -339,7 +339,8 @@ def build_parser() -> Parser:
     reg.add_argument("--methods", type=_names, help="comma list (default: the preset's)")
     _add_config_args(reg)
 
-    exp = sub.add_parser("export", help="export a student in RobustBench's format (model_info JSON + checkpoint)")
+    exp = sub.add_parser("export", help="export a student in RobustBench's format (model_info JSON + checkpoint; "
+                         "the L-p and the corruptions leaderboards)")
     exp.add_argument("run", help="a run folder (results/RUNSET/RUN_ID) or RUNSET/RUN_ID")
     exp.add_argument("--robustbench", action="store_true", required=True,
                      help="RobustBench format (the only one; required, no default)")

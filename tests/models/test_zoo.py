@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 
@@ -385,3 +386,55 @@ def test_bench_list_shows_the_facts(capsys):
     line = next(ln for ln in out.splitlines() if ln.split()[:1] == ["wrn-34-10"])
     assert "WideResNet-34-10" in line and "smoke twin wrn-10-1" in line and "46.2M parameters" in line
     assert any(ln.split()[:1] == ["resnet18-tiny"] and "published as resnet18" in ln for ln in out.splitlines())
+
+
+def _with_corruptions(source="generated on the fly (bench/eval/corruptions.py: make_cifar_c.py's tables)", n=1000):
+    rec = _record()
+    per = {"gaussian_noise": [0.7, 0.6, 0.5, 0.4, 0.3], "fog": [0.9, 0.85, 0.8, 0.75, 0.7]}
+    rec["metrics"]["corruptions"] = 0.65
+    rec["corruptions"] = {"accuracy": per}
+    rec["attack_settings"]["corruptions"] = {"n": n, "corruptions": list(per), "severities": [1, 2, 3, 4, 5],
+                                             "source": source, "seed": 0, "chosen": "as configured"}
+    return rec
+
+
+def test_a_run_with_corruptions_gets_a_row_on_robustbenchs_corruptions_leaderboard(tmp_path):
+    """Issue 22: the corruption accuracy goes where RobustBench's format has a field for it, in the layout and
+    field order of its own corruptions JSONs, with the per-(corruption, severity) row robustbench.eval reads."""
+    robustbench_compat.import_robustbench()
+    from robustbench.utils import ModelInfo
+
+    sd = {"w": torch.zeros(2)}
+    written = export.export_submissions(_with_corruptions(), sd, tmp_path, "Both")
+    lp, corr, csv = (tmp_path / "model_info" / "cifar10" / "Linf" / "Both.json",
+                     tmp_path / "model_info" / "cifar10" / "corruptions" / "Both.json",
+                     tmp_path / "model_info" / "cifar10" / "corruptions" / "Both.unaggregated.csv")
+    assert {lp, corr, csv, tmp_path / "models" / "cifar10" / "corruptions" / "Both.pt"} <= set(written)
+    info = json.loads(corr.read_text())
+    wanted = [f.name for f in dataclasses.fields(ModelInfo)
+              if f.name not in ("autoattack_acc", "corruptions_acc_3d", "corruptions_mce_3d")]
+    assert list(info) == wanted and info["eps"] is None and info["corruptions_acc"] == "65.00"
+    assert info["clean_acc"] == "81.23" and info["corruptions_mce"] == ""
+    assert "not comparable with the leaderboard" in info["footnote"] and "first 1000 of the 10000" in info["footnote"]
+    assert "Only gaussian_noise, fog" in info["footnote"] and "AlexNet" in info["footnote"]
+    assert "corruptions_acc" not in json.loads(lp.read_text())  # the L-p row is unchanged
+    table = pd.read_csv(csv, header=[0, 1], index_col=0)  # as robustbench.eval reads unaggregated_results.csv
+    assert list(table.index) == ["Both"] and table.loc["Both", ("fog", "2")] == pytest.approx(0.85)
+    assert table.loc["Both"].mean() == pytest.approx(0.65)  # its corruptions_acc is this row's mean
+
+
+def test_corruption_export_from_the_published_files_and_without_autoattack(tmp_path):
+    rec = _with_corruptions(source="published .npy files in /data/CIFAR-10-C", n=10000)
+    del rec["metrics"]["aa"]
+    written = export.export_submissions(rec, {"w": torch.zeros(2)}, tmp_path, "CorrOnly")
+    assert not (tmp_path / "model_info" / "cifar10" / "Linf").exists() and len(written) == 3
+    note = json.loads(written[0].read_text())["footnote"]
+    assert "Images from the published .npy files in /data/CIFAR-10-C." in note and "not comparable" not in note
+    assert "Fewer than the full test set" not in note
+    del rec["metrics"]["corruptions"]
+    with pytest.raises(BenchError, match="AutoAttack"):
+        export.export_submissions(rec, {"w": torch.zeros(2)}, tmp_path, "Neither")
+    with pytest.raises(BenchError, match="no eps"):
+        export.LeaderboardEntry("cifar10", "corruptions", 8 / 255, "ResNet-18", None, corruptions_acc=0.5)
+    with pytest.raises(BenchError, match="corruptions_acc"):
+        export.LeaderboardEntry("cifar10", "corruptions", None, "ResNet-18", None)
