@@ -153,10 +153,9 @@ def class_columns(records) -> list[Column]:
 
 
 def strongest_class_column(records) -> list[Column]:
-    """The main table's worst-class column: of the strongest attack with per-class numbers (AutoAttack,
-    else PGD-20, else clean)."""
-    cols = [c for c in class_columns(records) if c.label.endswith("worst class")]
-    return cols[-1:]
+    """The main table's worst-class and class-spread columns: of the strongest attack with per-class
+    numbers (AutoAttack, else PGD-20, else clean)."""
+    return class_columns(records)[-2:]
 
 
 def corruption_columns(records) -> list[Column]:

@@ -105,7 +105,8 @@ def test_end_to_end_run_report_and_eval(capsys, tmp_path, quick_autoattack):
         assert (out / name).stat().st_size > 0, name
     table = pd.read_csv(out / "table.csv")
     assert list(table.columns) == ["Method", "Clean", "FGSM", "PGD-20", "CW∞", "AutoAttack", "Worst case",
-                                   "Corruptions", "AutoAttack worst class", "Train time (s, median)",
+                                   "Corruptions", "AutoAttack worst class", "AutoAttack class std",
+                                   "Train time (s, median)",
                                    "Train MFLOP/img/epoch", "n", "Sanity"]
     # issue 22: the worst case, the worst class, corruptions, the transfer of attacks, per-image results
     for name in ("per_class.csv", "corruptions.csv", "attack_transfer.csv", "per_class.png", "corruptions.png"):
