@@ -22,7 +22,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter  # noqa: E402
 
 from bench.common.io import atomic_write_bytes  # noqa: E402
 from bench.report.stats import LEVEL, Interval, interval  # noqa: E402
@@ -168,11 +168,22 @@ def robustness_vs_cost(rows: list[Row], pal: dict[str, str], metric: str, label:
             ax.errorbar([cost], [100 * iv.mean], yerr=err, fmt="s" if row.teacher else "o", color=pal[row.name],
                         markersize=5, capsize=2, elinewidth=0.8, label=row.legend, gid=row.name)
         ax.set_xscale("log")
+        _plain_log_ticks(ax.xaxis, [cost for _, cost, _ in points])
         ax.set_xlabel("training cost per image (GFLOP, all epochs; counted step x epochs)")
         ax.set_ylabel(f"{label} accuracy (%)")
         ax.set_title(f"{label} accuracy against training cost")
         _legend_outside(ax, title=f"whiskers: {BAND_TEXT}")
     return fig
+
+
+def _plain_log_ticks(axis, values: list[float]) -> None:
+    """Labels 0.2, 0.5, 1, 2 on a log axis spanning at most two decades (powers of ten only beyond), and
+    none on the minor ticks: matplotlib's default labels every minor tick of a short log axis in
+    scientific notation, and they overlap."""
+    span = math.log10(max(values) / min(values)) if min(values) > 0 else math.inf
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0) if span <= 2 else (1.0,)))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(NullFormatter())
 
 
 BARS_UP_TO = 20   # classes: grouped bars up to this many, a sorted per-class profile beyond

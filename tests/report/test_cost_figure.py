@@ -29,5 +29,11 @@ def test_each_row_sits_at_its_training_cost_and_mean_accuracy():
     assert points["dear"] == pytest.approx((1e8 * 30 / 1e9, 60.0))
     assert "uncounted" not in points  # no count, no point
     assert fig.axes[0].get_xscale() == "log"
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    labels = [t.get_text() for t in ax.get_xticklabels() if t.get_text() and ax.get_xlim()[0] <= t.get_position()[0]
+              <= ax.get_xlim()[1]]
+    assert labels and all(not any(c in lab for c in "×^$") for lab in labels), labels  # plain numbers
+    assert not [t.get_text() for t in ax.xaxis.get_minorticklabels() if t.get_text()]  # no overlapping minors
     matplotlib.pyplot.close(fig)
     assert plots.robustness_vs_cost(rows[2:], pal, "aa", "AutoAttack") is None
