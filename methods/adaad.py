@@ -46,7 +46,8 @@ class AdaAD(Method):
     summary = "a KL(S(x') || T(x')) + (1-a) KL(S(x) || T(x)), a = 1; the teacher moves with x'"
     needs_teacher = True
     inner = InnerMax("sum KL(S(x') || T(x')), gradient through S and T", start="normal",
-                     student_mode="eval", teacher_at="x' (adversarial)")
+                     student_mode="eval", teacher_at="x' (adversarial)",
+                     through_teacher=True)
     schedule = ("200 epochs, SGD 0.1 (momentum 0.9), decay /10 at 100 and 150, wd 5e-4, batch 128; "
                 "official CIFAR-10 loss = batchmean/10 (scale=0.1)")
     official: ClassVar[Recipe] = Recipe(

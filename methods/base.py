@@ -43,6 +43,9 @@ class InnerMax:
     start: Literal["uniform", "normal", "none"] = "uniform"
     student_mode: Literal["train", "eval"] = "train"  # student's batch-norm mode during the attack
     teacher_at: str = "-"                             # where the teacher is evaluated
+    # the attack differentiates through the teacher (AdaAD's): a teacher forward-backward per attack step,
+    # which the dry run's cost model charges at the teacher's rate
+    through_teacher: bool = False
 
 
 @dataclass(frozen=True)

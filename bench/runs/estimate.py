@@ -5,15 +5,21 @@ Cost model:
   training, per epoch:  N_train x the FLOPs of one training step per image, counted as the run counts its
                         first step (bench.train.cost.StepFlops over the attack, the loss terms and the
                         backward; the log's train_flops_per_image) but on the meta device: shapes only, at
-                        the run's own batch and architectures, in milliseconds. FLOPs become seconds at the
-                        rates measured here: the teacher's clean forward at the teacher's forward rate, a
-                        further teacher's at its own, the attack's teacher passes (a method whose teacher
-                        is evaluated at x') at the teacher's forward-backward rate, the rest at the
+                        the run's own batch and architectures, in milliseconds. N_train is the data set's
+                        share that the run trains on (a class subset such as digits@0-4 keeps its share of
+                        each split). FLOPs become seconds at the rates measured here: the teacher's clean
+                        forward at the teacher's forward rate, a further teacher's at its own, the attack's
+                        teacher passes (an attack that differentiates through the teacher:
+                        InnerMax.through_teacher) at the teacher's forward-backward rate, the rest at the
                         student's forward-backward rate (a rate = counted FLOPs of the timed pass / its time);
-  evaluation, per model: n x (FGSM 1 + PGD-20 20 + CW 30 + structure 20 + 20 per curve eps and per
-                        transfer target) forward-backward passes, plus about AA_PASSES per AutoAttack image
-                        (APGD-CE 100, APGD-T 9 x 100 and FAB-T on the points still robust, Square's 5,000
-                        queries forward-only; a rough figure for a robust model).
+  evaluation, per model: eval_passes: each configured attack's forward-backward passes (steps x restarts),
+                        about AA_PASSES per AutoAttack image (APGD-CE 100, APGD-T 9 x 100 and FAB-T on the
+                        points still robust, Square's 5,000 queries forward-only; a rough figure for a robust
+                        model), PGD-20 per curve eps, per transfer target and for a student's structure
+                        section, the sanity checks at their most, a forward per corrupted image, and the
+                        host's time to generate the corrupted images (timed here on two images).
+  Not modelled: memory-bound work (CRD's memory bank: its FLOPs are counted, its gathers are not), the
+  data loader and the optimiser; a model that breaks early is cheaper to attack than a robust one.
 
 The measurement is bounded so that a dry run answers in seconds on a CPU: each network is timed for
 about MEASURE_BUDGET_S per mode (at least one step; a warm-up step first on a GPU), once per process, at
@@ -26,20 +32,27 @@ counted on the CPU instead, at batch COUNT_CPU_BATCH, and the plan says so.
 from __future__ import annotations
 
 import json
+import statistics
 import time
 from dataclasses import asdict, dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
+from bench.attacks.ascent import AA_NAME, ATTACKS
 from bench.common.device import resolve_device
 from bench.common.errors import BenchError
 from bench.config.presets import Preset
 from bench.config.protocol import method_config
-from bench.config.schema import TEACHER_ROLES, FileTeacher, RunConfig, ZooTeacher
+from bench.config.schema import TEACHER_ROLES, DataConfig, EvalConfig, FileTeacher, RunConfig, ZooTeacher
 from bench.data.sources import _TORCHVISION_FILES, default_data_dir
+from bench.data.splits import parse_classes
+from bench.eval.corruption_eval import NAME as CORRUPTIONS
+from bench.eval.corruption_eval import SEVERITIES, chosen
+from bench.eval.corruptions import corrupt
 from bench.models import build_model
 from bench.models.zoo import (
     default_model_dir,
@@ -57,7 +70,6 @@ MEASURE_BUDGET_S = 0.5
 CPU_BATCH = 2
 CPU_STEP_FLOPS = 1e9
 COUNT_CPU_BATCH = 2
-CPU_STEP_FLOPS = 1e9
 META = torch.device("meta")
 # images (train, test), channels, size, classes of the data sets a preset may name, without loading them
 KNOWN = {"cifar10": (50000, 10000, 3, 32, 10), "cifar100": (50000, 10000, 3, 32, 100),
@@ -127,8 +139,9 @@ def measure(arch: str, channels: int, size: int, classes: int, device: torch.dev
             step()
             sync()
             times.append(time.perf_counter() - t0)
-        steady = times[1:] or times  # the first CPU step is slower too; drop it where there is another
-        return len(steady) * batch / sum(steady)
+        # the median step: the first few CPU steps are slower (oneDNN builds its kernels for a new shape),
+        # by enough to halve a mean over half a second
+        return batch / statistics.median(times)
 
     fwd_bwd, fwd = _passes(model, x, y)
     return Throughput(timed(fwd_bwd), timed(fwd), fwd_bwd_flops, fwd_flops, batch)
@@ -189,6 +202,64 @@ def step_flops(label: str, mcfg: RunConfig, channels: int, size: int, classes: i
         return count_step(spec, mcfg, channels, size, classes, n_train, torch.device("cpu"), batch), f"cpu, batch {batch}"
 
 
+def eval_passes(ev: EvalConfig, n: int, probes: int, student: bool,
+                shape: tuple[int, int, int]) -> tuple[float, float]:
+    """(forward-backward, forward-only) passes of one model's evaluation on ``n`` images of ``shape``, as
+    bench.eval.protocol runs it: each gradient attack its steps x restarts (bench.attacks.ascent.ATTACKS),
+    AutoAttack about AA_PASSES per image, PGD-20 per curve eps and per transfer probe, a student's
+    structure section (PGD-20 on it), the sanity checks at their most (PGD-20 at the large eps, PGD-100 x 3
+    restarts, a gradient; a check the numbers decide is skipped) and one forward per corrupted image."""
+    fwd_bwd, fwd = 0.0, 0.0
+    for name in ev.attacks:
+        if name == "clean":
+            fwd += n
+        elif name == AA_NAME:
+            fwd_bwd += min(ev.aa_n or n, n) * AA_PASSES
+        elif name == CORRUPTIONS:
+            fwd += min(ev.corruptions_n or n, n) * len(chosen(ev, shape)[0]) * len(SEVERITIES)
+        else:
+            spec = ATTACKS.get(name)
+            fwd_bwd += n * spec.steps * spec.restarts
+    fwd_bwd += n * 20 * (len(ev.curve_eps) + probes + (1 if student else 0))
+    if ev.sanity.enabled:
+        m = min(ev.sanity.n or n, n)
+        fwd_bwd += m * (20 + ev.sanity.strong_steps * ev.sanity.strong_restarts + 1)
+        fwd += 2 * min(ev.batch_size, m)
+    return fwd_bwd, fwd
+
+
+@lru_cache(maxsize=None)
+def _corrupt_seconds(names: tuple[str, ...], shape: tuple[int, int, int]) -> float:
+    """Seconds this host takes to corrupt one image of ``shape`` at every one of ``names`` and severity."""
+    x = np.random.default_rng(0).integers(0, 256, (2, *shape), dtype=np.uint8)
+    t0 = time.perf_counter()
+    for name in names:
+        for severity in SEVERITIES:
+            corrupt(x, name, severity, np.random.default_rng(severity))
+    return (time.perf_counter() - t0) / len(x)
+
+
+def corruption_seconds(ev: EvalConfig, shape: tuple[int, int, int], n: int) -> float:
+    """The host's time to generate one model's corrupted images (each model's evaluation generates its
+    own; none where they are read from the published .npy files or corruptions are not evaluated)."""
+    if CORRUPTIONS not in ev.attacks or ev.corruptions_dir:
+        return 0.0
+    return min(ev.corruptions_n or n, n) * _corrupt_seconds(chosen(ev, shape)[0], shape)
+
+
+def data_shape(data: DataConfig) -> tuple[int, int, int, int, int]:
+    """(train images, test images, channels, size, classes) of a config's data, without loading it. A class
+    subset (``digits@0-4``) keeps its share of each split and its number of classes: CIFAR's and STL-10's
+    classes are balanced, the digits' split is stratified."""
+    base, _, subset = data.name.partition("@")
+    n_train, n_test, channels, size, classes = KNOWN.get(base, KNOWN["cifar10"])
+    n_train = min(n_train, data.train_limit or n_train)  # the limit applies before the subset (load_dataset)
+    if subset:
+        k = len(parse_classes(subset, classes, base))
+        n_train, n_test, classes = round(n_train * k / classes), round(n_test * k / classes), k
+    return n_train, n_test, channels, data.image_size or size, classes
+
+
 def train_step_seconds(spec, mcfg: RunConfig, flops: float, shape: tuple[int, int, int],
                        device: torch.device, batch: int) -> float:
     """Seconds per image of a step of ``flops`` FLOPs: each part at the rate of the network that runs it."""
@@ -202,7 +273,7 @@ def train_step_seconds(spec, mcfg: RunConfig, flops: float, shape: tuple[int, in
         r = measure(getattr(mcfg, TEACHER_ROLES[role]).arch, channels, size, classes, device, batch)
         seconds, rest = seconds + r.seconds_fwd(r.fwd_flops), rest - r.fwd_flops
     inner = spec.cls.inner
-    if inner and inner.teacher_at.startswith("x'"):  # the attack takes the teacher's input gradient every step
+    if inner and inner.through_teacher:  # the attack takes the teacher's input gradient every step
         attack = mcfg.attack.steps * t.fwd_bwd_flops
         seconds, rest = seconds + t.seconds_fwd_bwd(attack), rest - attack
     return seconds + s.seconds_fwd_bwd(max(rest, 0.0))
@@ -213,16 +284,14 @@ def estimate(preset: Preset, methods: list, device: torch.device) -> tuple[list[
     config (bench.config.protocol), with its checkpoint policy's per-epoch scoring and, for a best-*
     policy, the evaluation of the last epoch beside the best."""
     cfg = preset.config
-    base = cfg.data.name.partition("@")[0]
-    n_train_all, n_test, channels, size, classes = KNOWN.get(base, KNOWN["cifar10"])
-    n_train_all = min(n_train_all, cfg.data.train_limit or n_train_all)
-    size = cfg.data.image_size or size
+    n_train_all, n_test, channels, size, classes = data_shape(cfg.data)
     batch = cfg.train.batch_size
     s = measure(cfg.student_arch, channels, size, classes, device, batch)
     t = measure(cfg.teacher.arch, channels, size, classes, device, batch)
     n = min(cfg.eval.n or n_test, n_test)
-    aa_n = min(cfg.eval.aa_n or n, n) if "aa" in cfg.eval.attacks else 0
-    per_eval = n * (1 + 20 + 30 + 20 + 20 * len(cfg.eval.curve_eps) + 20 * len(cfg.probe.targets)) + aa_n * AA_PASSES
+    aa_n = min(cfg.eval.aa_n or n, n) if AA_NAME in cfg.eval.attacks else 0
+    targets = len(cfg.probe.targets)
+    generate_s = corruption_seconds(cfg.eval, (channels, size, size), n)
     rows = []
     for spec in methods:
         mcfg = method_config(cfg, spec.cls)
@@ -239,12 +308,14 @@ def estimate(preset: Preset, methods: list, device: torch.device) -> tuple[list[
                    + swa_epochs * n_train / s.fwd)
         # the last epoch beside a best-* checkpoint: clean, PGD-20, AutoAttack
         last = (n * (1 + 20) + aa_n * AA_PASSES) if policy != "last" else 0
-        eval_s = (per_eval + last) / s.fwd_bwd
+        fb, fw = eval_passes(cfg.eval, n, targets, True, (channels, size, size))
+        eval_s = (fb + last) / s.fwd_bwd + fw / s.fwd + generate_s
         rows.append({"method": spec.label, "protocol": mcfg.protocol, "epochs": mcfg.train.epochs,
                      "checkpoint": policy, "train_mflop_per_image": flops / 1e6, "counted_on": counted_on,
                      "train_h": train_s / 3600, "eval_h": eval_s / 3600,
                      "seeds": len(preset.seeds), "total_h": len(preset.seeds) * (train_s + eval_s) / 3600})
-    teacher_eval_h = per_eval / t.fwd_bwd / 3600
+    fb, fw = eval_passes(cfg.eval, n, targets, False, (channels, size, size))
+    teacher_eval_h = (fb / t.fwd_bwd + fw / t.fwd + generate_s) / 3600
     rows.append({"method": f"teacher ({cfg.teacher.kind} {cfg.teacher.arch}) evaluation", "train_h": 0.0, "eval_h": teacher_eval_h,
                  "seeds": 1, "total_h": teacher_eval_h})
     info = {"device": str(device), "batch": s.batch, "teacher_batch": t.batch, "student_fwd_bwd": s.fwd_bwd, "student_fwd": s.fwd,
@@ -333,10 +404,22 @@ def _mflop(value: float | None) -> str:
     return f"{value:.0f}" if value >= 1000 else f"{value:.4g}"
 
 
-def _unit(device: torch.device, short: bool = False) -> str:
+def _unit(device: torch.device) -> str:
     if device.type == "cuda":
-        return "GPU-h" if short else "GPU-hours"
-    return f"h on this {device.type}" if short else f"hours on {device.type} (no GPU here: rerun on the GPU host)"
+        return "GPU-hours"
+    return f"hours on {device.type} (no GPU here: rerun on the GPU host)"
+
+
+def _duration(hours: float) -> str:
+    """Hours as a person reads them: 23 s, 4.2 min, 1.3 h (two decimals of an hour hide a whole small run)."""
+    seconds = hours * 3600
+    if seconds < 1:
+        return "<1 s"
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.2g} min" if seconds < 600 else f"{seconds / 60:.0f} min"
+    return f"{hours:.1f} h"
 
 
 def paper_plan_lines(name: str, scale: str, preset: Preset, rows: list[dict], info: dict,
@@ -390,7 +473,7 @@ def grid_plan_lines(executor: str, grid, methods: list[str], seeds, rows: list[d
     """The jobs of a grid (bench.runs.executors.Grid), each a command, with its estimated hours."""
 
     hours = {r["method"]: r["train_h"] + r["eval_h"] for r in rows}
-    unit = _unit(device, short=True)
+    unit = "GPU" if device.type == "cuda" else f"on this {device.type}"
     lines = [f"{executor}: {len(grid.runs) + 2} jobs for run-set {grid.runset} ({len(methods)} methods x {len(seeds)} "
              f"seeds, the teacher first, the report last); hours from bench/runs/estimate.py, measured on {device}",
              f"  teacher  {command(grid.teacher)}"]
@@ -398,9 +481,9 @@ def grid_plan_lines(executor: str, grid, methods: list[str], seeds, rows: list[d
     for method, _seed, argv in grid.runs:
         h = hours[parse_method(method).label]
         total += h
-        lines.append(f"  {h:7.2f} {unit}  {command(argv)}")
+        lines.append(f"  {_duration(h):>8s} {unit}  {command(argv)}")
     lines.append(f"  report   {command(grid.report)}")
-    lines.append(f"estimate: {total:.1f} {unit} in all (the teacher's training not included)")
+    lines.append(f"estimate: {_duration(total)} {unit} in all (the teacher's training not included)")
     return lines
 
 

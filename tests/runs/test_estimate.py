@@ -7,13 +7,13 @@ from dataclasses import replace
 import pytest
 import torch
 
-from bench.config.schema import AttackConfig, RunConfig, TrainConfig
+from bench.config.schema import AttackConfig, DataConfig, EvalConfig, RunConfig, SanityConfig, TrainConfig
 from bench.data.splits import select_classes
 from bench.models import build_model
 from bench.runs import estimate
-from bench.train.loop import FLOPS_KEY, train_model
-from methods import parse_method
-from methods.base import Context
+from bench.train.loop import FLOPS_KEY, adversarial_examples, train_model
+from methods import METHODS, parse_method
+from methods.base import Batch, Context
 
 CPU = torch.device("cpu")
 
@@ -67,3 +67,53 @@ def test_each_part_of_a_step_runs_at_its_networks_rate(monkeypatch):
     adaad = estimate.train_step_seconds(parse_method("adaad"), cfg, flops, shape, CPU, 2)
     teacher = 1e8 / 8e9 + 10 * 1e8 / 4e9
     assert adaad == pytest.approx(teacher + (flops - 1e8 - 10 * 1e8) / 1e9) and adaad < plain
+
+
+@pytest.mark.parametrize("label", [n for n in METHODS.names() if METHODS.get(n).inner is not None])
+def test_through_teacher_says_what_the_attack_does(label):
+    """The cost model charges a teacher forward-backward per attack step exactly where the method declares
+    InnerMax.through_teacher; the declaration is checked against what the attack feeds the teacher."""
+    spec = parse_method(label)
+    cfg = RunConfig(attack=AttackConfig(eps=0.2, steps=2))
+    torch.manual_seed(0)
+    student, teacher = build_model(cfg.student_arch, 3, 1), build_model(cfg.teacher.arch, 3, 1).eval()
+    ctx = Context(num_classes=3, n_train=8, train_labels=torch.arange(8) % 3, student_dim=student.feature_dim,
+                  teacher_dim=teacher.feature_dim, device=CPU, epochs=1,
+                  build_student=lambda: build_model(cfg.student_arch, 3, 1))
+    method = spec.build(ctx)
+    roles = {role: build_model(cfg.teacher.arch, 3, 1).eval() for role in spec.cls.teachers}
+    batch = Batch(torch.rand(8, 1, 8, 8), torch.arange(8) % 3, torch.arange(8), student,
+                  teacher if spec.cls.needs_teacher else None, 0, generator=torch.Generator(), teachers=roles)
+    grads: list[bool] = []
+    hook = teacher.register_forward_pre_hook(lambda module, args: grads.append(args[0].requires_grad))
+    try:
+        adversarial_examples(method, batch, cfg.attack)
+    finally:
+        hook.remove()
+    assert any(grads) == spec.cls.inner.through_teacher
+
+
+def test_a_class_subset_is_costed_on_its_own_images(digits):
+    """digits@0-4 trains on half the digits: the estimate used to cost the whole set (twice the run)."""
+    train, test, channels, size, classes = estimate.data_shape(DataConfig(name="digits@0-4"))
+    real = select_classes(digits, [0, 1, 2, 3, 4], "digits@0-4")
+    assert abs(train - len(real.y_train)) <= 2 and abs(test - len(real.y_test)) <= 2
+    assert (channels, size, classes) == (1, 8, 5)
+    assert estimate.data_shape(DataConfig(name="cifar10@0,3", train_limit=1000, image_size=16)) == (200, 2000, 3, 16, 2)
+
+
+def test_the_evaluations_passes_follow_its_config():
+    n = 100
+    bare = EvalConfig(attacks=("clean", "pgd20"), curve_eps=(), sanity=SanityConfig(enabled=False))
+    assert estimate.eval_passes(bare, n, 0, False, (1, 8, 8)) == (20 * n, n)
+    assert estimate.eval_passes(bare, n, 2, True, (1, 8, 8)) == (20 * n + 3 * 20 * n, n)  # probes, structure
+    sane = replace(bare, sanity=SanityConfig(n=50))
+    assert estimate.eval_passes(sane, n, 0, False, (1, 8, 8))[0] == 20 * n + 50 * (20 + 100 * 3 + 1)
+    corrupted = replace(bare, attacks=("clean", "corruptions"), corruptions_n=40, corruptions=("contrast", "fog"))
+    assert estimate.eval_passes(corrupted, n, 0, False, (3, 32, 32)) == (0, n + 40 * 2 * 5)
+
+
+@pytest.mark.parametrize("hours,text", [(0.0001, "<1 s"), (0.01, "36 s"), (0.05, "3 min"), (0.5, "30 min"),
+                                        (2.345, "2.3 h")])
+def test_durations_read_at_every_scale(hours, text):
+    assert estimate._duration(hours) == text  # 0.01 h printed as "0.01 h" hid a 36 s job
