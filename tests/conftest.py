@@ -1,3 +1,5 @@
+import os
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -5,6 +7,13 @@ import torch.nn.functional as F
 from bench.data.images import to_float
 from bench.data.sources import load_dataset
 from bench.models import build_model
+
+# Under pytest-xdist (-n N) the workers share the cores: each one, and the processes its tests start, gets
+# cores / N threads instead of every core (oversubscribed, small networks run several times slower).
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    _threads = max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+    os.environ["OMP_NUM_THREADS"] = str(_threads)
+    torch.set_num_threads(_threads)
 
 
 @pytest.fixture(scope="session")

@@ -297,10 +297,11 @@ def cmd_regress(args) -> int:
     if args.update:
         t0 = time.perf_counter()
         baseline_seeds = args.baseline_seeds or (resolved.preset.baseline_seeds if not args.seeds else None)
-        regress.update(cfg, methods, seeds, path, args.reason, tuple(baseline_seeds) if baseline_seeds else None)
+        regress.update(cfg, methods, seeds, path, args.reason, tuple(baseline_seeds) if baseline_seeds else None,
+                       args.jobs, tuple(_method_files(args)))
         print(f"baseline written: {path} ({time.perf_counter() - t0:.0f} s)")
         return 0
-    verdict = regress.check(cfg, methods, seeds, path, substitute)
+    verdict = regress.check(cfg, methods, seeds, path, substitute, args.jobs, tuple(_method_files(args)))
     print("\n".join(verdict.lines()))
     return 0 if verdict.passed else 1
 

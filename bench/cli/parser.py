@@ -337,6 +337,9 @@ def build_parser() -> Parser:
     reg.add_argument("--aa-n", type=_int_range(1, 10**7, "--aa-n"),
                      help="AutoAttack on the first N test images (default: the preset's)")
     reg.add_argument("--methods", type=_names, help="comma list (default: the preset's)")
+    reg.add_argument("--jobs", type=_int_range(1, 64, "--jobs"), default=1,
+                     help="processes side by side, each with whole seeds and its share of the CPU threads "
+                          "(default 1; CI runs 2 on its 2 cores)")
     _add_config_args(reg)
 
     exp = sub.add_parser("export", help="export a student in RobustBench's format (model_info JSON + checkpoint; "

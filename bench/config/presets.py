@@ -161,7 +161,7 @@ def all_presets() -> dict[str, Preset]:
 
 
 def smoke(preset: Preset) -> Preset:
-    """Any preset shrunk so its whole path runs on a CPU in seconds: 256 training and 64 test images,
+    """Any preset shrunk so its whole path runs on a CPU in seconds: 256 training and 32 test images (8 corrupted),
     two epochs, PGD-2 training attack, 1/8-width networks, a teacher trained here for one epoch instead
     of a downloaded one, synthetic stand-ins for data files that are missing. Numbers are meaningless."""
 
@@ -177,8 +177,9 @@ def smoke(preset: Preset) -> Preset:
         # two epochs: a best-* policy has a choice to make, so best and last both get evaluated
         train=replace(c.train, epochs=2, batch_size=64, milestones=()),
         attack=replace(c.attack, steps=2), limit=Limit(epochs=2, attack_steps=2),  # caps over any recipe
-        eval=replace(c.eval, n=64, aa_n=8, curve_eps=c.eval.curve_eps[:2],
-                     sanity=replace(c.eval.sanity, n=32, strong_steps=10, strong_restarts=1)),
+        # evaluation is most of a smoke run's time: few images, every attack and corruption still runs
+        eval=replace(c.eval, n=32, aa_n=8, curve_eps=c.eval.curve_eps[:2], corruptions_n=8,
+                     sanity=replace(c.eval.sanity, n=16, strong_steps=10, strong_restarts=1)),
         probe=replace(c.probe, epochs=2)))
 
 

@@ -87,7 +87,8 @@ def test_paper_smoke_end_to_end_in_both_protocols(capsys, tmp_path, monkeypatch,
     assert rslad["config"]["input_norm"] == "none" and rslad["checkpoints"]["policy"] == "best-test-pgd20"
     record = json.loads((tmp_path / "r2" / "cifar10-resnet18-smoke" / rslad["run_id"] / "record.json").read_text())
     assert "test_pgd20" in record["history"][0] and {"best", "last"} <= set(rslad["checkpoints"])
-    assert list(pd.read_csv(out / "best_last.csv")["Method"]) == ["rslad:scale=0.1"]
+    # a 2-epoch student may predict one class, which the large-eps sanity check rightly flags (⚠)
+    assert [m.removesuffix(" ⚠") for m in pd.read_csv(out / "best_last.csv")["Method"]] == ["rslad:scale=0.1"]
     assert "| rslad | train.epochs | 2 | 300 |" in readme and "caps every recipe" in readme  # the recipes themselves
     common_ids = {p.name for p in (tmp_path / "r" / "cifar10-resnet18-smoke").iterdir()}
     assert not common_ids & {r["run_id"] for r in runs.values()}

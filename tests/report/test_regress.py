@@ -24,6 +24,28 @@ def test_compare_verdicts():
 
 
 @pytest.mark.slow
+def test_jobs_split_the_seeds_and_give_one_process_s_numbers():
+    """--jobs 2: every seed runs once, in seed order, with the numbers one process gets on as many threads
+    (a seed run twice, or lost, or a worker on other threads, changes them)."""
+    import torch
+
+    from bench.config.resolve import resolve
+    from bench.report.regress import run_regression
+
+    cfg = resolve("regress", overrides=["train.epochs=1", "teacher.train.epochs=1", "eval.n=40", "structure=false",
+                                        "eval.attacks=[clean,fgsm]", "eval.sanity.enabled=false",
+                                        "probe.targets=[]"]).config
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the two workers' share of a 2-thread process
+    try:
+        alone = run_regression(cfg, ["pgd-at"], (0, 1, 2))
+    finally:
+        torch.set_num_threads(threads)
+    split = run_regression(cfg, ["pgd-at"], (0, 1, 2), jobs=2 * threads)
+    assert split == alone and len(alone["teacher"]["clean"]) == 3
+
+
+@pytest.mark.slow
 def test_regress_passes_on_itself_and_flags_a_weakened_method(capsys, tmp_path, monkeypatch):
     """A small version of the preset's design (10-epoch PGD-AT beside a one-epoch natural teacher, PGD-20
     on 120 images; an 8-seed baseline, a 3-seed check): the same code passes; PGD-AT whose training
@@ -40,7 +62,9 @@ def test_regress_passes_on_itself_and_flags_a_weakened_method(capsys, tmp_path, 
     assert main(base) == 2  # no baseline yet: one clear line
     assert "no baseline" in capsys.readouterr().err
     assert main(base + ["--update"]) == 2
-    assert main(base + ["--update", "--reason", "test baseline", "--baseline-seeds", "0,1,2,3,4,5,6,7"]) == 0
+    # the baseline's 8 seeds in two processes (--jobs 2, as CI runs the check): every seed comes back
+    assert main(base + ["--update", "--reason", "test baseline", "--baseline-seeds", "0,1,2,3,4,5,6,7",
+                        "--jobs", "2"]) == 0
     stored = json.loads((tmp_path / "b.json").read_text())
     assert stored["history"][-1]["why"] == "test baseline" and stored["seeds"] == list(range(8))
     assert stored["check_seeds"] == [0, 1, 2] and len(stored["values"]["pgd-at"]["pgd20"]) == 8
