@@ -36,12 +36,13 @@ def test_jobs_split_the_seeds_and_give_one_process_s_numbers():
                                         "eval.attacks=[clean,fgsm]", "eval.sanity.enabled=false",
                                         "probe.targets=[]"]).config
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the two workers' share of a 2-thread process
     try:
+        torch.set_num_threads(1)  # one process on one thread ...
         alone = run_regression(cfg, ["pgd-at"], (0, 1, 2))
+        torch.set_num_threads(2)  # ... and two workers sharing two: one thread each, on any machine
+        split = run_regression(cfg, ["pgd-at"], (0, 1, 2), jobs=2)
     finally:
         torch.set_num_threads(threads)
-    split = run_regression(cfg, ["pgd-at"], (0, 1, 2), jobs=2 * threads)
     assert split == alone and len(alone["teacher"]["clean"]) == 3
 
 
