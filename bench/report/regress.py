@@ -211,9 +211,10 @@ def run_regression(cfg: RunConfig, methods: list[str], seeds: tuple[int, ...],
 
     ``jobs`` > 1: the seeds are split over that many processes (a standard-library process pool), each
     with its share of this process's threads and whole seeds, so that no process waits for another's
-    teacher. Two one-thread processes on a 2-core CPU finish two seeds of the preset 1.34x sooner than one
-    process with both threads (179 s against 240 s; benchmarks/regress_jobs.py). The numbers are those of a run on that many
-    threads: another float trajectory, as on another machine, which the bands allow for."""
+    teacher. Two one-thread processes on a 2-core CPU finish two seeds of the preset 1.34x sooner than
+    one process with both threads (179 s against 240 s; benchmarks/regress_jobs.py). The numbers are
+    those of a run on that many threads: another float trajectory, as on another machine, which the
+    bands allow for."""
 
     substitute = substitute or {}
     unknown = set(substitute) - set(methods)
