@@ -3,8 +3,9 @@
 Runs candidate configurations of the regression check (the ``regress`` preset with dotted overrides)
 on seeds 0..N-1 from scratch, and prints, side by side, each candidate's per-(row, metric) seed sd,
 its wall time per seed, and the drop ``bench regress`` would detect with 80 % power if the candidate
-were the preset with a 12-seed baseline and a check of k seeds (k = 3 ... 8; the band formula and the
-false-alarm split of bench/report/regress.py, with the measured sds standing for both runs'). Every candidate's per-seed values
+were the preset with a 16-seed baseline and a check of k seeds (k = 3 ... 8; the mean test of
+bench/report/bands.py at its focus share of the family's rate, uncalibrated, with the measured sds for
+the baseline's). Every candidate's per-seed values
 and seconds are kept in ``--out`` (one JSON file, rewritten after each candidate), so an interrupted
 scan resumes where it stopped and ``--table`` reprints it without running anything.
 
@@ -24,7 +25,10 @@ from pathlib import Path
 
 from bench.common.io import atomic_write_json
 from bench.config.resolve import resolve
-from bench.report.regress import POWER, _t, _z, alphas, run_regression
+from scipy import stats
+
+from bench.report.bands import FAMILY_ALPHA, POWER, SHARES
+from bench.report.regress import run_regression
 
 # Each candidate: dotted overrides of the regress preset, explicit in every knob a candidate varies, so
 # that a candidate means the same runs whatever the preset holds today. OLD is the preset before issue 19.
@@ -43,21 +47,22 @@ QUICK = {"eval.attacks": ["clean", "fgsm", "pgd20", "cw"], "eval.sanity.enabled"
          "probe.targets": []}
 KEY = ("pgd20", "aa")                        # the metrics the target is stated for
 ROBUST_ROWS = ("teacher", "gacd", "ard", "pgd-at")  # the rows the issue's target names
-BASELINE_SEEDS = 12                          # the baseline is made once, offline, with this many seeds
+BASELINE_SEEDS = 16                          # the baseline is made once, offline, with this many seeds
+FOCUS_ALPHA = FAMILY_ALPHA * SHARES["focus-drop"] / (len(KEY) * len(ROBUST_ROWS))
 
 
-def detectable(sd: float, n: int, alpha: float, n_base: int = BASELINE_SEEDS) -> float:
+def detectable(sd: float, n: int, alpha: float = FOCUS_ALPHA, n_base: int = BASELINE_SEEDS) -> float:
     """The drop the regress bands flag with probability POWER for a metric of seed sd ``sd`` when the
     baseline has ``n_base`` seeds, the check ``n``, and the comparison is made at false-alarm rate
-    ``alpha`` (its share of the family's): the row's own t-margin (n_base + n - 2 df) plus z_POWER sd."""
-    return (_t(1 - alpha, n_base + n - 2) + _z(POWER)) * sd * math.sqrt(1 / n_base + 1 / n)
+    ``alpha`` (its share of the family's): the moderated t-margin (2 (n_base - 1) df) plus z_POWER sd."""
+    crit = stats.t.isf(alpha, 2 * (n_base - 1)) + stats.norm.ppf(POWER)
+    return crit * sd * math.sqrt(1 / n_base + 1 / n)
 
 
 def table(results: dict) -> str:
     lines = []
     for name, res in results.items():
         values, per_seed = res["values"], res["seconds"] / len(res["seeds"])
-        rates = alphas(values)
         lines.append(f"\n## {name}: {json.dumps(res['overrides'])}  ({len(res['seeds'])} seeds, "
                      f"{per_seed:.0f} s per seed{', quick' if res.get('quick') else ''})")
         metrics = sorted({k for v in values.values() for k in v}, key=lambda k: (k not in KEY, k))
@@ -70,7 +75,7 @@ def table(results: dict) -> str:
                              if len(v) > 1 else f"{'':18s}")
             lines.append(f"{row:10s} " + " ".join(cells))
         for n in (3, 4, 5, 6, 8):
-            worst = {k: max((detectable(statistics.stdev(values[r][k]), n, rates[r, k])
+            worst = {k: max((detectable(statistics.stdev(values[r][k]), n)
                              for r in ROBUST_ROWS if k in values.get(r, {})), default=None) for k in KEY}
             drops = ", ".join(f"{k} {100 * d:.1f}" for k, d in worst.items() if d is not None)
             lines.append(f"  check with {n} seeds ({n * per_seed / 60:.1f} min), baseline {BASELINE_SEEDS}: "
@@ -101,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
             continue  # done with these very overrides (resumed)
         resolved = resolve("regress", overrides=overrides)
         t0 = time.perf_counter()
-        values = run_regression(resolved.config, list(resolved.methods), seeds)
+        values = run_regression(resolved.config, list(resolved.methods), seeds).values
         results[key] = {"overrides": overrides, "seeds": list(seeds), "quick": args.quick,
                         "seconds": time.perf_counter() - t0, "values": values}
         atomic_write_json(out, results)

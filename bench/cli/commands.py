@@ -295,13 +295,15 @@ def cmd_regress(args) -> int:
     path = Path(args.baseline) if args.baseline else regress.BASELINE_DIR / f"{args.preset}.json"
     substitute = regress.parse_substitute(args.substitute)
     if args.update:
-        t0 = time.perf_counter()
-        baseline_seeds = args.baseline_seeds or (resolved.preset.baseline_seeds if not args.seeds else None)
-        regress.update(cfg, methods, seeds, path, args.reason, tuple(baseline_seeds) if baseline_seeds else None,
-                       args.jobs, tuple(_method_files(args)))
-        print(f"baseline written: {path} ({time.perf_counter() - t0:.0f} s)")
-        return 0
-    verdict = regress.check(cfg, methods, seeds, path, substitute, args.jobs, tuple(_method_files(args)))
+        baseline_seeds = args.baseline_seeds or resolved.preset.baseline_seeds
+        if not baseline_seeds:
+            raise BenchError("--update needs --baseline-seeds (the preset names none)")
+        done = regress.update(cfg, methods, seeds, path, args.reason, tuple(baseline_seeds), args.jobs,
+                              tuple(_method_files(args)), args.accept_moves)
+        print("\n".join(done.lines))
+        return 0 if done.written else 1
+    verdict = regress.check(cfg, methods, seeds, path, substitute, args.jobs, tuple(_method_files(args)),
+                            args.all)
     print("\n".join(verdict.lines()))
     return 0 if verdict.passed else 1
 

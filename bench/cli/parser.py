@@ -322,11 +322,17 @@ def build_parser() -> Parser:
     reg.add_argument("--baseline", help="baseline file (default results/baselines/<preset>.json)")
     reg.add_argument("--update", action="store_true", help="rewrite the baseline from this run (default: compare)")
     reg.add_argument("--reason", help="why the baseline changes (required with --update; default none)")
+    reg.add_argument("--accept-moves", action="store_true",
+                     help="with --update: write the new baseline even where a mean moved outside the old "
+                          "one's band (default: refuse, keeping the run for the accepted update)")
+    reg.add_argument("--all", action="store_true",
+                     help="print every comparison (default: the focus ones and every failure)")
     reg.add_argument("--substitute", type=_names, help="method=variant pairs scored against the method's "
                                                        "baseline, e.g. ard=ard:alpha=0 (checks the check; default none)")
     reg.add_argument("--seeds", type=_seeds, help="comma list of the seeds a check runs (default: the preset's)")
-    reg.add_argument("--baseline-seeds", type=_seeds, help="comma list of the seeds --update runs (default: the "
-                                                          "preset's baseline seeds, else --seeds)")
+    reg.add_argument("--baseline-seeds", type=_seeds, help="comma list of the seeds --update runs besides the "
+                                                          "check's, none of them a check seed (default: the "
+                                                          "preset's baseline seeds)")
     reg.add_argument("--epochs", type=_int_range(1, 10000, "--epochs"), help="student epochs (default: the preset's)")
     reg.add_argument("--teacher-epochs", type=_int_range(1, 10000, "--teacher-epochs"),
                      help="teacher epochs (default: the preset's)")

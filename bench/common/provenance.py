@@ -135,3 +135,35 @@ def git_commit() -> str | None:
 
 def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo on Linux; platform's answer elsewhere)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _blas() -> str:
+    """The BLAS torch was built with, as torch's build configuration names it."""
+    import torch
+
+    for line in torch.__config__.show().splitlines():
+        if "BLAS_INFO=" in line:
+            return line.split("BLAS_INFO=", 1)[1].split(",")[0].strip()
+    return "unknown"
+
+
+def machine_facts(device: str = "cpu") -> dict:
+    """What float rounding depends on, beside the code: torch and its BLAS, threads, CPU, device."""
+    import torch
+
+    facts = {"torch": torch.__version__, "blas": _blas(), "threads": torch.get_num_threads(),
+             "cpu": _cpu_model(), "device": device, "python": platform.python_version()}
+    if device.startswith("cuda") and torch.cuda.is_available():
+        facts["gpu"] = torch.cuda.get_device_name(0)
+    return facts

@@ -3,190 +3,261 @@
 On another machine (another CPU make, another library build) float rounding sends training down
 another trajectory, much as a new seed does. The bands therefore come from the seed spread, and
 every row has one: the regress preset trains one teacher per seed, so the teacher row has a spread
-too. The baseline is made once with many seeds (``--update`` runs the preset's ``baseline_seeds``),
-so its mean and its seed sd are precise; the check then re-runs the few seeds CI can afford. A
-metric fails when the mean of the check's n seeds falls below
-
-    baseline mean - max(FLOOR, t_q(df) * sd * sqrt(1/n_base + 1/n)),   q = 1 - alpha_i
-
-taking the larger of two (sd, df): the row's own seed sd from the baseline's and this run's seeds
-together, and the baseline's sd of that metric pooled over the rows alike (see ``bands``). The chance of
-*any* false alarm in a check of unchanged code is held at FAMILY_ALPHA by a weighted Bonferroni
-split: the focus comparisons (PGD-20 and AutoAttack of every robust row, one whose baseline PGD-20
-is at least ROBUST_ROW) share FOCUS_SHARE of it, every other comparison the rest. Each band states
-the drop it detects with POWER probability; tests/report/test_regress_bands.py checks both rates
-by simulation. Runs always start from scratch (teachers included) in a temporary folder.
+too. The baseline is made once with many seeds (``--update`` runs the preset's ``baseline_seeds``)
+and, beside them, the check's own seeds, which it never contains: the check re-runs those few seeds
+and is an independent test of the same code. The statistics are in ``bench.report.bands``: bands
+from the baseline alone, both sides, one-seed prediction bounds, and a family-wise false-alarm rate
+of 5 % calibrated by simulation. Besides its band every comparison fails on a missing or NaN value,
+and the check fails on any sanity flag of its runs and on a metric the baseline lacks.
+Runs always start from scratch (teachers included) in a temporary folder.
 """
 from __future__ import annotations
 
 import getpass
 import json
 import math
-import statistics
 import tempfile
 import time
-from dataclasses import asdict, dataclass
-from functools import lru_cache
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 from bench.common.errors import BenchError
 from bench.common.io import atomic_write_json
-from bench.common.provenance import git_commit, now
+from bench.common.provenance import git_commit, machine_facts, now
 from bench.config.schema import RunConfig, config_hash
+from bench.report import bands as stats
 from bench.runs.orchestrate import run_methods
 from bench.runs.record import RunRecord
 from methods import parse_method
 
-FLOOR = 0.02          # two accuracy points
-FAMILY_ALPHA = 0.05   # chance of any false alarm in one check of unchanged code
-POWER = 0.8           # the power at which each band states its detectable drop
-FOCUS_METRICS = ("pgd20", "aa")
-FOCUS_SHARE = 0.8     # of FAMILY_ALPHA, spent on the focus comparisons (the numbers a release is judged by)
-ROBUST_ROW = 0.2      # a row whose baseline PGD-20 mean is at least this is robust: its focus metrics get focus
+FORMAT = 2            # the baseline file's format (1: bands widened by the check's own seeds)
 BASELINE_DIR = Path("results") / "baselines"
+# What a run produces and the check does not compare, and why (every other number is compared).
+NOT_COMPARED = {
+    "timings": "machine speed, not the code's numbers",
+    "per-class range, worst_class and noise": "the spread is compared as the class std, the worst class as "
+                                              "its accuracy; its index is a label, the noise floor, bias, n "
+                                              "and interval follow from the class sizes",
+    "structure correlation matrices": "figures, not single numbers (their summaries corr_gap are compared)",
+    "sanity check values": "any sanity flag fails the check instead",
+}
+CLASS_STATS = ("worst", "std")
+STRUCTURE_PARTS = ("clean", "adv", "transfer")
+
+
+def _scalars(node: dict, prefix: str) -> dict[str, float]:
+    return {f"{prefix}:{k}": float("nan") if v is None else float(v) for k, v in node.items()
+            if isinstance(v, (int, float)) or v is None}
 
 
 def metric_values(rec: RunRecord) -> dict[str, float]:
-    """Every accuracy a record holds: the protocol's and each transfer target's."""
+    """Every number a record holds that the check compares: the protocol's accuracies, each transfer
+    target's, the per-class worst class and spread, and the teacher-student structure."""
     values = {k: float(v) for k, v in rec.metrics.items()}
     for target, tr in rec.transfer.items():
-        values.update({f"transfer:{target}:{k}": float(v) for k, v in tr["metrics"].items()})
+        values.update(_scalars(tr["metrics"], f"transfer:{target}"))
+    for attack, summary in (rec.per_class or {}).get("summary", {}).items():
+        values.update(_scalars({k: summary.get(k) for k in CLASS_STATS}, f"class:{attack}"))
+    for part in STRUCTURE_PARTS:
+        values.update(_scalars((rec.structure or {}).get(part, {}), f"structure:{part}"))
     return values
 
 
-def collect(records: list[RunRecord], labels: dict[str, str]) -> dict[str, dict[str, list[float]]]:
-    """{row: {metric: [value per seed]}}; ``labels`` maps a run's method label to the row it fills."""
-    out: dict[str, dict[str, list[float]]] = {}
+@dataclass
+class Measured:
+    """What one regression run measured: per row, each metric's values in seed order, and the sanity
+    flags that fired (row -> seed -> check names)."""
+    seeds: list[int]
+    values: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    flags: dict[str, dict[int, list[str]]] = field(default_factory=dict)
+
+
+def collect(records: list[RunRecord], labels: dict[str, str]) -> Measured:
+    """``labels`` maps a run's method label to the row it fills (a substitute scores as the original)."""
+    out = Measured(sorted({r.seed for r in records}))
     for rec in sorted(records, key=lambda r: r.seed):
         row = "teacher" if rec.role == "teacher" else labels.get(rec.method, rec.method)
         for metric, value in metric_values(rec).items():
-            out.setdefault(row, {}).setdefault(metric, []).append(value)
+            out.values.setdefault(row, {}).setdefault(metric, []).append(value)
+        fired = list((rec.sanity or {}).get("flags", []))
+        if fired:
+            out.flags.setdefault(row, {})[rec.seed] = fired
     return out
+
+
+def comparable(values: dict[str, dict[str, list[float]]]) -> tuple[dict, dict[str, str]]:
+    """(the baseline values the check compares, {row metric: why not} for the others): a metric must
+    have a finite value on every baseline seed to have a band."""
+    keep, dropped = {}, {}
+    n = max((len(v) for m in values.values() for v in m.values()), default=0)
+    for row, metrics in values.items():
+        for metric, vals in metrics.items():
+            if len(vals) == n and all(math.isfinite(v) for v in vals):
+                keep.setdefault(row, {})[metric] = vals
+            else:
+                dropped[f"{row} {metric}"] = "undefined or missing on some baseline seeds"
+    return keep, dropped
+
+
+def _matrix(values: dict[str, dict[str, list[float]]], d: stats.Design) -> np.ndarray:
+    """(B, K): the baseline's seeds by comparisons."""
+    return np.array([values[row][metric] for row, metric in d.keys], dtype=float).T
 
 
 @dataclass(frozen=True)
-class Band:
-    mean: float        # baseline mean over seeds
-    sd: float          # the row's own seed sd, from the baseline's and this run's seeds together
-    sd_pooled: float   # the baseline's seed sd of this metric, pooled over the rows alike (robust or not)
-    n: int
-    lowest: float      # the lowest mean over seeds that passes
-    detectable: float  # the true drop the check flags with probability POWER (the check's power, stated)
+class Bands:
+    """Every comparison's band, from a baseline: the allowed range of the check's mean, the lowest
+    value one check seed may take, and the changes of the true mean the check detects with POWER."""
+    design: stats.Design
+    mean: np.ndarray
+    sd: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+    seed_low: np.ndarray       # NaN where the metric has no one-seed test
+    detect: np.ndarray         # (K, 2): drop, rise
+    n_base: int
+
+    @classmethod
+    def of(cls, baseline: dict) -> "Bands":
+        cal = baseline["calibration"]
+        d = stats.design(baseline["values"], len(baseline["check_seeds"]), cal["shares"])
+        base = _matrix(baseline["values"], d)
+        b, n = base.shape[0], d.n_check
+        crit, sd, mean = stats.thresholds(cal["level"], d, b), stats.sigma(base, d.group), base.mean(0)
+        low, high, seed_low = (np.full(len(d.keys), np.nan) for _ in range(3))
+        for t in range(len(d.comp)):
+            k = d.comp[t]
+            if d.seed[t] >= 0:
+                seed_low[k] = mean[k] - crit[t] * sd[k] * math.sqrt(1 + 1 / b)
+            elif d.side[t] < 0:
+                low[k] = mean[k] - crit[t] * sd[k] * math.sqrt(1 / b + 1 / n)
+            else:
+                high[k] = mean[k] + crit[t] * sd[k] * math.sqrt(1 / b + 1 / n)
+        return cls(d, mean, sd, low, high, seed_low, stats.detectable(base, d, cal["level"]), b)
 
 
-@lru_cache(maxsize=None)
-def _z(q: float) -> float:
-    from scipy import stats
-    return float(stats.norm.ppf(q))
+def _verdict(got: list[float] | None, n: int, low: float, high: float, seed_low: float,
+             seeds: list[int]) -> str:
+    if not got or len(got) < n:
+        return "MISSING"
+    if not all(math.isfinite(v) for v in got):
+        return "NaN"
+    mean = sum(got) / len(got)
+    if mean < low:
+        return "DROP"
+    if mean > high:
+        return "RISE"
+    collapsed = [s for s, v in zip(seeds, got) if v < seed_low]
+    return f"SEED {','.join(map(str, collapsed))} LOW" if collapsed else "ok"
 
 
-@lru_cache(maxsize=None)
-def _t(q: float, df: int) -> float:
-    from scipy import stats
-    return float(stats.t.ppf(q, df))
-
-
-def _sd(values: list[float]) -> float:
-    return statistics.stdev(values) if len(values) > 1 and max(values) > min(values) else 0.0
-
-
-def _pooled_sd(samples: list[list[float]]) -> tuple[float, int]:
-    """Pooled standard deviation of several samples and its degrees of freedom."""
-    parts = [v for v in samples if len(v) > 1]
-    df = sum(len(v) - 1 for v in parts)
-    return (math.sqrt(sum((len(v) - 1) * _sd(v) ** 2 for v in parts) / df) if df else 0.0), df
-
-
-def robust_rows(values: dict[str, dict[str, list[float]]]) -> set[str]:
-    """The rows whose baseline PGD-20 mean is at least ROBUST_ROW."""
-    return {row for row, m in values.items() if m.get("pgd20") and statistics.mean(m["pgd20"]) >= ROBUST_ROW}
-
-
-def focus(values: dict[str, dict[str, list[float]]]) -> set[tuple[str, str]]:
-    """The (row, metric) pairs that get FOCUS_SHARE of the false-alarm rate: FOCUS_METRICS of the
-    robust rows."""
-    return {(row, metric) for row in robust_rows(values) for metric in FOCUS_METRICS if metric in values[row]}
-
-
-def alphas(values: dict[str, dict[str, list[float]]], family_alpha: float = FAMILY_ALPHA,
-           focus_share: float = FOCUS_SHARE) -> dict[tuple[str, str], float]:
-    """Each comparison's false-alarm rate: a weighted Bonferroni split of ``family_alpha`` (they sum to
-    it), ``focus_share`` of it over the focus pairs and the rest over the others; an equal split
-    when ``focus_share`` is 0 (baselines made before the split) or one group is empty."""
-    pairs = [(row, metric) for row, metrics in values.items() for metric in metrics]
-    chosen = focus(values) if focus_share else set()
-    if not chosen or len(chosen) == len(pairs):  # one group: the plain Bonferroni split
-        return {p: family_alpha / len(pairs) for p in pairs}
-    n_focus, n_rest = len(chosen), len(pairs) - len(chosen)
-    return {p: family_alpha * (focus_share / n_focus if p in chosen else (1 - focus_share) / n_rest) for p in pairs}
-
-
-def bands(values: dict[str, dict[str, list[float]]], now: dict[str, dict[str, list[float]]] | None = None,
-          floor: float = FLOOR, family_alpha: float = FAMILY_ALPHA, focus_share: float = FOCUS_SHARE,
-          n_now: int | None = None) -> dict[tuple[str, str], Band]:
-    """The allowed band of every (row, metric) of a baseline's per-seed values, given this run's.
-
-    The margin is the larger of two one-sided t-margins for the difference of the baseline's mean and
-    this run's, each at the comparison's share of ``family_alpha`` (``alphas``): one with the row's own
-    seed sd, estimated from the baseline's and this run's seeds together (n_base + n - 2 degrees of
-    freedom), and one with the baseline's seed sd of the metric pooled over the rows alike (the robust
-    rows, or the others; more degrees of freedom: it guards against a row whose own few seeds happen to
-    agree). Never less than ``floor``.
-    Without ``now`` (a band stated before the check runs) this run is taken to have ``n_now`` seeds
-    (default: as many as the baseline) and the baseline's own sd alone.
-    """
-    now = now or {}
-    rates = alphas(values, family_alpha, focus_share)
-    robust = robust_rows(values)
-    # the pooled sd of a metric is taken over rows alike: the robust rows together, the others together
-    pooled = {(metric, group): _pooled_sd([metrics.get(metric, []) for row, metrics in values.items()
-                                           if (row in robust) == group])
-              for metric in {k for metrics in values.values() for k in metrics} for group in (True, False)}
-    out = {}
-    for row, metrics in values.items():
-        for metric, vals in metrics.items():
-            n = len(vals)
-            mean = sum(vals) / n
-            got = now.get(row, {}).get(metric) or []
-            own, df_own = _pooled_sd([vals, got])
-            sd_pooled, df_pooled = pooled[metric, row in robust]
-            scale = math.sqrt(1 / n + 1 / (len(got) if got else (n_now or n)))
-            q = 1 - rates[row, metric]
-            margin = max(_t(q, df_own) * own if df_own else 0.0, _t(q, df_pooled) * sd_pooled if df_pooled else 0.0) * scale
-            margin = max(floor, margin)
-            # a true drop d moves the difference of the two means to -d with sd = sd_used * scale: the check
-            # flags it with probability POWER once d = margin + z_POWER * sd_used * scale
-            detectable = margin + _z(POWER) * max(own, sd_pooled) * scale
-            out[row, metric] = Band(mean, own, sd_pooled, n, mean - margin, detectable)
+def compare(baseline: dict, now: Measured) -> list[dict]:
+    """One row per comparison of the baseline (its verdict: ok, DROP, RISE, SEED s LOW, MISSING, NaN),
+    then one per sanity flag of the check's runs and per metric the baseline lacks."""
+    bands = Bands.of(baseline)
+    d, n = bands.design, bands.design.n_check
+    out = []
+    for k, (row, metric) in enumerate(d.keys):
+        got = now.values.get(row, {}).get(metric)
+        finite = [v for v in got or [] if math.isfinite(v)]
+        out.append({"row": row, "metric": metric, "baseline": bands.mean[k], "sd": bands.sd[k],
+                    "n": bands.n_base, "now": sum(finite) / len(finite) if finite else float("nan"),
+                    "low": bands.low[k], "high": bands.high[k], "seed_low": bands.seed_low[k],
+                    "detect": tuple(bands.detect[k]), "focus": bool(d.focus[k]),
+                    "verdict": _verdict(got, n, bands.low[k], bands.high[k], bands.seed_low[k],
+                                        now.seeds)})
+    for row, by_seed in now.flags.items():
+        for seed, names in by_seed.items():
+            out.append({"row": row, "metric": "sanity", "verdict": f"SANITY seed {seed}: {', '.join(names)}"})
+    known = set(d.keys) | {tuple(k.split(" ", 1)) for k in baseline.get("not_compared", {})}
+    for row, metrics in now.values.items():
+        out += [{"row": row, "metric": m, "verdict": "NEW: not in the baseline (re-baseline)"}
+                for m in metrics if (row, m) not in known]
     return out
 
 
-def compare(baseline: dict, now_values: dict[str, dict[str, list[float]]]) -> list[dict]:
-    rows = []
-    limits = bands(baseline["values"], now_values, baseline.get("floor", FLOOR),
-                   baseline.get("family_alpha", FAMILY_ALPHA), baseline.get("focus_share", 0.0))
-    chosen = focus(baseline["values"]) if baseline.get("focus_share") else set()
-    for (row, metric), b in limits.items():
-        got = now_values.get(row, {}).get(metric)
-        now_mean = sum(got) / len(got) if got else float("nan")
-        verdict = "missing" if not got else ("DROP" if now_mean < b.lowest else "ok")
-        rows.append({"row": row, "metric": metric, "baseline": b.mean, "sd": b.sd, "sd_used": max(b.sd, b.sd_pooled),
-                     "n": b.n, "now": now_mean, "lowest": b.lowest, "detectable": b.detectable, "verdict": verdict,
-                     "focus": (row, metric) in chosen})
-    return rows
+def _pct(v: float, signed: bool = False) -> str:
+    return "–" if v is None or not math.isfinite(v) else f"{100 * v:{'+' if signed else ''}.1f}"
 
 
-def format_table(rows: list[dict]) -> str:
-    lines = [f"  {'row':24s} {'metric':28s} {'baseline (sd, n)':>18s} {'now':>7s} {'allowed ≥':>10s} "
-             f"{'detects ≥':>10s}  verdict"]
-    for r in rows:
-        base = f"{100 * r['baseline']:.1f} ({100 * r['sd_used']:.1f}, {r['n']})"
-        lines.append(f"{'*' if r.get('focus') else ' '} {r['row']:24s} {r['metric']:28s} {base:>18s} "
-                     f"{100 * r['now']:7.1f} {100 * r['lowest']:10.1f} {100 * r['detectable']:9.1f}↓  {r['verdict']}")
-    lines.append(f"detects ≥: the drop in points that this check flags with at least {POWER:.0%} probability at the "
-                 f"seed sd shown (family-wise false-alarm rate {FAMILY_ALPHA:.0%} over all rows"
-                 + (f"; * marks the focus comparisons, which share {FOCUS_SHARE:.0%} of it)"
-                    if any(r.get("focus") for r in rows) else ")"))
+def format_table(rows: list[dict], show_all: bool = False) -> str:
+    """The comparisons as a table: the focus ones and every failure (``show_all``: every row)."""
+    shown = [r for r in rows if show_all or r.get("focus") or r["verdict"] != "ok"]
+    lines = [f"  {'row':10s} {'metric':32s} {'baseline (sd)':>14s} {'now':>6s} {'band of the mean':>17s} "
+             f"{'1 seed ≥':>8s} {'detects ↓/↑':>12s}  verdict"]
+    for r in shown:
+        if "baseline" not in r:
+            lines.append(f"  {r['row']:10s} {r['metric']:32s} {'':>14s} {'':>6s} {'':>17s} {'':>8s} {'':>12s}  "
+                         f"{r['verdict']}")
+            continue
+        base = f"{_pct(r['baseline'])} ({_pct(r['sd'])})"
+        band = f"[{_pct(r['low'])}, {_pct(r['high'])}]"
+        det = f"{_pct(r['detect'][0])}/{_pct(r['detect'][1])}"
+        lines.append(f"{'*' if r['focus'] else ' '} {r['row']:10s} {r['metric']:32s} {base:>14s} "
+                     f"{_pct(r['now']):>6s} {band:>17s} {_pct(r['seed_low']):>8s} {det:>12s}  {r['verdict']}")
+    hidden = len(rows) - len(shown)
+    if hidden:
+        lines.append(f"  ... and {hidden} other comparisons within their bands (--all shows them)")
+    lines.append(f"* PGD-20 and AutoAttack of the robust rows. band: the mean of the check's seeds; 1 seed: "
+                 f"the lowest one seed may score; detects: the drop / rise of the true mean flagged with "
+                 f"{stats.POWER:.0%} probability; a false alarm anywhere in a check of unchanged code: "
+                 f"{stats.FAMILY_ALPHA:.0%} (simulated)")
+    return "\n".join(lines)
+
+
+def calibration(values: dict[str, dict[str, list[float]]], n_check: int) -> dict:
+    """The simulated level of the baseline's tests (``bands.calibrate``) and how it was found."""
+    d = stats.design(values, n_check)
+    level = stats.calibrate(_matrix(values, d), d)
+    return {"level": level, "family_alpha": stats.FAMILY_ALPHA, "shares": dict(stats.SHARES),
+            "sd_floor": stats.SD_FLOOR, "draws": stats.DRAWS, "seed": stats.SIM_SEED,
+            "model": "normal seed vectors with the baseline's means and sds, Ledoit-Wolf shrunk correlations"}
+
+
+def make_baseline(cfg: RunConfig, methods: list[str], measured: Measured, seeds: tuple[int, ...],
+                  check_seeds: tuple[int, ...], facts: dict, entry: dict, previous: dict | None) -> dict:
+    """The baseline document: ``measured`` split into the baseline's seeds and the check's."""
+    idx = {s: i for i, s in enumerate(measured.seeds)}
+
+    def part(which):
+        return {row: {m: [vals[idx[s]] for s in which] for m, vals in metrics.items()}
+                for row, metrics in measured.values.items()}
+    values, dropped = comparable(part(seeds))
+    flags = {row: {str(s): f for s, f in by.items()} for row, by in measured.flags.items()}
+    return {"format": FORMAT, "config": asdict(cfg), "config_id": config_hash(asdict(cfg)), "methods": methods,
+            "seeds": list(seeds), "check_seeds": list(check_seeds), "values": values,
+            "check_values": part(check_seeds), "sanity_flags": flags, "not_compared": dropped,
+            "calibration": calibration(values, len(check_seeds)), "machine": facts,
+            "history": [*(previous or {}).get("history", []), entry]}
+
+
+def moves(old: dict, new: dict) -> list[dict]:
+    """Each comparison both baselines hold: the old and new mean, and whether the new baseline's mean
+    lies outside the old one's band for a mean of as many seeds (the old baseline's two-sided mean tests)."""
+    bands = Bands.of(old)
+    d, b_new = bands.design, len(new["seeds"])
+    rescale = math.sqrt(1 / bands.n_base + 1 / b_new) / math.sqrt(1 / bands.n_base + 1 / d.n_check)
+    out = []
+    for k, (row, metric) in enumerate(d.keys):
+        vals = new["values"].get(row, {}).get(metric)
+        if not vals:
+            continue
+        now = sum(vals) / len(vals)
+        low = bands.mean[k] - (bands.mean[k] - bands.low[k]) * rescale
+        high = bands.mean[k] + (bands.high[k] - bands.mean[k]) * rescale
+        out.append({"row": row, "metric": metric, "old": bands.mean[k], "new": now,
+                    "outside": not low <= now <= high})
+    return out
+
+
+def format_moves(rows: list[dict]) -> str:
+    lines = [f"  {'row':10s} {'metric':32s} {'old':>6s} {'new':>6s} {'moved':>6s}"]
+    lines += [f"{'!' if r['outside'] else ' '} {r['row']:10s} {r['metric']:32s} {_pct(r['old']):>6s} "
+              f"{_pct(r['new']):>6s} {_pct(r['new'] - r['old'], True):>6s}" for r in rows]
+    outside = sum(r["outside"] for r in rows)
+    lines.append(f"! outside the old baseline's band: {outside} of {len(rows)}")
     return "\n".join(lines)
 
 
@@ -205,7 +276,7 @@ def _seed_group(cfg: RunConfig, methods: list[str], seeds: tuple[int, ...], fold
 
 def run_regression(cfg: RunConfig, methods: list[str], seeds: tuple[int, ...],
                    substitute: dict[str, str] | None = None, jobs: int = 1,
-                   method_files: tuple[str, ...] = ()) -> dict[str, dict[str, list[float]]]:
+                   method_files: tuple[str, ...] = ()) -> Measured:
     """Train and evaluate from scratch in a temporary folder; ``substitute`` swaps a method for a
     variant that is then scored against the original's baseline (to test the check itself).
 
@@ -267,19 +338,6 @@ def config_changes(stored: dict, current: dict, defaults: dict, path: str = "") 
     return changes
 
 
-def write_baseline(path: Path, cfg: RunConfig, methods: list[str], seeds: tuple[int, ...],
-                   values: dict, reason: str, previous: dict | None, check_seeds: tuple[int, ...] | None = None,
-                   seconds: float | None = None) -> dict:
-    """``seeds``: the baseline's; ``check_seeds``: the ones a check re-runs (default the same)."""
-    entry = {"who": getpass.getuser(), "why": reason, "when": now(), "commit": git_commit(), "seconds": seconds}
-    baseline = {"config": asdict(cfg), "config_id": config_hash(asdict(cfg)), "methods": methods,
-                "seeds": list(seeds), "check_seeds": list(check_seeds or seeds), "floor": FLOOR,
-                "family_alpha": FAMILY_ALPHA, "focus_share": FOCUS_SHARE, "values": values,
-                "history": [*(previous or {}).get("history", []), entry]}
-    atomic_write_json(path, baseline)
-    return baseline
-
-
 def parse_substitute(pairs: list[str] | None) -> dict[str, str]:
     """``--substitute method=variant`` pairs."""
     substitute = dict(pair.split("=", 1) for pair in pairs or [] if "=" in pair)
@@ -288,63 +346,136 @@ def parse_substitute(pairs: list[str] | None) -> dict[str, str]:
     return substitute
 
 
+
+
 def read_baseline(path: Path) -> dict | None:
-    return json.loads(Path(path).read_text()) if Path(path).exists() else None
+    if not Path(path).exists():
+        return None
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError) as err:
+        raise BenchError(f"baseline {path} is unreadable ({type(err).__name__}); restore it from git or "
+                         "re-make it with --update --reason \"...\"") from None
 
 
 @dataclass(frozen=True)
 class Verdict:
-    """The outcome of one regression check: every (row, metric) compared with its band."""
+    """The outcome of one regression check: every comparison with its band, and the run's flags."""
     rows: tuple[dict, ...]
     baseline: str
     last_change: dict                 # the baseline's latest history entry (who, why, when)
     seconds: float
+    show_all: bool = False
 
     @property
-    def drops(self) -> list[str]:
-        return [f"{r['row']} {r['metric']}" for r in self.rows if r["verdict"] != "ok"]
+    def failures(self) -> list[str]:
+        return [f"{r['row']} {r['metric']} ({r['verdict']})" for r in self.rows if r["verdict"] != "ok"]
 
     @property
     def passed(self) -> bool:
-        return not self.drops
+        return not self.failures
 
     def lines(self) -> list[str]:
         last = self.last_change
-        out = [format_table(list(self.rows)),
+        out = [format_table(list(self.rows), self.show_all),
+               f"not compared: " + "; ".join(f"{k} ({v})" for k, v in NOT_COMPARED.items()),
                f"baseline {self.baseline}: {last['when']} by {last['who']} ({last['why']}); wall {self.seconds:.0f} s"]
-        if self.drops:
-            out.append(f"REGRESSION: {len(self.drops)} metric(s) below their band: {', '.join(self.drops)}")
+        if self.failures:
+            out.append(f"REGRESSION: {len(self.failures)} of {len(self.rows)} comparisons fail: "
+                       f"{', '.join(self.failures)}")
         else:
-            out.append(f"no regression: {len(self.rows)} metrics within their bands")
+            out.append(f"no regression: {len(self.rows)} comparisons within their bands")
         return out
 
 
-def check(cfg: RunConfig, methods: list[str], seeds: tuple[int, ...], path: Path,
-          substitute: dict[str, str] | None = None, jobs: int = 1, method_files: tuple[str, ...] = ()) -> Verdict:
-    """Re-run ``cfg`` from scratch and compare every metric with the baseline at ``path``; the
-    baseline must have been made with the same config, methods and seeds."""
-    previous = read_baseline(path)
-    if previous is None:
+def _usable(baseline: dict, path: Path) -> dict:
+    if baseline is None:
         raise BenchError(f"no baseline at {path}; create one with --update --reason \"...\"")
+    if baseline.get("format") != FORMAT:
+        raise BenchError(f"baseline {path} is of an older format (its bands used the check's own seeds); "
+                         "re-make it with --update --reason \"...\"")
+    return baseline
+
+
+def check(cfg: RunConfig, methods: list[str], seeds: tuple[int, ...], path: Path,
+          substitute: dict[str, str] | None = None, jobs: int = 1, method_files: tuple[str, ...] = (),
+          show_all: bool = False) -> Verdict:
+    """Re-run ``cfg`` from scratch on the baseline's check seeds and compare every metric with the
+    baseline at ``path``; the baseline must have been made with the same config, methods and seeds."""
+    previous = _usable(read_baseline(path), path)
     changed = config_changes(previous["config"], asdict(cfg), asdict(RunConfig()))
-    check_seeds = tuple(previous.get("check_seeds", previous["seeds"]))
     changed += [k for k, a, b in (("methods", previous["methods"], methods),
-                                  ("seeds", check_seeds, tuple(seeds))) if a != b]
+                                  ("seeds", tuple(previous["check_seeds"]), tuple(seeds))) if a != b]
     if changed:
         raise BenchError(f"baseline {path} was made with another config ({', '.join(changed[:6])}); "
                          f"rerun with --update --reason \"...\" if the change is intended")
     t0 = time.perf_counter()
     rows = compare(previous, run_regression(cfg, methods, seeds, substitute, jobs, method_files))
-    return Verdict(tuple(rows), str(path), previous["history"][-1], time.perf_counter() - t0)
+    return Verdict(tuple(rows), str(path), previous["history"][-1], time.perf_counter() - t0, show_all)
+
+
+@dataclass(frozen=True)
+class Update:
+    """What ``--update`` did: the lines to print, and whether it wrote the baseline."""
+    lines: tuple[str, ...]
+    written: bool
+
+
+def _candidate(path: Path) -> Path:
+    return Path(path).with_suffix(".candidate.json")
+
+
+def _measure(cfg, methods, seeds, path, jobs, method_files) -> tuple[Measured, dict, bool]:
+    """The run behind a new baseline, or the one a refused update kept (same config, seeds and commit)."""
+    key = {"config_id": config_hash(asdict(cfg)), "methods": methods, "seeds": list(seeds), "commit": git_commit()}
+    kept = read_baseline(_candidate(path))
+    if kept and kept.get("key") == key and not str(key["commit"]).endswith("-dirty"):
+        return Measured(kept["seeds"], kept["values"], {r: {int(s): f for s, f in by.items()}
+                                                        for r, by in kept["flags"].items()}), kept["facts"], True
+    threads = __import__("torch").get_num_threads()
+    measured = run_regression(cfg, methods, seeds, jobs=jobs, method_files=method_files)
+    facts = {**machine_facts(cfg.device if cfg.device != "auto" else "cpu"), "threads": threads, "jobs": jobs}
+    atomic_write_json(_candidate(path), {"key": key, "seeds": measured.seeds, "values": measured.values,
+                                         "flags": measured.flags, "facts": facts})
+    return measured, facts, False
 
 
 def update(cfg: RunConfig, methods: list[str], seeds: tuple[int, ...], path: Path, reason: str | None,
-           baseline_seeds: tuple[int, ...] | None = None, jobs: int = 1, method_files: tuple[str, ...] = ()) -> dict:
-    """Re-run ``cfg`` from scratch on ``baseline_seeds`` (default: the check's ``seeds``) and rewrite the
-    baseline at ``path``, recording why."""
+           baseline_seeds: tuple[int, ...], jobs: int = 1, method_files: tuple[str, ...] = (),
+           accept_moves: bool = False) -> Update:
+    """Run ``cfg`` from scratch on ``baseline_seeds`` and the check's ``seeds`` (disjoint), and rewrite
+    the baseline at ``path``, recording why. Prints the old baseline against the new one; a mean moved
+    outside the old band is written only with ``accept_moves`` (the run is kept meanwhile, so that the
+    accepted update does not train again)."""
     if not reason:
         raise BenchError("--update needs --reason \"why the numbers change\"")
+    if set(seeds) & set(baseline_seeds):
+        raise BenchError(f"the check's seeds {list(seeds)} must not be among the baseline's "
+                         f"{list(baseline_seeds)}: the check would not be an independent test")
     t0 = time.perf_counter()
-    values = run_regression(cfg, methods, baseline_seeds or seeds, jobs=jobs, method_files=method_files)
-    return write_baseline(path, cfg, methods, baseline_seeds or seeds, values, reason, read_baseline(path), seeds,
-                          round(time.perf_counter() - t0))
+    measured, facts, reused = _measure(cfg, methods, (*baseline_seeds, *seeds), path, jobs, method_files)
+    entry = {"who": getpass.getuser(), "why": reason, "when": now(), "commit": git_commit(),
+             "seconds": round(time.perf_counter() - t0)}
+    previous = read_baseline(path)
+    new = make_baseline(cfg, methods, measured, baseline_seeds, seeds, facts, entry, previous)
+    lines = ["(the run kept by the refused update, same config, seeds and commit)"] if reused else []
+    self_check = compare(new, Measured(list(seeds), new["check_values"],
+                                       {r: {s: f for s, f in by.items() if s in seeds}
+                                        for r, by in measured.flags.items()}))
+    failing = [f"{r['row']} {r['metric']} ({r['verdict']})" for r in self_check if r["verdict"] != "ok"]
+    lines.append(f"the check's seeds {list(seeds)} against the new baseline: "
+                 + (f"{len(failing)} fail: {', '.join(failing)}" if failing else
+                    f"all {len(self_check)} comparisons pass"))
+    refused = False
+    if previous and previous.get("format") == FORMAT:
+        moved = moves(previous, new)
+        lines.append(format_moves(moved))
+        refused = any(r["outside"] for r in moved) and not accept_moves
+    if refused:
+        lines.append(f"NOT WRITTEN: means moved outside the old baseline's band; if that is intended, rerun with "
+                     f"--accept-moves (the run is kept in {_candidate(path)})")
+        return Update(tuple(lines), False)
+    atomic_write_json(path, new)
+    _candidate(path).unlink(missing_ok=True)
+    lines.append(f"baseline written: {path} ({entry['seconds']} s)")
+    return Update(tuple(lines), True)

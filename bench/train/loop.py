@@ -20,7 +20,7 @@ from bench.common import distributed
 from bench.common.errors import BenchError
 from bench.common.io import atomic_save, load_checkpoint
 from bench.common.log import log
-from bench.common.precision import autocast, resolve_precision
+from bench.common.precision import autocast, ieee_fp32, resolve_precision
 from bench.config.schema import AttackConfig, TrainConfig
 from bench.data.images import HostImages, ImageData, augment, to_float
 from bench.train.cost import StepFlops
@@ -157,7 +157,9 @@ def train_model(student: nn.Module, method: Method, data: ImageData, train_cfg: 
             state = None
         if state is not None:
             loop.resume(state)
-    with compiled(student, teacher) if compile else contextlib.nullcontext():
+    # fp32 on CUDA: IEEE fp32 for the backward passes too (autocast covers only the forward)
+    exact = ieee_fp32() if precision == "fp32" and torch.device(device).type == "cuda" else contextlib.nullcontext()
+    with compiled(student, teacher) if compile else contextlib.nullcontext(), exact:
         for epoch in range(loop.start_epoch, train_cfg.epochs):
             loop.epoch(epoch)
     if loop.swa is not None and loop.swa.n_averaged > 0:  # the average is the run's model

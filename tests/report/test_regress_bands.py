@@ -1,73 +1,94 @@
-"""Regression bands that hold on another machine (bench/report/regress.py's bands and compare), simulated."""
+"""The regression check's statistics (bench/report/bands.py), simulated on a design like the preset's:
+five rows (four robust), 14 metrics each whose seed sds range from 0.5 to 6 points and move together
+within a seed (a seed factor per row and one for the whole seed, as one seed trains the teacher and every
+student), a 16-seed baseline and a 4-seed check. The world the checks are drawn from is not the model
+the calibration assumes (its correlations are estimated from 16 seeds and shrunk)."""
 import numpy as np
 import pytest
 
+from bench.report import bands
 
-def test_bands_keep_false_alarms_rare_and_catch_real_drops():
-    from bench.report.regress import bands, compare
-
-    rng = np.random.default_rng(0)
-    rows, metrics, n = 5, 7, 3
-    sds = rng.uniform(0.005, 0.10, size=(rows, metrics))
-    means = rng.uniform(0.2, 0.9, size=(rows, metrics))
-
-    def draw(shift=None):
-        return {f"r{i}": {f"m{j}": list(rng.normal(means[i, j] - (shift if (i, j) == (0, 0) and shift else 0),
-                                                   sds[i, j], n)) for j in range(metrics)} for i in range(rows)}
-    false_alarms = sum(any(r["verdict"] != "ok" for r in compare({"values": draw()}, draw())) for _ in range(120))
-    assert false_alarms / 120 <= 0.05  # unchanged code, new trajectories: the whole check rarely fails
-    caught = sum(any(r["verdict"] == "DROP" and (r["row"], r["metric"]) == ("r0", "m0")
-                     for r in compare({"values": draw()}, draw(shift=8 * max(sds[0, 0], 0.05))))
-                 for _ in range(50))
-    assert caught >= 45  # a drop of several seed sds is still caught
-    one = bands({"t": {"m": [0.8, 0.8, 0.8]}})[("t", "m")]
-    assert one.lowest == pytest.approx(0.78)  # no spread anywhere: the 2-point floor
+ROWS, METRICS, B, N = ["teacher", "gacd", "ard", "pgd-at", "crd"], 14, 16, 4
+NAMES = ["clean", "fgsm", "pgd20", "cw", "aa", "worst"] + [f"m{j}" for j in range(METRICS - 6)]
 
 
-def test_the_stated_detectable_drop_is_flagged_at_least_four_times_in_five():
-    """A fixed baseline (6 rows, 3 seeds, sd about 3 points); new runs drawn at the seed sd the band uses:
-    a true drop of the band's 'detects' value is flagged in at least 80 % of checks (the statement is
-    conservative: the band is computed before the new seeds are known), half that drop far less often."""
-    import numpy as np
+def _world(seed=0):
+    rng = np.random.default_rng(seed)
+    means = {(r, m): (0.02 if r == "crd" and m != "clean" else rng.uniform(0.3, 0.9)) for r in ROWS for m in NAMES}
+    sds = np.array([rng.uniform(0.005, 0.06) for _ in means])
+    loading = rng.uniform(0.3, 0.9, size=len(means))   # how much of a metric's variance is its row's seed factor
 
-    from bench.report.regress import POWER, bands
-
-    rng = np.random.default_rng(0)
-    rows = {f"r{i}": {"pgd20": list(0.5 + 0.03 * rng.standard_normal(3))} for i in range(6)}
-    stated = bands(rows)["r0", "pgd20"]
-    sd = max(stated.sd, stated.sd_pooled)
-    trials, hits = 2000, {1.0: 0, 0.5: 0}
-    for share in hits:
-        for _ in range(trials):
-            now = {k: {"pgd20": list(np.mean(v["pgd20"]) - share * stated.detectable + sd * rng.standard_normal(3))}
-                   for k, v in rows.items()}
-            hits[share] += np.mean(now["r0"]["pgd20"]) < bands(rows, now)["r0", "pgd20"].lowest
-    assert hits[1.0] / trials >= POWER - 0.03
-    assert hits[0.5] / trials < 0.5
+    def draw(n, shift=None):
+        common = rng.standard_normal((n, 1))
+        per_row = np.repeat(rng.standard_normal((n, len(ROWS))), len(NAMES), axis=1)
+        own = rng.standard_normal((n, len(means)))
+        z = np.sqrt(loading) * (0.5 * common + np.sqrt(0.75) * per_row) + np.sqrt(1 - loading) * own
+        x = np.array(list(means.values())) + sds * z
+        if shift:
+            x[:, list(means).index(shift[0])] -= shift[1]
+        return x
+    return list(means), draw
 
 
-def test_the_regress_design_keeps_its_two_rates():
-    """The preset's design, simulated: a 12-seed baseline, a 4-seed check, five rows (four robust) and
-    seven metrics whose seed sds range from 0.5 to 6 points, the focus split. Unchanged code: at most
-    5 % of checks raise any alarm (expected about 3 %: Bonferroni is conservative); a robust row's PGD-20
-    dropped by its stated 'detects' value: flagged in at least 80 % of checks."""
-    from bench.report.regress import bands, compare
+def _values(keys, x):
+    out = {}
+    for k, (row, metric) in enumerate(keys):
+        out.setdefault(row, {})[metric] = list(x[:, k])
+    return out
 
-    rng = np.random.default_rng(2)
-    metrics = ["clean", "fgsm", "pgd20", "cw", "aa", "transfer:clean", "transfer:pgd20"]
-    rows = ["teacher", "gacd", "ard", "pgd-at", "crd"]
-    means = {(r, m): (0.01 if r == "crd" and m != "clean" else rng.uniform(0.3, 0.9)) for r in rows for m in metrics}
-    sds = {k: rng.uniform(0.005, 0.06) for k in means}
 
-    def draw(n, shift=0.0):
-        return {r: {m: list(rng.normal(means[r, m] - (shift if (r, m) == ("ard", "pgd20") else 0), sds[r, m], n))
-                    for m in metrics} for r in rows}
-    baselines = [{"values": draw(12), "focus_share": 0.8} for _ in range(20)]
-    alarms = sum(any(r["verdict"] != "ok" for r in compare(b, draw(4))) for b in baselines for _ in range(20))
-    assert alarms / 400 <= 0.05
-    hits = 0
-    for b in baselines:
-        stated = bands(b["values"], focus_share=0.8, n_now=4)["ard", "pgd20"].detectable
-        hits += sum(next(r for r in compare(b, draw(4, stated)) if (r["row"], r["metric"]) == ("ard", "pgd20"))
-                    ["verdict"] == "DROP" for _ in range(20))
-    assert hits / 400 >= 0.8 - 0.04
+def _alarm(base, check, d, level):
+    return bool(((bands.tails(base, check, d) / d.weight) < level).any())
+
+
+def test_unchanged_code_raises_a_false_alarm_in_about_five_percent_of_checks():
+    """Calibrated on each baseline, then scored on checks drawn from the world: the family-wise rate of
+    false alarms is within Monte Carlo error of 5 % (the plain Bonferroni split gave about 0.1 %
+    on the preset's data, the check-pooled bands of issue 19 let a collapsed seed pass)."""
+    keys, draw = _world()
+    alarms = trials = 0
+    for _ in range(12):
+        base = draw(B)
+        d = bands.design(_values(keys, base), N)
+        level = bands.calibrate(base, d, draws=4000)
+        for _ in range(150):
+            alarms += _alarm(base, draw(N), d, level)
+            trials += 1
+    rate = alarms / trials
+    assert 0.02 <= rate <= 0.07, rate     # 1,800 checks: the binomial sd at 5 % is 0.5 points
+
+
+def test_a_drop_of_the_stated_size_is_caught_four_times_in_five():
+    keys, draw = _world(1)
+    hits = trials = 0
+    k = keys.index(("ard", "pgd20"))
+    for _ in range(8):
+        base = draw(B)
+        d = bands.design(_values(keys, base), N)
+        assert d.focus[k]
+        level = bands.calibrate(base, d, draws=4000)
+        stated = bands.detectable(base, d, level)[k, 0]
+        for _ in range(100):
+            check = draw(N, shift=(("ard", "pgd20"), stated))
+            t = bands.tails(base, check, d)
+            hits += bool(((t / d.weight < level) & (d.comp == k) & (d.seed < 0) & (d.side < 0)).any())
+            trials += 1
+    assert hits / trials >= bands.POWER - 0.1, hits / trials   # stated conditionally on each baseline
+
+
+def test_the_design_spends_most_of_the_rate_on_robust_drops_and_sums_to_one():
+    keys, draw = _world(2)
+    d = bands.design(_values(keys, draw(B)), N)
+    assert d.weight.sum() == pytest.approx(1.0)
+    focus_drop = (d.focus[d.comp]) & (d.side < 0) & (d.seed < 0)
+    assert d.weight[focus_drop].sum() == pytest.approx(bands.SHARES["focus-drop"])
+    assert focus_drop.sum() == 8                        # PGD-20 and AutoAttack of the four robust rows
+    assert (d.seed >= 0).sum() == len(ROWS) * 6 * N     # every seed metric of every row, per check seed
+
+
+def test_sigma_is_moderated_towards_rows_alike_and_floored():
+    base = np.array([[0.5, 0.7, 0.9], [0.52, 0.7, 0.9], [0.54, 0.7, 0.9]])
+    group = np.array([0, 0, 1])
+    sd = bands.sigma(base, group)
+    assert sd[0] == pytest.approx(np.sqrt((0.02 ** 2 + 0.02 ** 2 / 2) / 2))   # own, and pooled with a flat row
+    assert sd[2] == bands.SD_FLOOR                                             # no spread anywhere: the floor
