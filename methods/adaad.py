@@ -75,8 +75,13 @@ class AdaAD(Method):
         # but it moves batch-norm running statistics (eval-mode numbers)
         clean_pass: bool = False
 
+    gradient_sites: ClassVar[dict[str, str]] = {
+        "attack_teacher": "flow: T(x') in the attack's objective (adaad_inner_loss: the input "
+                          "gradient passes through the teacher too)"}
+
     def inner_objective(self, batch, x_adv):
-        return kl_div(batch.student(x_adv), batch.teacher(x_adv), reduction="sum")
+        target = self.flow(batch.teacher(x_adv), "attack_teacher")
+        return kl_div(batch.student(x_adv), target, reduction="sum")
 
     def losses(self, batch, x_adv):
         o = self.options

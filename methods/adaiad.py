@@ -71,6 +71,11 @@ class AdaIAD(Warmup, AdaAD):
         def __post_init__(self):
             check_warmup(self.warmup)
 
+    gradient_sites: ClassVar[dict[str, str]] = {
+        **AdaAD.gradient_sites,
+        "self_target": "flow: S(x), the self term's target (main.py:371-381, as IAD-I: not "
+                       "detached)"}
+
     def losses(self, batch, x_adv):
         o = self.options
         if o.clean_pass:  # ori_outputs = net(inputs): logged only, but a batch-norm update
@@ -83,7 +88,8 @@ class AdaIAD(Warmup, AdaAD):
         if batch.epoch >= self.begin_epoch:
             a = F.softmax(teacher_adv.float(), dim=1).gather(1, batch.y[:, None]).squeeze(1).pow(o.beta)
             clean = batch.student(batch.x)
-            terms["self_kl"] = o.alpha * ((1 - a) * kl_div(adv, clean, reduction="none")).mean()
+            target = self.flow(clean, "self_target")
+            terms["self_kl"] = o.alpha * ((1 - a) * kl_div(adv, target, reduction="none")).mean()
         if o.alpha < 1:
             terms["ce"] = (1 - o.alpha) * F.cross_entropy(batch.student(batch.x), batch.y)
         elif o.clean_pass:  # the CE term's S(x) at weight 0

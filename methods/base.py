@@ -16,12 +16,19 @@ and, only where it needs them:
   * state across steps and epochs in ``self.state`` (checkpointed with the run, restored on resume):
     updated inside ``losses`` per step (``batch.lr_scale`` follows the lr schedule; ``batch.global_mean``
     makes a per-rank mean the global batch's under torchrun) and in ``end_epoch`` (``EpochEnd.reduce``
-    sums a per-rank statistic over ranks); ``batch.epoch`` is the epoch inside the loss.
+    sums a per-rank statistic over ranks); ``batch.epoch`` is the epoch inside the loss;
+  * its gradient routing by name (``gradient_sites``): each detach of the official code through
+    ``self.stop`` or ``self.no_grad``, each tensor it differentiates through where a detach would
+    be a plausible slip through ``self.flow``, so that a mutation test can turn each the other way.
+    A site is one where turning it changes a gradient of training (of a trained parameter, or the
+    attack's input gradient); a frozen teacher's no_grad, or a statistic kept in ``state`` from
+    detached logits or counts, is not one.
 Stochastic weight averaging with batch-norm re-estimation is the harness's (``TrainConfig.swa_start``),
 for any method. The harness never branches on a method's name.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 from dataclasses import dataclass, field
@@ -153,6 +160,12 @@ class Method:
     # The paper's stated schedule where it differs from what the code runs (TrainConfig fields).
     paper_train: ClassVar[dict | None] = None
     note: ClassVar[str] = ""                          # shown next to the method's name in reports
+    # Where the gradient is stopped or must flow, by name: "stop: ..." a detach or no_grad of the
+    # official code, "flow: ..." a tensor it differentiates through. The code marks each with
+    # ``self.stop``, ``self.no_grad`` or ``self.flow``; a mutation test (mutation_sweep.py in
+    # benchmarks/) turns one the other way through ``flipped``: empty in a run, a set lookup.
+    gradient_sites: ClassVar[dict[str, str]] = {}
+    flipped: frozenset[str] = frozenset()
 
     @classmethod
     def official_schedule(cls, dataset: str = "cifar10", form: str = "code") -> dict | None:
@@ -176,6 +189,18 @@ class Method:
         self.options = options
         self.ctx = ctx
         self.state: dict[str, Any] = {}   # tensors and numbers carried across steps and epochs
+
+    def stop(self, t: torch.Tensor, site: str) -> torch.Tensor:
+        """``t`` detached: a gradient the official code stops (``site`` flipped: not stopped)."""
+        return t if site in self.flipped else t.detach()
+
+    def flow(self, t: torch.Tensor, site: str) -> torch.Tensor:
+        """``t`` itself: a gradient the official code lets through (``site`` flipped: detached)."""
+        return t.detach() if site in self.flipped else t
+
+    def no_grad(self, site: str) -> contextlib.AbstractContextManager:
+        """``torch.no_grad()``: a block the official code runs without a graph (flipped: none)."""
+        return contextlib.nullcontext() if site in self.flipped else torch.no_grad()
 
     def modules(self) -> nn.Module | None:
         """Extra trainable modules and buffers (moved to the device, optimised with the student)."""

@@ -29,6 +29,10 @@ class CRD(Method):
         tau: float = 0.07         # temperature
         momentum: float = 0.5     # memory-bank momentum
 
+    gradient_sites: ClassVar[dict[str, str]] = {
+        "teacher_head": "flow: the teacher's embedding v_t (RepDistiller trains embed_t with "
+                        "embed_s)"}
+
     def __init__(self, options, ctx):
         super().__init__(options, ctx)
         o = options
@@ -46,7 +50,8 @@ class CRD(Method):
     def losses(self, batch, x_adv):
         h, idx = self.heads, batch.idx
         f_s = batch.student.features(batch.x)
-        v_s, v_t = h["embed_s"](f_s), h["embed_t"](batch.teacher_features)
+        v_s = h["embed_s"](f_s)
+        v_t = self.flow(h["embed_t"](batch.teacher_features), "teacher_head")
         # Positive and negatives both come from the banks (index 0 is the sample itself).
         keys_idx = torch.cat([idx[:, None], h["bank_s"].negatives(idx, batch.shard, batch.generator)], 1)
         p_s = h["bank_t"].scores(v_s, h["bank_t"].bank[keys_idx], batch.shard)   # student anchor, teacher bank

@@ -80,6 +80,12 @@ class DGAD(AdaAD):
         divisor: int = 0              # D in the group weights: 0 = the batch's size; 128 = the script's args.bs
         mobilenet_form: bool = False  # the script's mis-parenthesised MobileNetV2 line (main.py:439-441)
 
+    gradient_sites: ClassVar[dict[str, str]] = {
+        **AdaAD.gradient_sites,
+        "consistency_adv": "flow: softmax S(x') in the consistency MSE (main.py:429-445: both "
+                           "sides with gradients)",
+        "consistency_clean": "flow: softmax S(x) in the consistency MSE (main.py:429-445)"}
+
     def losses(self, batch, x_adv):
         o = self.options
         s_clean, s_adv = batch.student(batch.x), batch.student(x_adv)
@@ -91,7 +97,8 @@ class DGAD(AdaAD):
         d = float(o.divisor) or size
         kl_clean = (m * kl_div(s_clean, t_clean, reduction="none")).sum() / (n + 1e-10)
         kl_adv = ((1 - m) * kl_div(s_adv, t_adv, reduction="none")).sum() / (size - n).clamp_min(1e-10)
-        consistency = F.mse_loss(F.softmax(s_adv, dim=1), F.softmax(s_clean, dim=1))
+        consistency = F.mse_loss(F.softmax(self.flow(s_adv, "consistency_adv"), dim=1),
+                                 F.softmax(self.flow(s_clean, "consistency_clean"), dim=1))
         if o.mobilenet_form:
             return {"kd_product": 0.5 * (n / d * kl_clean + (d - n) / d) * kl_adv,
                     "consistency": o.beta * consistency}

@@ -123,7 +123,7 @@ class FairIAD(FairReweight, IAD):
         a = self.reliability(batch, x_adv)
         if o.teacher_weighting == "paper":
             teacher_kl = a * teacher_kl
-        target = clean.detach() if o.detach_self else clean
+        target = clean.detach() if o.detach_self else self.flow(clean, "self_target")
         terms = {"kd_adv": o.alpha * o.t ** 2 * (w * teacher_kl).mean(),
                  "self_kl": o.alpha * (w * (1 - a) * kl_div(adv, target, reduction="none")).mean()}
         if o.alpha < 1:

@@ -88,6 +88,10 @@ class GACD(Method):
         tau: float = 0.1          # contrastive temperature
         momentum: float = 0.5     # NCE memory-bank momentum
 
+    gradient_sites: ClassVar[dict[str, str]] = {
+        "teacher_head": "flow: the teacher's embedding v_t in the loss (T's backbone frozen, its "
+                        "head trained)"}
+
     def __init__(self, options, ctx):
         super().__init__(options, ctx)
         o = options
@@ -150,7 +154,8 @@ class GACD(Method):
         o = self.options
         f_s = batch.student.features(x_adv)
         logits = batch.student.head(f_s)
-        v_s, v_t = self.heads["embed_s"](f_s), self.heads["embed_t"](batch.teacher_features)
+        v_s = self.heads["embed_s"](f_s)
+        v_t = self.flow(self.heads["embed_t"](batch.teacher_features), "teacher_head")
         w = teacher_weights(batch.teacher_logits, batch.y, o.reweight, o.power, batch.shard)
         terms = {"ce_adv": F.cross_entropy(logits, batch.y),
                  "contrast": o.beta * (w * self._contrastive(batch, v_s, v_t)).mean()}

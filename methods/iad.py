@@ -90,6 +90,10 @@ class IAD(Warmup, Method):
         def __post_init__(self):
             check_warmup(self.warmup)
 
+    gradient_sites: ClassVar[dict[str, str]] = {
+        "self_target": "flow: S(x), the self term's target (IAD-I.py: KLDivLoss differentiates "
+                       "its target; option detach_self stops it)"}
+
     def inner_objective(self, batch, x_adv):
         return ce_loss(batch.student(x_adv), batch.y)
 
@@ -117,7 +121,7 @@ class IAD(Warmup, Method):
                 teacher_kl = a * teacher_kl
         terms = {"kd_adv": o.alpha * o.t ** 2 * teacher_kl.mean()}
         if active:
-            target = clean.detach() if o.detach_self else clean
+            target = clean.detach() if o.detach_self else self.flow(clean, "self_target")
             terms["self_kl"] = o.alpha * ((1 - a) * kl_div(adv, target, reduction="none")).mean()
         if o.alpha < 1:
             terms["ce"] = (1 - o.alpha) * F.cross_entropy(clean, batch.y)

@@ -57,6 +57,12 @@ class IGDM(AdaAD):
         alpha: float = 1.0     # weight of the matching term at the last epoch (--igdm_alpha 1)
         ramp_epochs: int = 0   # E in e/E: 0 = the run's epochs (the script hard-codes 200)
 
+    gradient_sites: ClassVar[dict[str, str]] = {
+        **AdaAD.gradient_sites,
+        "match_plus": "flow: S(x') in the matching term's S(x') - S(x - d) (igdm.py:51-59: not "
+                      "detached)",
+        "match_minus": "flow: S(x - d) in the matching term (igdm.py:51-59: not detached)"}
+
     def ramp(self, epoch: int) -> float:
         """alpha e / E at 0-based ``epoch`` (e = epoch + 1, as the script's 1-based loop)."""
         return self.options.alpha * (epoch + 1) / (self.options.ramp_epochs or self.ctx.epochs)
@@ -67,4 +73,6 @@ class IGDM(AdaAD):
             t_plus, t_minus = batch.teacher(x_adv), batch.teacher(minus)
         s_plus, s_minus = batch.student(x_adv), batch.student(minus)
         return {"kd_adv": kl_div(s_plus, t_plus),
-                "igdm": self.ramp(batch.epoch) * kl_div(s_plus - s_minus, t_plus - t_minus)}
+                "igdm": self.ramp(batch.epoch) * kl_div(self.flow(s_plus, "match_plus")
+                                                        - self.flow(s_minus, "match_minus"),
+                                                        t_plus - t_minus)}

@@ -63,11 +63,18 @@ from methods.base import InnerMax, Method, Recipe, kl_div
 
 
 def mtard_loss_value(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
-    """The code's KL value (M10:51-53, 79): mean over B x C of p_T (log(p_T + 1e-5) - log p_S), detached."""
-    with torch.no_grad():
-        p = F.softmax(teacher_logits.float(), dim=1)
-        log_q = F.log_softmax(student_logits.float(), dim=1)
-        return (p * (torch.log(p + 1e-5) - log_q)).mean()
+    """The code's KL value (M10:51-53, 79): mean over B x C of p_T (log(p_T + 1e-5) - log p_S)
+    (the caller runs it without a graph, as the code's ``.item()``)."""
+    p = F.softmax(teacher_logits.float(), dim=1)
+    log_q = F.log_softmax(student_logits.float(), dim=1)
+    return (p * (torch.log(p + 1e-5) - log_q)).mean()
+
+
+def global_value(batch, value: torch.Tensor) -> torch.Tensor:
+    """The global batch's mean of ``value``, float64 and detached; where ``value`` has a graph
+    (only with the site ``loss_values`` flipped, a mutation) this rank's gradient is kept."""
+    mean = batch.global_mean(value).double()
+    return mean + (value - value.detach()).double() if value.requires_grad else mean
 
 
 def mtard_weight_update(w_nat, lhat_adv, lhat_nat, eta, beta=1.0):
@@ -130,6 +137,10 @@ class MTARD(Method):
             if self.eta < 0:
                 raise ValueError(f"eta={self.eta} must be >= 0")
 
+    gradient_sites: ClassVar[dict[str, str]] = {
+        "loss_values": "stop: the KL values that move the weights (M10:82-98, .item(): the "
+                       "weights are constants)"}
+
     def __init__(self, options, ctx):
         super().__init__(options, ctx)
         # w_nat; after the first batch also init_adv and init_nat (the code's first KL values)
@@ -145,13 +156,15 @@ class MTARD(Method):
             t_adv = batch.teacher(x_adv)        # the robust teacher at x' (ML:56-57)
             t_nat = batch.teachers["natural"](batch.x)  # the natural teacher at x (M10:72-73)
         s_nat = batch.student(batch.x)          # train-mode forward #2 (M10:75-76)
-        value_adv = batch.global_mean(mtard_loss_value(s_adv, t_adv)).double()
-        value_nat = batch.global_mean(mtard_loss_value(s_nat, t_nat)).double()
+        with self.no_grad("loss_values"):
+            value_adv, value_nat = mtard_loss_value(s_adv, t_adv), mtard_loss_value(s_nat, t_nat)
+        value_adv, value_nat = global_value(batch, value_adv), global_value(batch, value_nat)
         if "init_adv" not in state:             # the very first batch (M10:82-85)
-            state["init_adv"], state["init_nat"] = value_adv, value_nat
-        state["w_nat"] = mtard_weight_update(state["w_nat"], value_adv / state["init_adv"],
-                                             value_nat / state["init_nat"], o.eta * batch.lr_scale, o.beta)
-        w_nat = state["w_nat"].float()
+            state["init_adv"], state["init_nat"] = value_adv.detach(), value_nat.detach()
+        w_nat = mtard_weight_update(state["w_nat"], value_adv / state["init_adv"],
+                                    value_nat / state["init_nat"], o.eta * batch.lr_scale, o.beta)
+        state["w_nat"] = w_nat.detach()         # no graph kept across steps
+        w_nat = w_nat.float()
         return {"kd_adv": (1 - w_nat) * o.scale * kl_div(s_adv, t_adv),
                 "kd_nat": w_nat * o.scale * kl_div(s_nat, t_nat)}
 

@@ -119,6 +119,13 @@ class PeerAiD(Method):
         # first, one more batch-norm update; false reuses the peer KL's S(x')
         second_forward: bool = True
 
+    gradient_sites: ClassVar[dict[str, str]] = {
+        "peer_kl_target": "flow: S(x'), the peer KL's target (main.py:361: KLDivLoss "
+                          "differentiates it)",
+        "peer_logits": "stop: P(x') in the student's KL to the peer (main.py:371-372, "
+                       "peer_outputs.detach_())",
+        "self_target": "flow: S(x), the student's self KL's target (main.py:387: not detached)"}
+
     def __init__(self, options, ctx):
         super().__init__(options, ctx)
         # built with the method, from the run's seeded global stream (as the student was), not in the loop
@@ -152,11 +159,14 @@ class PeerAiD(Method):
         peer_adv = self.peer(x_adv)                 # P(x'), train mode
         student_target = batch.student(x_adv)       # S(x'), train mode, not detached
         terms = {"peer_ce": o.gamma1 * F.cross_entropy(peer_adv, batch.y),
-                 "peer_kl": o.scale * o.gamma2 * o.tau_r ** 2 * kl_div(peer_adv, student_target, o.tau_r)}
+                 "peer_kl": o.scale * o.gamma2 * o.tau_r ** 2
+                 * kl_div(peer_adv, self.flow(student_target, "peer_kl_target"), o.tau_r)}
         student_adv = batch.student(x_adv) if o.second_forward else student_target
         student_nat = batch.student(batch.x)        # S(x), train mode, not detached
         if o.lambda1:
             terms["student_ce"] = o.lambda1 * F.cross_entropy(student_adv, batch.y)
-        terms["student_kl_peer"] = o.scale * o.lambda2 * o.t ** 2 * kl_div(student_adv, peer_adv.detach(), o.t)
-        terms["student_kl_self"] = o.scale * o.lambda3 * o.t ** 2 * kl_div(student_adv, student_nat, o.t)
+        peer_kl = kl_div(student_adv, self.stop(peer_adv, "peer_logits"), o.t)
+        terms["student_kl_peer"] = o.scale * o.lambda2 * o.t ** 2 * peer_kl
+        self_kl = kl_div(student_adv, self.flow(student_nat, "self_target"), o.t)
+        terms["student_kl_self"] = o.scale * o.lambda3 * o.t ** 2 * self_kl
         return terms

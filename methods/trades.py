@@ -41,6 +41,9 @@ class TRADES(Method):
         # train mode, one more batch-norm running-statistics update; on: that extra forward, without a graph
         clean_pass: bool = False
 
+    gradient_sites: ClassVar[dict[str, str]] = {
+        "kl_target": "flow: S(x), the robust KL's target (trades.py:79-82: not detached)"}
+
     def inner_objective(self, batch, x_adv):
         if "clean_eval" not in batch.cache:
             with torch.no_grad():
@@ -49,8 +52,9 @@ class TRADES(Method):
 
     def losses(self, batch, x_adv):
         clean = batch.student(batch.x)
+        target = self.flow(clean, "kl_target")
         terms = {"ce": F.cross_entropy(clean, batch.y),
-                 "kl_robust": self.options.beta * kl_div(batch.student(x_adv), clean)}
+                 "kl_robust": self.options.beta * kl_div(batch.student(x_adv), target)}
         if self.options.clean_pass:
             with torch.no_grad():
                 batch.student(batch.x)

@@ -285,7 +285,8 @@ def evaluate_model(model: nn.Module, dataset="digits", attacks: Sequence[str] = 
         result = EvalResult(label, data.name, ev["settings"]["n"], eps, ev["metrics"], ev["curve"], ev["settings"],
                             ev["timings"], ev["sanity"], asdict(cfg), asdict(source) if source else {},
                             str(out) if out is not None else None,
-                            class_record(ev["per_class"], data.classes), ev["per_image"],
+                            class_record(ev["per_class"], data.classes, ev.get("class_n")),
+                            ev["per_image"],
                             corruption_record(ev["corruptions"]))
         if out is not None:
             record = {**{k: v for k, v in result.to_dict().items() if k != "per_image"},

@@ -3,11 +3,15 @@
 An evaluation reduces each attack to one accuracy; the flags behind it are kept too (bit-packed, with
 the images' indices in the evaluated split and their labels), so that
 
-- the **worst case** over every attack run ("robust to all of them") is one more number per model;
+- the **worst case** over every attack run ("robust to all of them") is one more number per model:
+  the evaluation's attacks and every other attack it ran at its own ε on those images (the sanity
+  check's stronger PGD, the ε-curve's point at ε; stored under ``sanity-*`` and ``curve@*`` names);
 - **per-class accuracy** (the worst class, the spread across classes: Fair-ARD's and ABSLD's second axis)
-  is computed from the same flags;
-- two models evaluated on the same images compare **image by image**: the exact McNemar test on the
-  discordant pairs (a binomial test at 1/2, ``scipy.stats.binomtest``), pooled over seeds.
+  is computed from the same flags, with each class's image count and what binomial noise alone
+  gives at those counts (the spread's noise floor, the worst class's downward bias);
+- two models evaluated on the same images compare **image by image**: per seed, which images only
+  one of them got right (``discordant``, ``differences``): the seeds x images matrix that the
+  ablation's method test (``bench.report.stats.seeds_images_difference``) takes.
 
 Everything here is a pure function of tensors or of the stored dict.
 """
@@ -18,7 +22,7 @@ import math
 
 import numpy as np
 import torch
-from scipy.stats import binomtest
+from scipy.stats import binom, norm
 
 PER_IMAGE = "per_image.json"     # beside a run's record.json
 FORMAT = 1
@@ -63,17 +67,40 @@ def survived_all(flags: dict, names, m: int):
     return out
 
 
-def worst_case(flags: dict) -> tuple[float, int] | None:
-    """Accuracy on the images every attack ran on (the shortest flag vector: AutoAttack's ``aa_n`` where it
-    ran), counting an image only if it was classified correctly clean and under every attack; None with
-    fewer than two attacks besides clean (nothing to combine)."""
+FOLDED = ("sanity-", "curve@")   # name prefixes: attacks that join the worst case and nothing else
+
+
+def folded_only(name: str) -> bool:
+    """Whether ``name`` is an attack kept only for the worst case: a sanity check's attack at the
+    evaluation's ε (``sanity-pgd100x3``) or the ε-curve's point at ε (``curve@0.2``)."""
+    return name.startswith(FOLDED)
+
+
+def worst_images(flags: dict) -> int:
+    """How many images the worst case is on: those every evaluation attack covered (AutoAttack's
+    first ``aa_n`` where it ran). The folded-in attacks do not shrink it: one that covered fewer
+    images (the sanity check's first ``sanity.n``) constrains only those (``survived_all``)."""
+    own = [len(f) for name, f in flags.items() if not folded_only(name)]
+    return min(own or [len(f) for f in flags.values()])
+
+
+def survived_every(flags: dict):
+    """Per image of ``worst_images``: correct clean and under every attack in ``flags``; None with
+    fewer than two attacks besides clean (nothing to combine) or no image."""
     if len([k for k in flags if k != "clean"]) < 2:
         return None
-    m = min(len(f) for f in flags.values())
-    if m == 0:
+    m = worst_images(flags)
+    return survived_all(flags, list(flags), m) if m else None
+
+
+def worst_case(flags: dict) -> tuple[float, int] | None:
+    """(accuracy, images) of ``survived_every``: an image counts only if it was classified correctly
+    clean and under every attack, the folded-in ones included; None with nothing to combine."""
+    every = survived_every(flags)
+    if every is None:
         return None
-    every = survived_all(flags, list(flags), m)
-    return float(every.float().mean() if isinstance(every, torch.Tensor) else every.mean()), m
+    mean = every.float().mean() if isinstance(every, torch.Tensor) else every.mean()
+    return float(mean), len(every)
 
 
 def per_class(correct, labels, num_classes: int) -> list[float | None]:
@@ -88,9 +115,67 @@ def per_class(correct, labels, num_classes: int) -> list[float | None]:
     return out
 
 
-def class_summary(accs: list[float | None]) -> dict:
+def class_counts(labels, num_classes: int, m: int | None = None) -> list[int]:
+    """Images per class among the first ``m`` labels (all without ``m``): each class's n."""
+    y = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels)
+    y = y if m is None else y[:m]
+    return [int((y == k).sum()) for k in range(num_classes)]
+
+
+def noise_floor(p: float, counts) -> float:
+    """The class std that binomial noise alone gives: if every class had accuracy ``p`` and class k
+    had ``counts[k]`` images, the per-class accuracies a_k = X_k / n_k (X_k ~ Bin(n_k, p)) would
+    still spread. Returned: the square root of their expected population variance, exact,
+    E[(1/K) sum (a_k - mean a)^2] = (K - 1) / K^2 * sum_k p (1 - p) / n_k
+    (since E[sum (a_k - mean a)^2] = (1 - 1/K) sum_k Var a_k). By Jensen, E[std] itself is a little
+    lower (about 6 % for five classes); a spread near this floor is what equal classes show."""
+    counts = [n for n in counts if n > 0]
+    k = len(counts)
+    if k < 2:
+        return 0.0
+    return math.sqrt((k - 1) / k ** 2 * sum(p * (1 - p) / n for n in counts))
+
+
+def expected_worst(p: float, counts) -> float:
+    """E[min_k X_k / n_k] for independent X_k ~ Bin(n_k, p), exact: the integral over [0, 1] of
+    P(min > t) = prod_k P(X_k > floor(t n_k)), a step function that changes only at the attainable
+    accuracies j / n_k, so a sum over those steps."""
+    counts = [n for n in counts if n > 0]
+    if not counts:
+        return math.nan
+    steps = np.unique(np.concatenate([np.arange(n + 1) / n for n in counts]))
+    mids = (steps[:-1] + steps[1:]) / 2
+    above = np.ones_like(mids)
+    for n in counts:
+        above *= binom.sf(np.floor(mids * n), n, p)
+    return float(np.sum(np.diff(steps) * above))
+
+
+def worst_class_bias(p: float, counts) -> float:
+    """How far below ``p`` the worst class reads on average when every class truly has accuracy
+    ``p`` (negative): the minimum of K noisy accuracies is biased low, the more so the fewer images
+    a class has."""
+    return expected_worst(p, counts) - p
+
+
+def wilson(correct: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a proportion (``correct`` of ``n``): a class's accuracy at its n."""
+    if n == 0:
+        return math.nan, math.nan
+    z = float(norm.ppf(0.5 + level / 2))
+    q = correct / n
+    centre = (q + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(q * (1 - q) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def class_summary(accs: list[float | None], counts: list[int] | None = None) -> dict:
     """The worst class (its index and accuracy) and the spread (population standard deviation and
-    max - min) over the classes that have images."""
+    max - min) over the classes that have images. With the images per class (``counts``), also what
+    noise alone gives at those counts: ``p`` the accuracy over all the images, ``floor`` the class
+    std if every class had accuracy ``p`` (``noise_floor``), ``worst_bias`` the worst class's
+    expected shortfall below ``p`` then (``worst_class_bias``), and for the worst class itself its
+    ``worst_n`` images and ``worst_interval`` (Wilson, 95 %)."""
     present = [(k, a) for k, a in enumerate(accs) if a is not None]
     if not present:
         return {}
@@ -98,8 +183,19 @@ def class_summary(accs: list[float | None]) -> dict:
     values = [a for _, a in present]
     mean = sum(values) / len(values)
     std = math.sqrt(sum((a - mean) ** 2 for a in values) / len(values))
-    return {"worst": worst, "worst_class": worst_k, "std": std, "range": max(values) - min(values),
-            "classes": len(values)}
+    out = {"worst": worst, "worst_class": worst_k, "std": std, "range": max(values) - min(values),
+           "classes": len(values)}
+    return {**out, **_noise(present, counts, worst_k, worst)} if counts is not None else out
+
+
+def _noise(present: list[tuple[int, float]], counts: list[int], worst_k: int, worst: float) -> dict:
+    """``class_summary``'s noise figures (an accuracy times its class's count is whole images)."""
+    sizes = [counts[k] for k, _ in present]
+    p = sum(round(a * counts[k]) for k, a in present) / sum(sizes)
+    n_worst = counts[worst_k]
+    return {"n": sum(sizes), "p": p, "floor": noise_floor(p, sizes),
+            "worst_bias": worst_class_bias(p, sizes), "worst_n": n_worst,
+            "worst_interval": list(wilson(round(worst * n_worst), n_worst))}
 
 
 def discordant(a, b) -> tuple[int, int]:
@@ -109,33 +205,57 @@ def discordant(a, b) -> tuple[int, int]:
     return int((a & ~b).sum()), int((~a & b).sum())
 
 
-def mcnemar(pairs: list[tuple]) -> dict:
-    """Exact McNemar test of two models over paired images, pooled over seeds: ``pairs`` holds one
-    (flags of a, flags of b) per seed, on the same images; the discordant counts are summed and tested with
-    a two-sided binomial test at 1/2 (the exact McNemar test; ``scipy.stats.binomtest``). Returns the counts
-    and the p-value (1.0 with no discordant image)."""
-    only_a = only_b = 0
-    for a, b in pairs:
-        x, y = discordant(a, b)
-        only_a, only_b = only_a + x, only_b + y
-    total = only_a + only_b
-    p = float(binomtest(only_a, total, 0.5).pvalue) if total else 1.0
-    return {"only_a": only_a, "only_b": only_b, "p": p, "seeds": len(pairs)}
+def differences(pairs: list[tuple]) -> np.ndarray:
+    """The seeds x images matrix of a - b (int8: 1 where only ``a`` got the image right, -1 where
+    only ``b`` did, 0 where they agree): ``pairs`` holds one (flags of a, flags of b) per seed, on
+    the same images, cut to the images every pair covers. What the ablation's method test takes
+    (``bench.report.stats.seeds_images_difference``). Summing its discordant images over the
+    seeds and testing them as independent draws (the pooled exact McNemar test the report used
+    before issue 33) ignores that the seeds share the images and that a method's accuracy varies
+    from seed to seed: it rejects equal methods far more often than its alpha
+    (benchmarks/image_tests_null.py)."""
+    if not pairs:
+        return np.zeros((0, 0), dtype=np.int8)
+    m = min(min(len(a), len(b)) for a, b in pairs)
+    rows = [np.asarray(a[:m], dtype=np.int8) - np.asarray(b[:m], dtype=np.int8) for a, b in pairs]
+    return np.stack(rows)
 
 
-def class_record(accuracy: dict[str, list], classes) -> dict:
-    """What a record keeps per class: the class names, each attack's accuracy per class and its summary
-    (``class_summary``)."""
-    return {"classes": list(classes), "accuracy": accuracy,
-            "summary": {name: class_summary(accs) for name, accs in accuracy.items()}}
+def class_record(accuracy: dict[str, list], classes, counts: dict[str, list] | None = None) -> dict:
+    """What a record keeps per class: the class names, each attack's accuracy per class, its images
+    per class (``n``: the per-class accuracies' sample sizes; records before them have none) and its
+    summary (``class_summary``, with the noise figures where the counts are known)."""
+    counts = counts or {}
+    summary = {name: class_summary(accs, counts.get(name)) for name, accs in accuracy.items()}
+    return {"classes": list(classes), "accuracy": accuracy, "n": counts, "summary": summary}
+
+
+def with_counts(record: dict, stored: dict | None) -> dict:
+    """An older record's per-class block (no images per class) completed from its per_image.json:
+    each attack's counts from the stored labels on the images its flags cover, and the summaries
+    recomputed with them. Unchanged where it has counts already, where there is no store, or where
+    the stored flags do not give the record's per-class accuracies (a store of other images)."""
+    if not record or record.get("n") or not stored:
+        return record
+    flags, labels, _ = load(stored)
+    k = len(record["classes"])
+    counts = {}
+    for name, accs in record["accuracy"].items():
+        if name not in flags or not _same(per_class(flags[name], labels, k), accs):
+            return record
+        counts[name] = class_counts(labels, k, len(flags[name]))
+    return class_record(record["accuracy"], record["classes"], counts)
+
+
+def _same(a: list, b: list) -> bool:
+    return len(a) == len(b) and all((x is None) == (y is None) and (x is None or abs(x - y) < 1e-6)
+                                    for x, y in zip(a, b))
 
 
 def flags_for(stored: dict, metric: str) -> np.ndarray | None:
     """One metric's per-image flags from ``store``'s dict: an attack's, or "worst" (correct under every
     attack, on the images all of them covered); None where the evaluation did not run it."""
     flags, _, _ = load(stored)
-    if metric == "worst":
-        if worst_case(flags) is None:
-            return None
-        return survived_all(flags, list(flags), min(len(f) for f in flags.values()))
+    if metric == "worst":  # the very images and attacks the record's worst case counted
+        return survived_every(flags)
     return flags.get(metric)

@@ -38,9 +38,9 @@ from bench.eval.state import EvalState, Progress, attack_flags, mine, state_key
 EVAL_NAMES = ("clean", *ATTACKS.names(), AA_NAME, CORRUPTIONS)
 LABELS = {"clean": "Clean", "fgsm": "FGSM", "pgd20": "PGD-20", "cw": "CW∞", "aa": "AutoAttack",
           "worst": "Worst case", CORRUPTIONS: "Corruptions"}
-# table titles; "worst": correct under every attack run (bench.eval.per_image); "corruptions": mean accuracy
-# under common corruptions (bench.eval.corruption_eval), not an attack: it joins neither the worst case nor
-# the sanity checks
+# table titles; "worst": correct under every attack run at eps (bench.eval.per_image); "corruptions":
+# mean accuracy under common corruptions (bench.eval.corruption_eval), not an attack: it joins
+# neither the worst case nor the sanity checks
 
 
 AA_ATTACKS = ("apgd-ce", "apgd-t", "fab-t", "square", "apgd-dlr", "fab")  # pyautoattack's names, any version
@@ -132,9 +132,10 @@ def evaluate(model: nn.Module, x_test_u8: torch.Tensor, y_test: torch.Tensor, cf
     """Evaluate ``model`` (put in eval mode) on the first ``cfg.n`` test images.
 
     Returns {"metrics": {name: acc}, "curve": {eps: acc}, "settings": {...}, "timings": {...},
-    "sanity": {...}, "per_class": {name: [acc per class]}, "per_image": ``bench.eval.per_image.store``'s
-    dict} (sanity empty when ``cfg.sanity.enabled`` is false); metrics hold "worst" (correct under every
-    attack run) when two or more attacks ran.
+    "sanity": {...}, "per_class": {name: [acc per class]}, "class_n": {name: [images per class]},
+    "per_image": ``bench.eval.per_image.store``'s dict} (sanity empty when ``cfg.sanity.enabled`` is
+    false); metrics hold "worst" (correct under every attack run at eps, the sanity check's and the
+    curve's point at eps included: their flags are in the per-image store too) when two or more ran.
 
     ``shard=(i, k)``: attack only the i-th of k round-robin shares of the batches (clean, FGSM, PGD,
     CW, AutoAttack, the curve), write them to ``state_dir`` and return {"shard": ..., "batches": ...}.
@@ -181,32 +182,52 @@ def _evaluate(model, x, y, cfg: EvalConfig, num_classes: int, seed: int, state: 
             settings[name] = {**spec.settings(cfg.eps, cfg.norm), "n": n}
         metrics[name] = float(flags[name].float().mean())
         timings[name] = round(time.perf_counter() - t0, 3)
-    curve = {}
+    curve, folded = {}, {}  # folded: other attacks at the evaluation's eps, for the worst case
     if cfg.curve_eps:
         t0 = time.perf_counter()
         spec = ATTACKS.get("pgd20")
         for eps in cfg.curve_eps:
             key = state_key(f"curve@{eps:.6g}", cfg.norm)
-            curve[f"{eps:.6g}"] = float(attack_flags(model, x, y, spec, eps, cfg.batch_size, seed, key, state,
-                                                     desc, shard, cfg.norm).float().mean())
+            correct = attack_flags(model, x, y, spec, eps, cfg.batch_size, seed, key, state, desc,
+                                   shard, cfg.norm)
+            curve[f"{eps:.6g}"] = float(correct.float().mean())
+            if f"{eps:.6g}" == f"{cfg.eps:.6g}":  # the point at eps: PGD-20 from other random starts
+                folded[f"curve@{eps:.6g}"] = correct
         settings["curve"] = {**spec.settings(0.0, cfg.norm), "eps": list(cfg.curve_eps), "n": n}
         timings["curve"] = round(time.perf_counter() - t0, 3)
     if shard is not None:  # the merge (an unsharded call) computes the metrics and the sanity checks
         return {"shard": list(shard), "batches": sum(mine(b, shard) for b in range(-(-n // cfg.batch_size))),
                 "timings": timings}
-    worst = per_image.worst_case(flags)
-    if worst is not None:  # on the images every attack covered (AutoAttack's first aa_n where it ran)
-        metrics["worst"] = worst[0]
-        settings["worst"] = {"n": worst[1], "attacks": list(flags),
-                             "what": "correct clean and under every attack run, image by image"}
     classes = {name: per_image.per_class(f, y, num_classes) for name, f in flags.items()}
+    class_n = {name: per_image.class_counts(y, num_classes, len(f)) for name, f in flags.items()}
     sanity = {}
-    if cfg.sanity.enabled:
+    if cfg.sanity.enabled:  # before the worst case: its attack at eps joins it (``folded``)
         t0 = time.perf_counter()
-        sanity = sanity_checks(model, x, y, cfg, flags, aa_after, aa_warnings, seed, state, desc)
+        sanity = sanity_checks(model, x, y, cfg, flags, aa_after, aa_warnings, seed, state, desc,
+                               keep=folded)
         timings["sanity"] = round(time.perf_counter() - t0, 3)
+    every = {**flags, **folded}
+    _worst_case(every, metrics, settings)
     return {"metrics": metrics, "curve": curve, "settings": settings, "timings": timings, "sanity": sanity,
-            "per_class": classes, "per_image": per_image.store(flags, y), "corruptions": corrupted}
+            "per_class": classes, "class_n": class_n, "per_image": per_image.store(every, y),
+            "corruptions": corrupted}
+
+
+def _worst_case(flags: dict, metrics: dict, settings: dict) -> None:
+    """metrics["worst"] and its settings: on the images every evaluation attack covered
+    (AutoAttack's first aa_n where it ran), correct clean and under every attack run at eps, the
+    sanity check's and the curve's point at eps included, each on the images it covered
+    (``settings["worst"]["folded"]``: how many of them; records before issue 33 have no such key)."""
+    worst = per_image.worst_case(flags)
+    if worst is None:
+        return
+    metrics["worst"], n = worst
+    folded = {k: min(len(f), n) for k, f in flags.items() if per_image.folded_only(k)}
+    settings["worst"] = {"n": n, "attacks": list(flags), "folded": folded,
+                         "what": "correct clean and under every attack run at the evaluation's eps, "
+                                 "image by image (the sanity check's stronger PGD and the eps-curve's "
+                                 "point at eps included; the large-eps check is at another eps and "
+                                 "is not)"}
 
 
 def without_sanity(cfg: EvalConfig) -> EvalConfig:

@@ -75,8 +75,12 @@ def max_logit_difference(model: nn.Module, x: torch.Tensor) -> tuple[float, bool
 
 
 def sanity_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: EvalConfig, flags: dict,
-                  aa_after: dict, aa_warnings: list, seed: int, state, desc: str = "") -> dict:
-    """Run every check that the evaluated attacks allow; {"checks": {...}, "flags": [...], ...}."""
+                  aa_after: dict, aa_warnings: list, seed: int, state, desc: str = "",
+                  keep: dict | None = None) -> dict:
+    """Run every check that the evaluated attacks allow; {"checks": {...}, "flags": [...], ...}.
+    ``keep``: where given, the per-image flags of each check's attack at the evaluation's eps are
+    put there (``sanity-pgd100x3``: the convergence check's), so that the worst case counts them
+    too; the large-eps check's attack, at another eps, is not."""
     s, eps = cfg.sanity, cfg.eps
     m = len(x) if s.n is None else min(s.n, len(x))
     xs, ys = x[:m], y[:m]
@@ -121,6 +125,8 @@ def sanity_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: EvalC
             log(f"{desc}sanity: {strong.name} on {m} images ({100 * left:.1f} % survived every attack)")
             survive = attack_flags(model, xs, ys, strong, eps, cfg.batch_size, seed,
                                    state_key(f"sanity-{strong.name}", cfg.norm), state, desc, norm=cfg.norm)
+            if keep is not None:
+                keep[f"sanity-{strong.name}"] = survive
             drop = float(left - (base & survive).float().mean())
             checks["not_converged"] = _check(drop, s.convergence_margin, drop > s.convergence_margin, what)
             seconds["not_converged"] = round(time.perf_counter() - t0, 3)

@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import math
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import pandas as pd
 
-from bench.eval.per_image import flags_for, mcnemar
-from bench.eval.protocol import LABELS
+from bench.eval.per_image import differences, flags_for
+from bench.eval.protocol import CORRUPTIONS, LABELS
 from bench.report.references import published
-from bench.report.stats import NAN, holm, interval, paired_difference
+from bench.report.stats import (NAN, SEEDS_IMAGES, Difference, holm, interval, paired_difference,
+                                seeds_images_difference)
 from bench.runs.record import RunRecord
 
 COLUMNS = LABELS  # each evaluation's column title
@@ -26,6 +27,9 @@ class Column:
     scale: float = 100.0         # 100: accuracies shown in %
     digits: int = 1
     bounds: tuple[float, float] | None = (0.0, 1.0)   # the range its interval is clipped to
+    # False: the mean over seeds alone, for a derived figure (a noise floor) whose interval over
+    # seeds would only say how little the runs' overall accuracies moved it
+    seeds_interval: bool = True
 
     def value(self, rec: RunRecord) -> float:
         node = getattr(rec, self.path[0])
@@ -103,6 +107,7 @@ def table(groups: dict[str, list[RunRecord]], columns: list[Column], main: bool 
         num = {"method": name, "short": short_name(recs[0])}
         for col in columns:
             iv = interval([col.value(r) for r in recs], col.bounds)
+            iv = iv if col.seeds_interval else replace(iv, low=NAN, high=NAN)
             disp[col.label] = cell(iv.mean, iv.low, iv.high, col.scale, col.digits)
             num[f"{col.label} mean"], num[f"{col.label} low"], num[f"{col.label} high"] = iv.mean, iv.low, iv.high
         if main:  # the run-set's main table also shows the train time and the sanity flags
@@ -140,22 +145,57 @@ def accuracy_columns(records) -> list[Column]:
     return [Column(label, ("metrics", key)) for key, label in COLUMNS.items() if key in present]
 
 
+NOT_ATTACKS = ("clean", "worst", CORRUPTIONS)   # metrics the worst case is not compared with
+
+
+def worst_equals(records) -> str | None:
+    """The attack whose accuracy is the worst case's on every run that has one (the last in the
+    tables' order where several are: AutoAttack after PGD-20), or None where the worst case differs
+    from every attack on some run: then it says something no attack column does."""
+    runs = [r for r in records if "worst" in r.metrics]
+
+    def same(key: str, rec: RunRecord) -> bool:
+        return key in rec.metrics and abs(rec.metrics[key] - rec.metrics["worst"]) < 1e-6
+
+    equal = [key for key in COLUMNS if key not in NOT_ATTACKS and all(same(key, r) for r in runs)]
+    return equal[-1] if runs and equal else None
+
+
+def main_accuracy_columns(records) -> list[Column]:
+    """The main table's accuracy columns: the worst case only where it differs from an attack's
+    column on some run (the caption says which attack it equals otherwise)."""
+    drop = worst_equals(records) is not None
+    return [c for c in accuracy_columns(records) if not (drop and c.path == ("metrics", "worst"))]
+
+
 CLASS_ATTACKS = ("clean", "pgd20", "aa")   # the attacks whose per-class accuracy the tables show
 
 
+def _class_columns(key: str, with_floor: bool) -> list[Column]:
+    summary = ("per_class", "summary", key)
+    cols = [Column(f"{COLUMNS[key]} worst class", (*summary, "worst")),
+            Column(f"{COLUMNS[key]} class std", (*summary, "std"), bounds=(0.0, 0.5))]
+    floor = Column(f"{COLUMNS[key]} class std floor", (*summary, "floor"), bounds=(0.0, 0.5),
+                   seeds_interval=False)
+    return cols + [floor] if with_floor else cols
+
+
 def class_columns(records) -> list[Column]:
-    """Per attack of CLASS_ATTACKS that ran: the worst class's accuracy and the standard deviation of the
-    per-class accuracies (``bench.eval.per_image.class_summary``)."""
-    present = {k for r in records for k in (r.per_class or {}).get("summary", {})}
-    return [col for key in CLASS_ATTACKS if key in present for col in (
-        Column(f"{COLUMNS[key]} worst class", ("per_class", "summary", key, "worst")),
-        Column(f"{COLUMNS[key]} class std", ("per_class", "summary", key, "std"), bounds=(0.0, 0.5)))]
+    """Per attack of CLASS_ATTACKS that ran: the worst class's accuracy, the standard deviation of
+    the per-class accuracies (``bench.eval.per_image.class_summary``) and, where the images per
+    class are known, that standard deviation's binomial noise floor (``per_image.noise_floor``:
+    what equal classes would show at those class sizes; the mean over seeds, no interval)."""
+    summaries = [(r.per_class or {}).get("summary", {}) for r in records]
+    return [col for key in CLASS_ATTACKS if any(key in s for s in summaries)
+            for col in _class_columns(key, any("floor" in s.get(key, {}) for s in summaries))]
 
 
 def strongest_class_column(records) -> list[Column]:
-    """The main table's worst-class and class-spread columns: of the strongest attack with per-class
-    numbers (AutoAttack, else PGD-20, else clean)."""
-    return class_columns(records)[-2:]
+    """The main table's worst-class and class-spread columns (with the spread's noise floor where
+    it is known): of the strongest attack with per-class numbers (AutoAttack, else PGD-20, else
+    clean)."""
+    cols = class_columns(records)
+    return [c for c in cols if c.path[2] == cols[-1].path[2]] if cols else []
 
 
 def corruption_columns(records) -> list[Column]:
@@ -194,60 +234,93 @@ STRUCTURE_COLUMNS = [
 
 def ablation_table(groups: dict[str, list[RunRecord]], reference: str, columns: list[Column],
                    per_image: Callable[[RunRecord], dict | None] | None = None) -> pd.DataFrame:
-    """Each row's difference from the reference row over seeds: paired t-test where the seeds pair up
-    (Welch otherwise), 95 % interval of the mean difference. For an accuracy column whose per-image flags
-    ``per_image(record)`` gives (``bench.eval.per_image.store``'s dict) on the same images for both rows,
-    also the exact McNemar test on the discordant images, pooled over the paired seeds. One Holm
-    adjustment over every test of the table; a cell's * says which test(s) decided it: ``*s`` the
-    seed-level test, ``*i`` the image-level one, ``*si`` both."""
-    ref = next((recs for recs in groups.values() if recs[0].role == "student" and recs[0].method == reference), None)
+    """Each row's difference from the reference row per column: mean [95 % interval] and the
+    p-value of one two-sided test of the methods (``method_difference``), Holm-adjusted over
+    every test of the table, the test named beside it (``TEST_TAGS``); ``*`` marks an adjusted
+    p < 0.05."""
+    ref = next((recs for recs in groups.values()
+                if recs[0].role == "student" and recs[0].method == reference), None)
     if ref is None:
         return pd.DataFrame()
-    tests = []   # (name, n, col, kind, result): kind "seed" (a paired_difference) or "image" (a mcnemar dict)
+    tests = []   # (row name, seeds, column, Difference)
     for name, recs in groups.items():
         if recs[0].role != "student" or recs is ref:
             continue
-        for col in columns:
-            d = paired_difference({r.seed: col.value(r) for r in recs}, {r.seed: col.value(r) for r in ref})
-            tests.append((name, len(recs), col, "seed", d))
-            pairs = _image_pairs(recs, ref, col, per_image) if per_image is not None else []
-            if pairs:
-                tests.append((name, len(recs), col, "image", mcnemar(pairs)))
-    adjusted = holm([t[-1].p if t[3] == "seed" else t[-1]["p"] for t in tests])
+        tests += [(name, len(recs), col, method_difference(recs, ref, col, per_image))
+                  for col in columns]
+    adjusted = holm([t[-1].p for t in tests])
     rows: dict[str, dict] = {}
-    stars: dict[tuple[str, str], str] = {}
-    for (name, n, col, kind, res), p in zip(tests, adjusted):
-        row = rows.setdefault(name, {"Variant": name, "n": n, "test": None})
-        if kind == "seed":
-            row["test"] = row["test"] or res.test
-            row[f"Δ {col.label}"] = cell(res.diff, res.low, res.high, col.scale, col.digits, sign=True)
-            row[f"p {col.label} (Holm)"] = "–" if math.isnan(p) else f"{p:.3g}"
-        else:
-            row[f"p {col.label} McNemar (Holm)"] = f"{p:.3g}"
-            row[f"{col.label} only this / only ref"] = f"{res['only_a']} / {res['only_b']}"
-        if not math.isnan(p) and p < 0.05:
-            stars[(name, col.label)] = stars.get((name, col.label), "") + ("s" if kind == "seed" else "i")
-    for (name, label), which in stars.items():
-        rows[name][f"Δ {label}"] += f" *{which}"
+    for (name, n, col, d), p in zip(tests, adjusted):
+        row = rows.setdefault(name, {"Variant": name, "n": n})
+        star = " *" if p < 0.05 else ""   # nan compares False: no test, no star
+        row[f"Δ {col.label}"] = cell(d.diff, d.low, d.high, col.scale, col.digits, sign=True) + star
+        row[f"p {col.label} (Holm)"] = _p_cell(p, d)
     return pd.DataFrame(list(rows.values()))
 
 
+# How a p cell names its test: the seeds x images t (per-image flags on both rows), the paired t
+# over seeds, Welch's t where the seeds do not pair.
+TEST_TAGS = {SEEDS_IMAGES: "s×i", "paired t": "t", "Welch t": "W"}
+
+
+def _p_cell(p: float, d: Difference) -> str:
+    if d.note:   # "no spread": a difference identical everywhere has no p-value, not p = 0
+        return d.note
+    return "–" if math.isnan(p) else f"{p:.3g} {TEST_TAGS.get(d.test, d.test)}"
+
+
+def method_difference(recs: list[RunRecord], ref: list[RunRecord], col: Column, per_image=None
+                      ) -> Difference:
+    """This row's method against the reference's on one column: the seeds x images t where both
+    kept per-image flags for it on every paired seed (``bench.report.stats``), else the test over
+    seeds, on the integer counts where the column is an accuracy on a known number of images."""
+    pairs = _image_pairs(recs, ref, col, per_image) if per_image is not None else []
+    if pairs:
+        return seeds_images_difference(differences(pairs))
+    return paired_difference({r.seed: col.value(r) for r in recs},
+                             {r.seed: col.value(r) for r in ref}, n=_images(recs + ref, col))
+
+
+def _images(recs: list[RunRecord], col: Column) -> int | None:
+    """How many images every run evaluated the column's accuracy on, or None (differing, unknown,
+    not an accuracy): the denominator ``paired_difference`` makes the accuracies counts with."""
+    if col.path[0] == "metrics":
+        where = [(r.attack_settings or {}).get(col.path[1]) for r in recs]
+    elif col.path[0] == "transfer" and len(col.path) == 4:
+        target, attack = col.path[1], col.path[3]
+        where = [((r.transfer or {}).get(target) or {}).get("settings", {}).get(attack)
+                 for r in recs]
+    else:
+        return None
+    counts = {w.get("n") if isinstance(w, dict) else None for w in where}
+    n = counts.pop() if len(counts) == 1 else None
+    return n if isinstance(n, int) and n > 0 else None
+
+
 def _image_pairs(recs: list[RunRecord], ref: list[RunRecord], col: Column, per_image) -> list[tuple]:
-    """(this row's flags, the reference's) per seed both ran, for an accuracy column, where both runs kept
-    per-image flags on the same images."""
-    if col.path[0] != "metrics":
+    """(this row's flags, the reference's) per seed, for an accuracy column, where the two rows
+    ran the same seeds and every run kept per-image flags for it on the same images, flags that
+    give the run's accuracy; else [] (the test over seeds then stands alone: a subset of the
+    seeds, or another evaluation's flags, would test other numbers than the tables show)."""
+    if col.path[0] != "metrics" or sorted(r.seed for r in recs) != sorted(r.seed for r in ref):
         return []
     by_seed = {r.seed: r for r in ref}
     pairs = []
     for rec in recs:
-        other = by_seed.get(rec.seed)
-        a, b = per_image(rec), (per_image(other) if other is not None else None)
+        other = by_seed[rec.seed]
+        a, b = per_image(rec), per_image(other)
         if a is None or b is None or a["indices"] != b["indices"]:
-            continue
+            return []
         fa, fb = flags_for(a, col.path[1]), flags_for(b, col.path[1])
-        if fa is not None and fb is not None:
-            pairs.append((fa, fb))
+        if not (_gives(fa, col.value(rec)) and _gives(fb, col.value(other))):
+            return []
+        pairs.append((fa, fb))
     return pairs
+
+
+def _gives(flags, accuracy: float) -> bool:
+    """Whether per-image flags give the stored accuracy (a float32 of k/n: within 1e-6)."""
+    return flags is not None and len(flags) > 0 and abs(float(flags.mean()) - accuracy) <= 1e-6
 
 
 def published_table(groups: dict[str, list[RunRecord]], columns: list[Column]):

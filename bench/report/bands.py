@@ -43,8 +43,10 @@ ROBUST_ROW = 0.2      # a row whose baseline PGD-20 mean is at least this is rob
 # judged by), a rise of the same, any change of every other comparison (half each side), one seed below
 # its prediction bound
 SHARES = {"focus-drop": 0.70, "focus-rise": 0.05, "other": 0.15, "seed": 0.10}
-# the metrics each check seed is tested on by itself: the accuracies of the evaluation proper
-SEED_METRICS = ("clean", "fgsm", "pgd20", "cw", "aa", "worst")
+# the metrics each check seed is tested on by itself: the accuracies under attack. Not clean accuracy:
+# it sits at the ceiling, one image is 0.44 points, and its seed distribution has a long low tail
+# (ARD's seed 1: 96.9 % where 19 other seeds gave 98.7-99.6 %), which a normal bound calls a collapse
+SEED_METRICS = ("fgsm", "pgd20", "cw", "aa", "worst")
 DRAWS, SIM_SEED = 20000, 0
 
 
@@ -67,7 +69,8 @@ def robust_rows(values: dict[str, dict[str, list[float]]]) -> set[str]:
     return {row for row, m in values.items() if m.get("pgd20") and float(np.mean(m["pgd20"])) >= ROBUST_ROW}
 
 
-def design(values: dict[str, dict[str, list[float]]], n_check: int, shares: dict = SHARES) -> Design:
+def design(values: dict[str, dict[str, list[float]]], n_check: int, shares: dict = SHARES,
+           seed_metrics: tuple[str, ...] = SEED_METRICS) -> Design:
     """Every (row, metric) of ``values`` (the baseline's per-seed values) and its tests for a check of
     ``n_check`` seeds, each test with its share of the rate."""
     keys = tuple((row, metric) for row, metrics in values.items() for metric in metrics)
@@ -80,7 +83,7 @@ def design(values: dict[str, dict[str, list[float]]], n_check: int, shares: dict
         kind = "focus" if focus[k] else "other"
         tests += [(k, -1, -1, f"{kind}-drop" if focus[k] else "other"),
                   (k, +1, -1, f"{kind}-rise" if focus[k] else "other")]
-        if metric in SEED_METRICS:
+        if metric in seed_metrics:
             tests += [(k, -1, j, "seed") for j in range(n_check)]
     counts = {name: sum(t[3] == name for t in tests) for name in shares}
     used = sum(shares[name] for name, c in counts.items() if c)

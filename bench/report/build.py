@@ -37,6 +37,7 @@ from bench.report.aggregate import (
     corruption_columns,
     flagged,
     group_records,
+    main_accuracy_columns,
     per_run_frame,
     published_table,
     row_name,
@@ -48,6 +49,8 @@ from bench.report.aggregate import (
 )
 from bench.report.checkpoints import best_last_lines, best_last_table
 from bench.report.latex import latex_table
+from bench.report.noise import (class_noise_text, complete_class_counts, main_class_text,
+                                worst_case_text)
 from bench.report.recipes import recipe_markdown
 from bench.report.stats import LEVEL, interval
 from bench.runs.record import RECORD, RunRecord, load_records
@@ -249,6 +252,38 @@ def _per_image_reader(runset_dir: Path):
     return read
 
 
+def ablation_caption(reference: str) -> list[str]:
+    """What the ablation table's cells and tests are (aggregate.py's ablation_table)."""
+    return [
+        f"Each row's difference from `{reference}` (Δ = row − `{reference}`): mean over seeds "
+        "[95 % interval from the cell's test, not adjusted for the table's many tests]; "
+        "accuracies in points, structure in raw units. Each "
+        "cell has one two-sided test of the two methods, named after its p; the p-values are "
+        "Holm-adjusted over every test in this table, and `*` marks an adjusted p < 0.05: the "
+        "methods differ, not only these trained models on these images. No star is no evidence "
+        "of no difference: with 3 seeds the test finds a 5-point difference about one time in "
+        "five, a 10-point one about two in three (`benchmarks/results/image_tests_null.txt`).",
+        "",
+        "- `s×i`, the seeds × images test (an accuracy whose per-image flags every paired seed of "
+        "both rows kept): each seed of a row and the same seed of the reference were evaluated on "
+        "the same N test images, which gives an S × N matrix of differences (1 where only this row "
+        "got the image right, −1 where only the reference did). Seeds and images are both samples "
+        "(another training run gives other models, another test set other images), so the "
+        "variance of the mean difference is the paired t's over seeds plus what sampling the "
+        "images adds, from the matrix's two-way ANOVA: (MS_seed + max(0, MS_image − MS_resid)) / "
+        "(S N); the critical value is Cochran and Cox's (the t quantiles at S − 1 and N − 1 df, "
+        "weighted by the two parts). In simulated ablations of methods with equal expected "
+        "accuracy (images one method prefers, seeds 2.5 or 5 points apart, or both) it rejects at "
+        "most 5 % of the time at p < 0.05, where the exact McNemar test pooled over seeds that "
+        "earlier reports used rejected up to 58 % (`python benchmarks/image_tests_null.py`).",
+        "- `t`, the paired t over seeds (the other columns; accuracies on n images are tested on "
+        "their integer counts); `W`, Welch's t, where the seeds do not pair. These hold the test "
+        "images fixed: they speak for these images, not for other images of the same data.",
+        "- `no spread`: the same difference on every seed (and no image effect beyond chance): "
+        "no test, no star.",
+    ]
+
+
 def build_report(results_dir: Path, runset: str, reports_dir: Path) -> Path:
     runset_dir = Path(results_dir) / runset
     meta = read_manifest(runset_dir)
@@ -258,11 +293,12 @@ def build_report(results_dir: Path, runset: str, reports_dir: Path) -> Path:
     missing = [e for e in entries(meta) if not (runset_dir / e.run_id / RECORD).exists()]
     out = Path(reports_dir) / runset
     out.mkdir(parents=True, exist_ok=True)
+    complete_class_counts(records, _per_image_reader(runset_dir))
     groups = group_records(records, meta.get("methods", []))
     students = {k: v for k, v in groups.items() if v[0].role == "student"}
 
     acc_cols, tr_cols, cls_cols = accuracy_columns(records), transfer_columns(records), class_columns(records)
-    main_cols = acc_cols + strongest_class_column(records)
+    main_cols = main_accuracy_columns(records) + strongest_class_column(records)
     shown, numeric = table(groups, main_cols, main=True)
     cls_shown, cls_num = table(groups, cls_cols)
     cor_cols = corruption_columns(records)
@@ -277,8 +313,9 @@ def build_report(results_dir: Path, runset: str, reports_dir: Path) -> Path:
     atomic_write_text(out / "table.tex", latex_table(shown, numeric, main_cols))
     atomic_write_text(out / "summary.csv", pd.concat([numeric, tr_num.drop(columns=["method", "short", "n"])],
                                                      axis=1).to_csv(index=False))
-    run_cols = main_cols + tr_cols + STRUCTURE_COLUMNS + ATTACK_TRANSFER_COLUMNS + [c for c in cls_cols
-                                                                                   if c not in main_cols]
+    # runs.csv keeps every column, the worst case too where the main table leaves it out
+    run_cols = (acc_cols + [c for c in main_cols if c not in acc_cols] + tr_cols + STRUCTURE_COLUMNS
+                + ATTACK_TRANSFER_COLUMNS + [c for c in cls_cols if c not in main_cols])
     atomic_write_text(out / "runs.csv", per_run_frame(records, run_cols).to_csv(index=False))
     atomic_write_json(out / "runs.json", [{k: v for k, v in asdict(r).items() if k != "history"} for r in records])
 
@@ -287,11 +324,8 @@ def build_report(results_dir: Path, runset: str, reports_dir: Path) -> Path:
     notes = sorted({(r.method_name, r.note) for r in records if r.note})
     text = [f"# Run-set `{runset}`", "", *_setup_lines(records, meta), "",
             "Accuracy in %: mean over seeds [95 % Student-t interval of the mean, clipped to 0–100] when n > 1; "
-            "n = seeds; Worst case: images classified correctly clean and under every attack run, image by image "
-            "(on the images every attack covered: AutoAttack's where it ran); the worst class: the accuracy of "
-            "the class the strongest attack hurts most, class std: the standard deviation of its per-class "
-            "accuracies in points (section Per-class robustness); "
-            "train time is the median over seeds; Train MFLOP/img/epoch is one training step's "
+            "n = seeds; " + worst_case_text(records) + " " + main_class_text(records) + " "
+            "Train time is the median over seeds; Train MFLOP/img/epoch is one training step's "
             "matmul and convolution FLOPs per image (attack, every network's forward and backward; "
             "torch.utils.flop_counter on the run's first step), median over seeds, – where the run did not count "
             "it (a teacher from a file or the zoo; runs before the count existed); Sanity names the checks that "
@@ -318,9 +352,12 @@ def build_report(results_dir: Path, runset: str, reports_dir: Path) -> Path:
         text += _table_section(
             out, "per_class", cls_shown, cls_num, cls_cols, "Per-class robustness",
             "Accuracy (%) of the worst class and the standard deviation of the per-class accuracies (points), "
-            "per attack; a model can hide a weak class behind a good average (Fair-ARD, ABSLD)."
+            + ("with the floor that sampling noise alone gives that standard deviation (points, "
+               "below), " if any("floor" in c.label for c in cls_cols) else "")
+            + "per attack; a model can hide a weak class behind a good average (Fair-ARD, ABSLD)."
             + ("" if [str(c) for c in names] == [str(i) for i in range(len(names))] else
-               " Classes: " + ", ".join(f"{i} {c}" for i, c in enumerate(names)) + "."))
+               " Classes: " + ", ".join(f"{i} {c}" for i, c in enumerate(names)) + ".")
+            + "".join(f"\n\n{para}" for para in class_noise_text(groups)))
         if "per_class" in figures:
             text += ["![per_class.png](per_class.png)", ""]
     if cor_cols:
@@ -399,17 +436,7 @@ def build_report(results_dir: Path, runset: str, reports_dir: Path) -> Path:
         if not abl.empty:
             atomic_write_text(out / "ablation.csv", abl.to_csv(index=False))
             text += [f"## Ablation against `{reference}`", "",
-                     f"Each row's difference from `{reference}`: mean over seeds [95 % interval of the mean "
-                     "difference]; accuracies in points, structure in raw units. Seeds share the initialisation "
-                     "across methods, so the seed-level test is a paired t-test over seeds (Welch's where the seeds "
-                     "do not pair; column `test`). Each accuracy is also tested image by image: every seed of a row "
-                     "and the same seed of the reference were evaluated on the same test images, and the exact "
-                     "McNemar test (a two-sided binomial test on the images only one of the two got right, "
-                     "scipy.stats.binomtest) pools those discordant images over the seeds (column `only this / "
-                     "only ref`); it resolves differences that three seeds cannot, but speaks for these seeds' "
-                     "models on these images, not for a new training run. p-values are Holm-adjusted over every "
-                     "test in this table (both kinds together); `*s` marks an adjusted p < 0.05 from the "
-                     "seed-level test, `*i` from the image-level one, `*si` from both.", "",
+                     *ablation_caption(reference), "",
                      markdown_table(abl), ""]
     text += ["Files: `table.csv`, `table.tex`, `summary.csv` (means, intervals), `runs.csv` (per run and seed), "
              "`runs.json` (each run's full config, seed, versions and metrics)"

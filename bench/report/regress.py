@@ -120,12 +120,15 @@ class Bands:
     n_base: int
 
     @classmethod
-    def of(cls, baseline: dict) -> "Bands":
-        cal = baseline["calibration"]
-        d = stats.design(baseline["values"], len(baseline["check_seeds"]), cal["shares"])
+    def of(cls, baseline: dict, n_check: int | None = None) -> "Bands":
+        """For a check of the baseline's own number of check seeds, or of ``n_check`` (the level is
+        then calibrated anew for that many, with the baseline's shares)."""
+        cal, n = baseline["calibration"], n_check or len(baseline["check_seeds"])
+        d = stats.design(baseline["values"], n, cal["shares"], tuple(cal["seed_metrics"]))
         base = _matrix(baseline["values"], d)
-        b, n = base.shape[0], d.n_check
-        crit, sd, mean = stats.thresholds(cal["level"], d, b), stats.sigma(base, d.group), base.mean(0)
+        level = cal["level"] if n == len(baseline["check_seeds"]) else stats.calibrate(base, d)
+        b = base.shape[0]
+        crit, sd, mean = stats.thresholds(level, d, b), stats.sigma(base, d.group), base.mean(0)
         low, high, seed_low = (np.full(len(d.keys), np.nan) for _ in range(3))
         for t in range(len(d.comp)):
             k = d.comp[t]
@@ -135,7 +138,7 @@ class Bands:
                 low[k] = mean[k] - crit[t] * sd[k] * math.sqrt(1 / b + 1 / n)
             else:
                 high[k] = mean[k] + crit[t] * sd[k] * math.sqrt(1 / b + 1 / n)
-        return cls(d, mean, sd, low, high, seed_low, stats.detectable(base, d, cal["level"]), b)
+        return cls(d, mean, sd, low, high, seed_low, stats.detectable(base, d, level), b)
 
 
 def _verdict(got: list[float] | None, n: int, low: float, high: float, seed_low: float,
@@ -156,7 +159,7 @@ def _verdict(got: list[float] | None, n: int, low: float, high: float, seed_low:
 def compare(baseline: dict, now: Measured) -> list[dict]:
     """One row per comparison of the baseline (its verdict: ok, DROP, RISE, SEED s LOW, MISSING, NaN),
     then one per sanity flag of the check's runs and per metric the baseline lacks."""
-    bands = Bands.of(baseline)
+    bands = Bands.of(baseline, len(now.seeds))
     d, n = bands.design, bands.design.n_check
     out = []
     for k, (row, metric) in enumerate(d.keys):
@@ -212,6 +215,7 @@ def calibration(values: dict[str, dict[str, list[float]]], n_check: int) -> dict
     d = stats.design(values, n_check)
     level = stats.calibrate(_matrix(values, d), d)
     return {"level": level, "family_alpha": stats.FAMILY_ALPHA, "shares": dict(stats.SHARES),
+            "seed_metrics": list(stats.SEED_METRICS),
             "sd_floor": stats.SD_FLOOR, "draws": stats.DRAWS, "seed": stats.SIM_SEED,
             "model": "normal seed vectors with the baseline's means and sds, Ledoit-Wolf shrunk correlations"}
 
@@ -400,12 +404,15 @@ def _usable(baseline: dict, path: Path) -> dict:
 def check(cfg: RunConfig, methods: list[str], seeds: tuple[int, ...], path: Path,
           substitute: dict[str, str] | None = None, jobs: int = 1, method_files: tuple[str, ...] = (),
           show_all: bool = False) -> Verdict:
-    """Re-run ``cfg`` from scratch on the baseline's check seeds and compare every metric with the
-    baseline at ``path``; the baseline must have been made with the same config, methods and seeds."""
+    """Re-run ``cfg`` from scratch on ``seeds`` and compare every metric with the baseline at ``path``,
+    made with the same config and methods. ``seeds``: the baseline's check seeds, or any others none of
+    which is a baseline seed (more seeds detect smaller drops; the level is calibrated for their number)."""
     previous = _usable(read_baseline(path), path)
     changed = config_changes(previous["config"], asdict(cfg), asdict(RunConfig()))
-    changed += [k for k, a, b in (("methods", previous["methods"], methods),
-                                  ("seeds", tuple(previous["check_seeds"]), tuple(seeds))) if a != b]
+    changed += ["methods"] if previous["methods"] != methods else []
+    if set(seeds) & set(previous["seeds"]):
+        raise BenchError(f"seeds {sorted(set(seeds) & set(previous['seeds']))} are baseline seeds of {path}: "
+                         f"a check on them would not be an independent test (its own: {previous['check_seeds']})")
     if changed:
         raise BenchError(f"baseline {path} was made with another config ({', '.join(changed[:6])}); "
                          f"rerun with --update --reason \"...\" if the change is intended")

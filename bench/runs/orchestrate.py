@@ -124,7 +124,8 @@ def _record(subject: Subject, cfg: RunConfig, data: ImageData, teacher: Teacher,
         timings={"train_s": round(training.seconds, 2), "eval_s": round(sum(ev["timings"].values()), 2),
                  **{f"eval_{k}_s": v for k, v in ev["timings"].items()}},
         history=training.history, extra=training.extra, versions=package_versions(), created=now(),
-        per_class=class_record(ev["per_class"], data.classes) if "per_class" in ev else {},
+        per_class=(class_record(ev["per_class"], data.classes, ev.get("class_n"))
+                   if "per_class" in ev else {}),
         corruptions=corruption_record(ev.get("corruptions", {})),
         checkpoints=_checkpoints(cfg, training.extra.get("checkpoint"), ev) if subject.role == "student" else {})
 

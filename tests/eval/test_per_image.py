@@ -1,5 +1,6 @@
-"""Issue 22: per-image results (bit-packed store, worst case over attacks, per-class accuracy, the exact
-McNemar test between two models on the same images) and their place in the report."""
+"""Issue 22: per-image results (bit-packed store, worst case over attacks, per-class accuracy, two
+models compared image by image) and their place in the report (issue 33: the ablation's seeds x
+images test)."""
 from __future__ import annotations
 
 from dataclasses import replace
@@ -63,16 +64,15 @@ def test_a_model_perfect_on_all_classes_but_one_shows_that_class_as_worst():
     assert s["std"] == pytest.approx(np.std([1, 1, 1, 0.25, 1])) and s["range"] == 0.75
 
 
-def test_mcnemar_of_two_models_that_differ_on_known_images_is_the_hand_computed_binomial():
+def test_two_models_differ_image_by_image_in_a_seeds_by_images_matrix():
     a = np.array([1, 1, 1, 1, 1, 1, 1, 0, 1, 0, 1, 1], dtype=bool)
     b = np.array([0, 0, 0, 0, 0, 1, 1, 1, 1, 0, 1, 1], dtype=bool)
-    # discordant: a alone right on images 0-4 (5), b alone on image 7 (1); exact two-sided p =
-    # 2 * P(X <= 1 | X ~ Bin(6, 1/2)) = 2 * (1 + 6) / 64
-    res = per_image.mcnemar([(a, b)])
-    assert (res["only_a"], res["only_b"]) == (5, 1) and res["p"] == pytest.approx(14 / 64)
-    pooled = per_image.mcnemar([(a, b), (a, b)])  # two seeds: 10 against 2, 2 * (1 + 12 + 66) / 4096
-    assert (pooled["only_a"], pooled["only_b"]) == (10, 2) and pooled["p"] == pytest.approx(2 * 79 / 4096)
-    assert per_image.mcnemar([(a, a)])["p"] == 1.0
+    # discordant: a alone right on images 0-4 (5), b alone on image 7 (1)
+    assert per_image.discordant(a, b) == (5, 1)
+    d = per_image.differences([(a, b), (a[:10], b)])   # two seeds, cut to the images both cover
+    assert d.shape == (2, 10) and d.dtype == np.int8
+    assert d[0].tolist() == [1, 1, 1, 1, 1, 0, 0, -1, 0, 0] and (d[1] == d[0]).all()
+    assert per_image.differences([]).shape == (0, 0)
 
 
 class _Constant(nn.Module):
@@ -102,22 +102,28 @@ def _with_flags(recs, flags_by_method):
     return {r.run_id: per_image.store({"aa": torch.tensor(flags_by_method[r.method])}, labels) for r in recs}
 
 
-def test_the_ablation_table_adds_the_image_level_test_and_says_which_test_decided_each_star():
+def test_the_ablation_table_tests_seeds_and_images_together_and_names_the_test():
     recs = [_record("student", m, s, 0.9) for m in ("gacd", "ard") for s in (0, 1, 2)]
     groups = {"gacd": recs[:3], "ard": recs[3:]}
     flags = {"gacd": [True] * 40, "ard": [True] * 25 + [False] * 15}  # 15 images gacd alone keeps, per seed
+    for r in recs:   # accuracies their flags give (the table uses flags only where they agree)
+        r.metrics["aa"] = float(np.float32(np.mean(flags[r.method])))
     stored = _with_flags(recs, flags)
     col = Column("AutoAttack", ("metrics", "aa"))
-    table = ablation_table(groups, "gacd", [col], per_image=lambda r: stored[r.run_id])
-    row = table.iloc[0]
-    assert row["AutoAttack only this / only ref"] == "0 / 45"
-    # 45 discordant images all one way: p = 2 / 2**45 before Holm's two tests; the seed-level test on jittered
-    # synthetic accuracies does not decide it, the image-level one does
-    assert float(row["p AutoAttack McNemar (Holm)"]) < 1e-10
-    assert row["Δ AutoAttack"].endswith("*i")
-    # without per-image results the table is the seed-level one alone
-    plain = ablation_table(groups, "gacd", [col])
-    assert "p AutoAttack McNemar (Holm)" not in plain.columns and not plain.iloc[0]["Δ AutoAttack"].endswith("i")
+    row = ablation_table(groups, "gacd", [col], per_image=lambda r: stored[r.run_id]).iloc[0]
+    # the same 15 images every seed: no seed spread, an image effect far beyond the (zero) noise
+    assert row["Δ AutoAttack"].startswith("-37.5 [") and row["Δ AutoAttack"].endswith(" *")
+    p, test = row["p AutoAttack (Holm)"].split()
+    assert float(p) < 1e-3 and test == "s×i"
+    # flags that do not give the stored accuracy (another evaluation's): the test over seeds
+    for r in groups["ard"]:
+        r.metrics["aa"] += 0.01 * r.seed
+    assert ablation_table(groups, "gacd", [col], per_image=lambda r: stored[r.run_id]).iloc[0][
+        "p AutoAttack (Holm)"].endswith(" t")
+    # without per-image results: the paired t over seeds
+    plain = ablation_table(groups, "gacd", [Column("Clean", ("metrics", "clean"))])
+    assert plain.iloc[0]["p Clean (Holm)"].endswith(" t") and list(plain.columns) == [
+        "Variant", "n", "Δ Clean", "p Clean (Holm)"]
 
 
 def test_class_columns_show_the_worst_class_and_the_spread_per_attack():

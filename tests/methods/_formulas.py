@@ -1,5 +1,6 @@
 """What the formula tests of tests/methods share: a tiny network with fixed weights, and the official
 scripts' arithmetic per sample, written with plain Python and ``math`` (independent of the suite's code)."""
+import copy
 import math
 
 import torch
@@ -54,3 +55,17 @@ def ce_row(row, y):
 
 def rows(t):
     return t.detach().tolist()
+
+
+def train_forwards(student, inputs):
+    """The running statistics after train-mode forwards of ``inputs``, in order, on a copy of ``student``."""
+    twin = copy.deepcopy(student).train()
+    with torch.no_grad():
+        for x in inputs:
+            twin(x)
+    return twin.bn.running_mean.clone(), twin.bn.running_var.clone()
+
+
+def same_running_stats(student, expected):
+    return all(torch.allclose(a, b, rtol=1e-6, atol=1e-7)
+               for a, b in zip((student.bn.running_mean, student.bn.running_var), expected))

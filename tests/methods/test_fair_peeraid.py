@@ -2,13 +2,15 @@
 against their official code's formulas, written here independently with explicit loops and ``math``, on 10 and
 100 classes; the Fair weights against the spec's worked examples; the kappa statistic against a hand-written
 PGD loop; the Fair state over epochs driven through ``losses`` / ``end_epoch``; PeerAiD's gradient routing,
-forwards and peer."""
+forwards and peer. The Fair methods' terms and kappa come from the student's forwards in a given mode and order:
+their tests run on a student with batch norm too (``bn``), where a forward in the wrong mode or order gives other
+numbers (without batch norm, train and eval modes agree)."""
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
-from _formulas import Tiny, ce_row, kl_row, rows, softmax
+from _formulas import Tiny, ce_row, kl_row, rows, same_running_stats, softmax, train_forwards
 from torch import nn
 
 from bench.attacks.threat import random_start
@@ -34,6 +36,11 @@ def setup(classes: int, epoch: int = 0, epochs: int = 10, bn: bool = False):
 
 def build(label, ctx):
     return parse_method(label).build(ctx)
+
+
+
+
+BN = pytest.mark.parametrize("bn", [False, True])
 
 
 # --- the Fair weights: the spec's worked examples (pure function) ---------------------------------------------
@@ -68,17 +75,20 @@ def test_fair_rslad_literal_weights_are_nan_on_a_class_at_zero():
 
 # --- kappa: counted at x_0 .. x_{K-1} from the attack's own forwards ---------------------------------------
 
+@BN
 @pytest.mark.parametrize("name", ["fair-ard", "fair-rslad", "fair-iad"])
-def test_kappa_counts_correct_iterates_of_the_harness_attack(name):
+def test_kappa_counts_correct_iterates_of_the_harness_attack(name, bn):
     """The harness's attack (bench.train.loop.adversarial_examples -> pgd_ascent) with the method's objective
-    against a hand-written PGD loop from the same start: kappa_i = #{k < K : argmax S(x_k)_i = y_i}, x_K not
-    counted, and the same x_adv."""
+    against a hand-written PGD loop from the same start, the student in the attack's mode (train for Fair-ARD
+    and Fair-IAD, eval for Fair-RSLAD): kappa_i = #{k < K : argmax S(x_k)_i = y_i}, x_K not counted, and the
+    same x_adv."""
     classes, steps, eps = 10, 6, 0.3
-    x, _, _, s, t, ctx, _ = setup(classes)
-    with torch.no_grad():  # labels the student gets right at x: kappa then falls as the attack proceeds
-        y = s(x).argmax(1)
-    y[:2] = (y[:2] + 1) % classes  # and two it gets wrong
+    x, _, _, s, t, ctx, _ = setup(classes, bn=bn)
     m = build(name, ctx)
+    with torch.no_grad():  # labels the student (in the attack's mode) gets right at x: kappa then falls
+        y = s.train(m.inner.student_mode == "train")(x).argmax(1)
+    s.train()
+    y[:2] = (y[:2] + 1) % classes  # and two it gets wrong
     cfg = AttackConfig(eps=eps, step_ratio=0.25, steps=steps)
     batch = Batch(x, y, torch.arange(B), s, t, epoch=0, generator=torch.Generator().manual_seed(3))
     x_adv = adversarial_examples(m, batch, cfg)
@@ -89,6 +99,7 @@ def test_kappa_counts_correct_iterates_of_the_harness_attack(name):
     lo, hi = (x - eps).clamp(min=0), (x + eps).clamp(max=1)
     z = torch.max(torch.min(z, hi), lo)
     counts = [0] * B
+    s.train(m.inner.student_mode == "train")
     for _ in range(steps):
         z.requires_grad_(True)
         logits = s(z)
@@ -101,6 +112,7 @@ def test_kappa_counts_correct_iterates_of_the_harness_attack(name):
             loss = sum(F.cross_entropy(logits[i:i + 1], y[i:i + 1]) for i in range(B))
         g, = torch.autograd.grad(loss, z)
         z = torch.max(torch.min(z.detach() + 0.25 * eps * g.sign(), hi), lo)
+    s.train()
     assert torch.allclose(x_adv, z, atol=1e-6)
     assert kappa.tolist() == counts
     assert any(0 < c < steps for c in counts)  # the predictions change along the path: a real count
@@ -113,9 +125,11 @@ def test_kappa_is_counted_in_the_base_methods_attack_mode():
         ["uniform", "normal", "uniform"]
 
 
+@BN
 @pytest.mark.parametrize("name,base", [("fair-ard", "ard"), ("fair-rslad", "rslad"), ("fair-iad", "iad")])
-def test_fair_attack_objective_is_the_base_methods(name, base):
-    x, x_adv, y, s, t, ctx, batch = setup(10)
+def test_fair_attack_objective_is_the_base_methods(name, base, bn):
+    x, x_adv, y, s, t, ctx, batch = setup(10, bn=bn)
+    s.train(METHODS.get(name).inner.student_mode == "train")
     assert build(name, ctx).inner_objective(batch, x_adv).item() == pytest.approx(
         build(base, ctx).inner_objective(batch, x_adv).item(), rel=1e-6)
 
@@ -128,15 +142,18 @@ def weighted(m, classes):
     return m.state["weights"].tolist()
 
 
+@BN
 @pytest.mark.parametrize("classes", [10, 100])
 @pytest.mark.parametrize("alpha", [1.0, 0.6])
-def test_fair_ard_against_fair_ard_py(classes, alpha):
+def test_fair_ard_against_fair_ard_py(classes, alpha, bn):
     """Fair-ARD.py:136-148: alpha t^2 (1/B) sum_i w[y_i] KLDivLoss()(1-D) + (1-alpha) (1/B) sum_i w[y_i] CE(S(x_i)),
-    'mean' over C = option scale 1/C."""
-    x, x_adv, y, s, t, ctx, batch = setup(classes)
+    'mean' over C = option scale 1/C; train-mode S(x') then S(x)."""
+    x, x_adv, y, s, t, ctx, batch = setup(classes, bn=bn)
     m = build(f"fair-ard:scale={1 / classes}:alpha={alpha}", ctx)
     w = weighted(m, classes)
+    expected = train_forwards(s, [x_adv, x] if alpha < 1 else [x_adv]) if bn else None
     terms = m.losses(batch, x_adv)
+    assert not bn or same_running_stats(s, expected)
     sa, tx, sx = rows(s(x_adv)), rows(t(x)), rows(s(x))
     kd = sum(w[y[i]] * kl_row(tx[i], sa[i], 30.0) / classes for i in range(B)) / B
     assert terms["kd_adv"].item() == pytest.approx(alpha * 900 * kd, rel=1e-4)
@@ -148,14 +165,18 @@ def test_fair_ard_against_fair_ard_py(classes, alpha):
     assert parse_method("fair-ard").cls.magnitude_options("cifar10") == "scale=0.1"
 
 
+@BN
 @pytest.mark.parametrize("classes", [10, 100])
-def test_fair_rslad_against_fair_rslad_py(classes):
+def test_fair_rslad_against_fair_rslad_py(classes, bn):
     """Fair-RSLAD.py:126-138: kl_loss(a, b) = -a b + log(b + 1e-5) b per sample x w[y_i], (1/B) sum, mean over C;
-    5/6 on x', 1/6 on x, b = softmax(T(x)). The suite's exact KL differs by a constant of the teacher only."""
-    x, x_adv, y, s, t, ctx, batch = setup(classes)
+    5/6 on x', 1/6 on x (train mode, in that order), b = softmax(T(x)). The suite's exact KL differs by a
+    constant of the teacher only."""
+    x, x_adv, y, s, t, ctx, batch = setup(classes, bn=bn)
     m = build(f"fair-rslad:scale={1 / classes}", ctx)
     w = weighted(m, classes)
+    expected = train_forwards(s, [x_adv, x]) if bn else None
     terms = m.losses(batch, x_adv)
+    assert not bn or same_running_stats(s, expected)
     sa, sx, tx = rows(s(x_adv)), rows(s(x)), rows(t(x))
 
     def code_term(student_rows):
@@ -171,15 +192,19 @@ def test_fair_rslad_against_fair_rslad_py(classes):
     assert terms["kd_nat"].item() == pytest.approx(1 / 6 * (code_term(sx) - shift), rel=1e-4)
 
 
+@BN
 @pytest.mark.parametrize("classes", [10, 100])
 @pytest.mark.parametrize("epoch", [0, 7])
-def test_fair_iad_against_fair_iad_py(classes, epoch):
+def test_fair_iad_against_fair_iad_py(classes, epoch, bn):
     """Fair-IAD.py:173-199, --temp 1 --alpha 1 --beta_iad 0.1 --begin 60 of 200 (here 3 of 10): per-sample KL
-    summed (KLDivLoss(reduce=False).sum()), x w[y_i], (1/B) sum; the self term x (1 - A_i) after the warm-up."""
-    x, x_adv, y, s, t, ctx, batch = setup(classes, epoch)
+    summed (KLDivLoss(reduce=False).sum()), x w[y_i], (1/B) sum; the self term x (1 - A_i) after the warm-up;
+    train-mode S(x') then (after the warm-up) S(x)."""
+    x, x_adv, y, s, t, ctx, batch = setup(classes, epoch, bn=bn)
     m = build("fair-iad", ctx)
     w = weighted(m, classes)
+    expected = train_forwards(s, [x_adv, x] if epoch >= 3 else [x_adv]) if bn else None
     terms = m.losses(batch, x_adv)
+    assert not bn or same_running_stats(s, expected)
     sa, tx, ta, sx = rows(s(x_adv)), rows(t(x)), rows(t(x_adv)), rows(s(x))
     kd = sum(w[y[i]] * kl_row(tx[i], sa[i]) for i in range(B)) / B
     assert terms["kd_adv"].item() == pytest.approx(kd, rel=1e-4)
@@ -208,13 +233,14 @@ def _fair_step(m, s, t, x, x_adv, y, kappa, epoch):
     return m.losses(batch, x_adv)["kd_adv"].item()
 
 
-def test_fair_state_over_three_epochs():
+@BN
+def test_fair_state_over_three_epochs(bn):
     """Two batches an epoch, unbalanced classes (2, 3, 1 samples). Epoch 0 trains with ones and measures
     Kbar = [1, 2, 4] (true counts; the code's len/C = 2 would give [1, 3, 2]) -> the spec's [2.2857, .8333, .8333];
     epoch 1 trains with those and measures Kbar = [5, 1, 5] from its own kappa only -> [5/6, 5/2, 5/6];
     epoch 2 sees no class-2 sample: the weights of classes 0, 1 are normalised over the two, class 2 keeps its own."""
     classes = 3
-    x, x_adv, _, s, t, ctx, _ = setup(classes)
+    x, x_adv, _, s, t, ctx, _ = setup(classes, bn=bn)
     x, x_adv = x[:3], x_adv[:3]
     m = build("fair-ard:scale=0.5", ctx)
     ref = build("ard:scale=0.5", ctx)
@@ -287,12 +313,15 @@ def _inputs_seen(s, x, x_adv):
     ("fair-iad", 0, ["x'"]), ("fair-iad:clean_pass=true", 0, ["x'", "x", "x'"]),
     ("fair-iad", 7, ["x'", "x"]), ("fair-iad:clean_pass=true", 7, ["x'", "x", "x'"]),
     ("fair-rslad", 0, ["x'", "x"])])
-def test_fair_student_forwards_in_the_scripts_order(label, epoch, expected):
+@BN
+def test_fair_student_forwards_in_the_scripts_order(label, epoch, expected, bn):
     """Fair-ARD.py:133-137 (S(x') then S(x) every step); Fair-IAD.py:164-170 (S(x'), S(x) every step, then the
-    unused basicop S(x')); Fair-RSLAD.py:78,125."""
-    x, x_adv, y, s, t, ctx, batch = setup(10, epoch)
+    unused basicop S(x')); Fair-RSLAD.py:78,125; each in train mode (the running statistics of those forwards)."""
+    x, x_adv, y, s, t, ctx, batch = setup(10, epoch, bn=bn)
+    stats = train_forwards(s, [{"x": x, "x'": x_adv}[v] for v in expected]) if bn else None
     terms = build(label, ctx).losses(batch, x_adv)
     assert _inputs_seen(s, x, x_adv) == expected
+    assert not bn or same_running_stats(s, stats)
     plain = build(label.split(":")[0], ctx)
     s.seen.clear()
     assert {k: v.item() for k, v in terms.items()} == pytest.approx(

@@ -1,11 +1,13 @@
 """MTARD and ABSLD (issue 21) against their official code's formulas (spec-mtard-absld.md), written here
 independently with explicit loops and ``math``, on 10 and 100 classes; their state against the spec's
-worked examples and against hand-computed updates over two epochs."""
+worked examples and against hand-computed updates over two epochs. Their terms and statistics come from
+train-mode forwards: the tests that check them run on a student with batch norm too (``bn``), where a forward
+in the wrong mode or order gives other numbers (without batch norm, train and eval modes agree)."""
 import math
 
 import pytest
 import torch
-from _formulas import Tiny, ce_row, kl_row, rows, softmax
+from _formulas import Tiny, ce_row, kl_row, rows, same_running_stats, softmax, train_forwards
 
 import methods.mtard as mtard_module
 from bench.config.schema import TEACHER_ROLES
@@ -43,8 +45,10 @@ def batches(classes, n, seed=0):
     return out
 
 
-def nets(classes):
-    return Tiny(6, classes, 1), Tiny(7, classes, 2).eval(), Tiny(8, classes, 3, 2.0).eval()
+def nets(classes, bn=False):
+    return Tiny(6, classes, 1, bn=bn), Tiny(7, classes, 2).eval(), Tiny(8, classes, 3, 2.0).eval()
+
+
 
 
 def make_batch(x, y, s, t, nat=None, epoch=0, lr_scale=1.0):
@@ -87,18 +91,21 @@ def test_mtard_worked_example_through_losses(classes, monkeypatch):
     assert terms["kd_nat"].item() != pytest.approx(0.4975 * kl_nat, rel=1e-5)
 
 
+@pytest.mark.parametrize("bn", [False, True])
 @pytest.mark.parametrize("classes", [10, 100])
-def test_mtard_against_script(classes):
+def test_mtard_against_script(classes, bn):
     """M10/M100:72-100: scale=0.1 gives the code's mean over B x C (x10 on CIFAR-100); the state's values are
-    the code's, with the +1e-5; the teachers: robust at x', natural at x; forwards S(x') then S(x)."""
-    s, t, nat = nets(classes)
+    the code's, with the +1e-5; the teachers: robust at x', natural at x; forwards S(x') then S(x), train mode."""
+    s, t, nat = nets(classes, bn)
     data = batches(classes, 2)
     m = parse_method("mtard:scale=0.1").build(make_ctx(classes, data[0][2]))
     w = 0.5
     for step, (x, x_adv, y) in enumerate(data):
         s.seen.clear()
+        expected = train_forwards(s, [x_adv, x]) if bn else None
         terms = m.losses(make_batch(x, y, s, t, nat), x_adv)
         assert [id(v) for v in s.seen] == [id(x_adv), id(x)]   # S(x') then S(x), each once
+        assert not bn or same_running_stats(s, expected)
         sa, sx, ta, tn = rows(s(x_adv)), rows(s(x)), rows(t(x_adv)), rows(nat(x))
         v_adv, v_nat = code_kl(ta, sa), code_kl(tn, sx)
         if step == 0:
@@ -219,12 +226,14 @@ def expected_targets(z, y, ta, tn, temps):
     return adv, nat
 
 
+@pytest.mark.parametrize("bn", [False, True])
 @pytest.mark.parametrize("classes", [10, 100])
 @pytest.mark.parametrize("temps", ["paper", "code"])
-def test_absld_against_script(classes, temps):
-    """A:94-127 and AL:26-59 with temperatures away from 1: the attack target and both terms, 5/6 and 1/6,
-    scale=0.1 = the code's mean over B x C on CIFAR-10; the per-class CE sums of the detached logits."""
-    s, t, _ = nets(classes)
+def test_absld_against_script(classes, temps, bn):
+    """A:94-127 and AL:26-59 with temperatures away from 1: the attack target (student in eval mode) and both
+    terms, 5/6 and 1/6, scale=0.1 = the code's mean over B x C on CIFAR-10; the per-class CE sums of the
+    detached train-mode logits, S(x') then S(x)."""
+    s, t, _ = nets(classes, bn)
     (x, x_adv, y), = batches(classes, 1)
     m = parse_method(f"absld:scale=0.1:temps={temps}").build(make_ctx(classes, y))
     g = torch.Generator().manual_seed(7)
@@ -239,8 +248,10 @@ def test_absld_against_script(classes, temps):
     assert m.inner_objective(batch, x_adv).item() == pytest.approx(inner, rel=1e-4)
     s.train()
     s.seen.clear()
+    expected = train_forwards(s, [x_adv, x]) if bn else None
     terms = m.losses(batch, x_adv)
     assert [id(v) for v in s.seen] == [id(x_adv), id(x)]   # S(x') then S(x)
+    assert not bn or same_running_stats(s, expected)
     sa, sx = rows(s(x_adv)), rows(s(x))
     kl_a = sum(kl_row(a, b) for a, b in zip(adv_t, sa)) / B
     kl_n = sum(kl_row(a, b) for a, b in zip(nat_t, sx)) / B
@@ -273,11 +284,13 @@ def test_absld_code_temps_is_the_product_temperature():
     assert METHODS.get("absld").official.official_options == "temps=code"
 
 
-def test_absld_state_after_two_epochs():
+@pytest.mark.parametrize("bn", [False, True])
+def test_absld_state_after_two_epochs(bn):
     """Three batches an epoch through losses(), end_epoch with the next epoch's lr ratio 1 then 0.1 (r decayed
-    BEFORE that epoch's update, A:173-189); the means use the true per-class counts; sums reset each epoch."""
+    BEFORE that epoch's update, A:173-189); the means use the true per-class counts; sums reset each epoch;
+    the statistics from train-mode forwards."""
     classes = 5   # Digits-like: few classes, unequal counts
-    s, t, _ = nets(classes)
+    s, t, _ = nets(classes, bn)
     data = batches(classes, 3, seed=3)
     m = parse_method("absld:temps=code").build(make_ctx(classes, data[0][2]))
     tau = {"adv": [1.0] * classes, "nat": [1.0] * classes}

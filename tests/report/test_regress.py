@@ -51,13 +51,15 @@ def test_unchanged_values_pass_and_the_band_ignores_the_check_s_own_spread(synth
 
 def test_one_collapsed_seed_fails_even_when_the_mean_stays_in_its_band(synthetic):
     values = copy.deepcopy(synthetic["check_values"])
-    values["ard"]["clean"][2] = 0.5                      # one seed diverged; the mean moves by ~10 points
-    verdicts = _check(synthetic, values)
-    assert verdicts["ard", "clean"] in ("DROP", "SEED 2 LOW")
-    band = next(r for r in compare(synthetic, Measured([0, 1, 2, 3], values, {})) if r["metric"] == "clean"
+    values["ard"]["pgd20"][2] = 0.2                      # one seed collapsed to chance
+    assert _check(synthetic, values)["ard", "pgd20"] in ("DROP", "SEED 2 LOW")
+    band = next(r for r in compare(synthetic, Measured([0, 1, 2, 3], values, {})) if r["metric"] == "pgd20"
                 and r["row"] == "ard")
-    values["ard"]["clean"][2] = band["seed_low"] - 0.01   # just below the one-seed bound
-    assert _check(synthetic, values)["ard", "clean"] in ("SEED 2 LOW", "DROP")
+    mean = sum(synthetic["check_values"]["ard"]["pgd20"]) / 4
+    low = band["seed_low"] - 0.005                        # just below the one-seed bound ...
+    values["ard"]["pgd20"] = [low if j == 2 else mean + (mean - low) / 3 for j in range(4)]  # ... same mean
+    verdicts = _check(synthetic, values)
+    assert verdicts["ard", "pgd20"] == "SEED 2 LOW"
 
 
 def test_a_rise_far_above_the_band_fails_as_a_drop_does(synthetic):
@@ -86,6 +88,12 @@ def test_a_low_row_can_fail_both_ways(synthetic):
     values = copy.deepcopy(synthetic["check_values"])
     values["crd"]["aa"] = [0.3] * 4
     assert _check(synthetic, values)["crd", "aa"] == "RISE"
+
+
+def test_a_check_of_more_seeds_gets_its_own_level_and_narrower_bands(synthetic):
+    four, eight = regress.Bands.of(synthetic), regress.Bands.of(synthetic, 8)
+    assert (eight.detect[:, 0] < four.detect[:, 0]).all()
+    assert eight.design.n_check == 8 and (eight.low > four.low).all()
 
 
 def test_baseline_records_its_machine_and_calibration(synthetic):
@@ -221,8 +229,10 @@ def test_check_refuses_another_config_other_seeds_and_an_old_format(tmp_path, ca
     path = tmp_path / "b.json"
     path.write_text(json.dumps({**synthetic, "config": json.loads(json.dumps(regress.asdict(preset.config))),
                                 "methods": list(preset.methods)}))
-    assert main(["regress", "--baseline", str(path), "--seeds", "0,1,2"]) == 2
-    assert "another config (seeds)" in capsys.readouterr().err
+    assert main(["regress", "--baseline", str(path), "--seeds", "0,1,4"]) == 2
+    assert "are baseline seeds" in capsys.readouterr().err
+    assert main(["regress", "--baseline", str(path), "--methods", "ard"]) == 2
+    assert "another config (methods)" in capsys.readouterr().err
     path.write_text(json.dumps({**synthetic, "format": 1}))
     assert main(["regress", "--baseline", str(path)]) == 2
     assert "older format" in capsys.readouterr().err

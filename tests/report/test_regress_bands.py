@@ -83,7 +83,7 @@ def test_the_design_spends_most_of_the_rate_on_robust_drops_and_sums_to_one():
     focus_drop = (d.focus[d.comp]) & (d.side < 0) & (d.seed < 0)
     assert d.weight[focus_drop].sum() == pytest.approx(bands.SHARES["focus-drop"])
     assert focus_drop.sum() == 8                        # PGD-20 and AutoAttack of the four robust rows
-    assert (d.seed >= 0).sum() == len(ROWS) * 6 * N     # every seed metric of every row, per check seed
+    assert (d.seed >= 0).sum() == len(ROWS) * len(bands.SEED_METRICS) * N   # per row, metric, check seed
 
 
 def test_sigma_is_moderated_towards_rows_alike_and_floored():
