@@ -12,6 +12,7 @@ modest changes to one method, each scored on the check's seeds against that meth
 * ``pgd-at-natural``: PGD-AT trained without its attack (a gross break, for scale).
 
     python benchmarks/regress_bands.py [--only same,ard-2-step] [--jobs 2]
+    python benchmarks/regress_bands.py --rescore     # the kept numbers against today's baseline
 """
 from __future__ import annotations
 
@@ -21,9 +22,11 @@ import json
 import sys
 import time
 from dataclasses import replace
+from pathlib import Path
 
+from bench.common.io import atomic_write_json
 from bench.config.presets import get_preset
-from bench.report.regress import BASELINE_DIR, compare, format_table, run_regression
+from bench.report.regress import BASELINE_DIR, Measured, compare, format_table, run_regression
 from bench.runs import orchestrate
 
 
@@ -44,6 +47,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", help="comma list of: same, ard-2-step, ard-half-kl, pgd-at-natural (default all)")
     parser.add_argument("--jobs", type=int, default=1, help="processes side by side (as bench regress --jobs)")
+    parser.add_argument("--out", default="benchmarks/results/regress_bands.json",
+                        help="where the measured numbers are kept")
+    parser.add_argument("--rescore", action="store_true",
+                        help="score the kept numbers against the baseline as it is now; train nothing")
     args = parser.parse_args(argv)
     baseline = json.loads((BASELINE_DIR / "regress.json").read_text())
     preset = get_preset("regress")
@@ -60,12 +67,21 @@ def main(argv: list[str] | None = None) -> int:
     if set(names) - set(cases):
         print(f"unknown case(s): {', '.join(sorted(set(names) - set(cases)))}", file=sys.stderr)
         return 2
+    kept = json.loads(Path(args.out).read_text()) if Path(args.out).exists() else {}
     for name in names:
         run_cfg, methods, seeds, substitute = cases[name]
         t0 = time.perf_counter()
-        with _student_attack_steps(2 if name == "ard-2-step" else None):
-            # a patched attack does not reach spawned processes: that case runs in this one
-            now = run_regression(run_cfg, methods, seeds, substitute, jobs=1 if name == "ard-2-step" else args.jobs)
+        if args.rescore:
+            k = kept[name]
+            now = Measured(k["seeds"], k["values"], {r: {int(s): f for s, f in by.items()}
+                                                     for r, by in k["flags"].items()})
+        else:
+            with _student_attack_steps(2 if name == "ard-2-step" else None):
+                # a patched attack does not reach spawned processes: that case runs in this one
+                now = run_regression(run_cfg, methods, seeds, substitute,
+                                     jobs=1 if name == "ard-2-step" else args.jobs)
+        kept[name] = {"seeds": now.seeds, "values": now.values, "flags": now.flags}
+        atomic_write_json(Path(args.out), kept)   # the measured numbers: --rescore scores them again
         rows = compare(baseline, now)
         if name != "same":  # the changed method's row (the teacher is retrained alongside, unchanged)
             rows = [r for r in rows if r["row"] == methods[0]]

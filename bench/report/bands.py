@@ -24,8 +24,10 @@ the chance of *any* false alarm in a check of unchanged code is FAMILY_ALPHA, ov
 correlations (a seed's metrics move together), the estimated sds, the floor and both sides. The
 simulation draws seed vectors from a normal distribution with the baseline's means, sds and
 correlations, the correlations shrunk towards none (Ledoit and Wolf 2004; B seeds cannot estimate
-correlations among many metrics). benchmarks/regress_null.py measures the rate under this and two other
-models of seed variation.
+correlations among many metrics). Where the update measured the check's seeds too, the level is also
+found on every split of those real seed vectors into a baseline and a check (``split_level``: no model
+at all), and the lower of the two is used. benchmarks/regress_null.py measures the rate under both
+and under independent metrics.
 """
 from __future__ import annotations
 
@@ -43,10 +45,11 @@ ROBUST_ROW = 0.2      # a row whose baseline PGD-20 mean is at least this is rob
 # judged by), a rise of the same, any change of every other comparison (half each side), one seed below
 # its prediction bound
 SHARES = {"focus-drop": 0.70, "focus-rise": 0.05, "other": 0.15, "seed": 0.10}
-# the metrics each check seed is tested on by itself: the accuracies under attack. Not clean accuracy:
-# it sits at the ceiling, one image is 0.44 points, and its seed distribution has a long low tail
-# (ARD's seed 1: 96.9 % where 19 other seeds gave 98.7-99.6 %), which a normal bound calls a collapse
-SEED_METRICS = ("fgsm", "pgd20", "cw", "aa", "worst")
+# the metrics each check seed is tested on by itself: a collapsed seed (diverged training, catastrophic
+# overfitting) falls far below on these. A few, so that each one-seed bound sits at a moderate quantile:
+# every bound more pushes them all further into the tails, where seeds are less normal than the
+# simulation assumes (clean accuracy above all: at its ceiling, one ARD seed in 20 loses 7 images)
+SEED_METRICS = ("pgd20", "aa")
 DRAWS, SIM_SEED = 20000, 0
 
 
@@ -164,6 +167,27 @@ def calibrate(base: np.ndarray, d: Design, family_alpha: float = FAMILY_ALPHA, d
     (simulated)."""
     stat = simulate(base, d, draws, np.random.default_rng(seed))
     return float(np.quantile(stat, family_alpha))
+
+
+def split_level(every: np.ndarray, d: Design, family_alpha: float = FAMILY_ALPHA,
+                most: int = 5000, seed: int = SIM_SEED) -> float:
+    """The level at which ``family_alpha`` of the splits of real seed vectors ``every`` (B + n, K) into
+    a baseline of B and a check of n = d.n_check raise an alarm: every split where there are at most
+    ``most`` (20 seeds into 16 + 4: 4,845), else ``most`` random ones. Under unchanged code the seeds
+    are exchangeable, so each split is a real check of unchanged code: no model of the seeds' tails."""
+    import itertools
+
+    total, n = every.shape[0], d.n_check
+    splits = list(itertools.combinations(range(total), n))
+    if len(splits) > most:
+        rng = np.random.default_rng(seed)
+        splits = [tuple(rng.choice(total, n, replace=False)) for _ in range(most)]
+    stat = []
+    for start in range(0, len(splits), 500):
+        part = np.array(splits[start:start + 500])
+        keep = np.array([[j for j in range(total) if j not in row] for row in part])
+        stat.append((tails(every[keep], every[part], d) / d.weight).min(axis=-1))
+    return float(np.quantile(np.concatenate(stat), family_alpha))
 
 
 def thresholds(level: float, d: Design, b: int) -> np.ndarray:

@@ -210,14 +210,23 @@ def format_table(rows: list[dict], show_all: bool = False) -> str:
     return "\n".join(lines)
 
 
-def calibration(values: dict[str, dict[str, list[float]]], n_check: int) -> dict:
-    """The simulated level of the baseline's tests (``bands.calibrate``) and how it was found."""
+def calibration(values: dict[str, dict[str, list[float]]], n_check: int,
+                check_values: dict | None = None) -> dict:
+    """The level of the baseline's tests: the lower of the simulated one (``bands.calibrate``) and,
+    with ``check_values`` (the check's seeds, measured by the update), the one found on the splits of
+    every measured seed (``bands.split_level``)."""
     d = stats.design(values, n_check)
-    level = stats.calibrate(_matrix(values, d), d)
-    return {"level": level, "family_alpha": stats.FAMILY_ALPHA, "shares": dict(stats.SHARES),
-            "seed_metrics": list(stats.SEED_METRICS),
-            "sd_floor": stats.SD_FLOOR, "draws": stats.DRAWS, "seed": stats.SIM_SEED,
-            "model": "normal seed vectors with the baseline's means and sds, Ledoit-Wolf shrunk correlations"}
+    simulated = stats.calibrate(_matrix(values, d), d)
+    split = None
+    if check_values:
+        every = {row: {m: v + check_values[row][m] for m, v in ms.items()} for row, ms in values.items()}
+        split = stats.split_level(_matrix(every, d), d)
+    return {"level": min(simulated, split if split is not None else simulated), "simulated": simulated,
+            "split": split, "family_alpha": stats.FAMILY_ALPHA, "shares": dict(stats.SHARES),
+            "seed_metrics": list(stats.SEED_METRICS), "sd_floor": stats.SD_FLOOR, "draws": stats.DRAWS,
+            "seed": stats.SIM_SEED,
+            "model": "the lower of: normal seed vectors with the baseline's means, sds and Ledoit-Wolf shrunk "
+                     "correlations; every split of the measured seeds into baseline and check"}
 
 
 def make_baseline(cfg: RunConfig, methods: list[str], measured: Measured, seeds: tuple[int, ...],
@@ -233,7 +242,7 @@ def make_baseline(cfg: RunConfig, methods: list[str], measured: Measured, seeds:
     return {"format": FORMAT, "config": asdict(cfg), "config_id": config_hash(asdict(cfg)), "methods": methods,
             "seeds": list(seeds), "check_seeds": list(check_seeds), "values": values,
             "check_values": part(check_seeds), "sanity_flags": flags, "not_compared": dropped,
-            "calibration": calibration(values, len(check_seeds)), "machine": facts,
+            "calibration": calibration(values, len(check_seeds), part(check_seeds)), "machine": facts,
             "history": [*(previous or {}).get("history", []), entry]}
 
 

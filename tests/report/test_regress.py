@@ -255,3 +255,32 @@ def test_fp32_on_cuda_turns_tf32_off_and_restores_it():
             assert torch.backends.cudnn.allow_tf32   # nothing to change off CUDA
     finally:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
+
+
+@pytest.fixture(scope="module")
+def committed():
+    return json.loads((regress.BASELINE_DIR / "regress.json").read_text())
+
+
+def _verdicts(baseline, values):
+    return {(r["row"], r["metric"]): r["verdict"] for r in compare(baseline, Measured(baseline["check_seeds"], values, {}))}
+
+
+def test_the_committed_baseline_passes_its_check_seeds_and_fails_each_break(committed):
+    """The check's seeds 0-3 as the update measured them pass; each break of them fails by name."""
+    assert set(_verdicts(committed, committed["check_values"]).values()) == {"ok"}
+    robust = [row for row in regress.stats.robust_rows(committed["values"]) if row != "teacher"]
+    for row in robust:
+        collapsed = copy.deepcopy(committed["check_values"])
+        collapsed[row]["pgd20"][1] = 0.2                             # one seed at chance (5 classes)
+        assert _verdicts(committed, collapsed)[row, "pgd20"] in ("DROP", "SEED 1 LOW")
+        band = next(r for r in compare(committed, Measured([0, 1, 2, 3], committed["check_values"], {}))
+                    if (r["row"], r["metric"]) == (row, "aa"))
+        inflated = copy.deepcopy(committed["check_values"])
+        inflated[row]["aa"] = [band["high"] + 0.1] * 4               # 10 points above the band
+        assert _verdicts(committed, inflated)[row, "aa"] == "RISE"
+    broken = copy.deepcopy(committed["check_values"])
+    broken["gacd"]["aa"][0] = float("nan")
+    del broken["ard"]["worst"]
+    verdicts = _verdicts(committed, broken)
+    assert verdicts["gacd", "aa"] == "NaN" and verdicts["ard", "worst"] == "MISSING"
