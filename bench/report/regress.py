@@ -391,7 +391,7 @@ class Verdict:
     def lines(self) -> list[str]:
         last = self.last_change
         out = [format_table(list(self.rows), self.show_all),
-               f"not compared: " + "; ".join(f"{k} ({v})" for k, v in NOT_COMPARED.items()),
+               "not compared: " + "; ".join(f"{k} ({v})" for k, v in NOT_COMPARED.items()),
                f"baseline {self.baseline}: {last['when']} by {last['who']} ({last['why']}); wall {self.seconds:.0f} s"]
         if self.failures:
             out.append(f"REGRESSION: {len(self.failures)} of {len(self.rows)} comparisons fail: "
