@@ -16,8 +16,7 @@ LIMIT=$((64 * 1024 * 1024))
 # requests, tensorboard, pytest, hypothesis, torchvision) is there.
 LACKS=(pyautoattack robustbench submitit omegaconf geotorch gdown beautifulsoup4 soupsieve)
 
-rm -rf "$WHL" && mkdir -p "$WHL"
-read -r -a SPECS <<<"$("$PY" - "${LACKS[@]}" <<'PY'
+specs=$("$PY" - "${LACKS[@]}" <<'PY'
 import sys
 from importlib.metadata import PackageNotFoundError, version
 try:
@@ -25,7 +24,9 @@ try:
 except PackageNotFoundError as err:
     sys.exit(f"prepare.sh: {err.name} is not installed here; install the project first (README, command b)")
 PY
-)"
+)  # an assignment, so that set -e stops here when a package is missing
+read -r -a SPECS <<<"$specs"
+rm -rf "$WHL" && mkdir -p "$WHL"     # only once the versions are known: a failure keeps the last carry
 for spec in "${SPECS[@]}"; do
   # a wheel for the device's Python (3.12, x86-64); a package that ships only its source is built here
   # into a pure-Python wheel, which any Python 3 installs
@@ -39,6 +40,15 @@ done
 for w in "$WHL"/*.whl; do
   case "$w" in *-py3-none-any.whl|*-py2.py3-none-any.whl|*cp312*) ;;
     *) echo "prepare.sh: $w is not pure Python and not built for CPython 3.12" >&2; exit 2;; esac
+done
+
+# the carry must hold one wheel of each package the device lacks, and this project's
+for name in "${LACKS[@]}" bench; do
+  stem=$(printf '%s' "$name" | tr '-' '_')
+  if ! ls "$WHL" | grep -qi "^${stem}-"; then
+    echo "prepare.sh: no wheel of $name in $WHL; the device run would fail there" >&2
+    exit 2
+  fi
 done
 
 wheels=$(du -cb "$WHL"/*.whl | tail -1 | cut -f1)

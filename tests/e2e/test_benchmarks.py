@@ -1,5 +1,6 @@
 """Issue 12 item 4: the prepared GPU benchmark runs its path at toy sizes on any device (the train and
 evaluation steps and the table; its jobs step is the local executor's, tested in test_distributed)."""
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -26,3 +27,17 @@ def test_gpu_benchmark_smoke_path_and_table(tmp_path):
     assert "over its 200 s limit" in rows["bench-bf16-compile"]
     assert float(rows["PGD-20"].split("|")[3]) > 0                       # images/s
     assert not list((ROOT / "benchmarks" / "results").glob("gpu-*cpu*"))  # nothing saved without --save
+
+
+def test_device_preparation_fails_loudly_without_the_project(tmp_path):
+    """benchmarks/device/prepare.sh with an interpreter that lacks the project's dependencies stops with a
+    non-zero status and one line saying what is missing, before it touches the last prepared carry."""
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp_path / "bare")], check=True)
+    root = Path(__file__).resolve().parents[2]
+    carry = root / ".whl"
+    before = sorted(p.name for p in carry.iterdir()) if carry.is_dir() else None
+    out = subprocess.run(["bash", "benchmarks/device/prepare.sh"], cwd=root, capture_output=True, text=True,
+                         env={**os.environ, "PYTHON": str(tmp_path / "bare" / "bin" / "python")}, timeout=120)
+    assert out.returncode != 0
+    assert "is not installed here" in out.stderr and "device call" not in out.stdout
+    assert (sorted(p.name for p in carry.iterdir()) if carry.is_dir() else None) == before

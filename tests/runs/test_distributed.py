@@ -157,27 +157,81 @@ def descendants(pid: int) -> list[int]:
     return out
 
 
+# A method that stops at a point the grid certainly reaches: its first loss writes
+# "<gate>/started-<seed>-<pid>" and waits until "<gate>/go" exists. The test kills a job there, never
+# after polling for files, so the outcome does not depend on the machine's speed or load.
+GATED = """
+import os, sys, time
+from pathlib import Path
+from methods import register
+from methods.kd import KD
+
+GATE = Path({gate!r})
+
+
+@register
+class Gated(KD):
+    name = "gated"
+    _waited = False
+
+    def losses(self, batch, x_adv):
+        if not Gated._waited:
+            Gated._waited = True
+            seed = sys.argv[sys.argv.index("--seed") + 1]
+            (GATE / f"started-{{seed}}-{{os.getpid()}}").touch()
+            while not (GATE / "go").exists():
+                time.sleep(0.05)
+        return super().losses(batch, x_adv)
+"""
+
+
+def wait_for(pattern: str, folder: Path, timeout: float = 300) -> Path:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        found = sorted(folder.glob(pattern))
+        if found:
+            return found[0]
+        time.sleep(0.05)
+    raise AssertionError(f"nothing matched {pattern} in {timeout} s")
+
+
 @pytest.mark.slow
 def test_local_executor_grid_survives_a_killed_job(capsys, tmp_path):
     """2 methods x 2 seeds on two submitit local jobs: the teacher is trained once and the report holds
-    all four runs; a job killed mid-grid is finished by resubmitting, without redoing finished runs."""
-    argv = ["run", "--methods", "ard,crd", "--seeds", "0,1", *TINY, "--epochs", "2", "--name", "grid",
-            "--results", str(tmp_path / "r"), "--reports", str(tmp_path / "p"), "--executor", "local", "--jobs", "2"]
+    all four runs; a job killed mid-grid is finished by resubmitting, without redoing finished runs.
+
+    The grid runs ard-0, gated-0, ard-1, gated-1 in this order, each worker taking the next run no other
+    holds. Once both gated runs have started, both workers are past gated-0; killing the worker that
+    holds it leaves exactly that run unfinished, whatever the machine's speed."""
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    user = tmp_path / "gated.py"
+    user.write_text(GATED.format(gate=str(gate)))
+    argv = ["run", "--methods-from", str(user), "--methods", "ard,gated", "--seeds", "0,1", *TINY,
+            "--name", "grid", "--results", str(tmp_path / "r"), "--reports", str(tmp_path / "p"),
+            "--executor", "local", "--jobs", "2"]
     proc = subprocess.Popen([sys.executable, "-m", "bench", *argv], cwd=ROOT, text=True, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
+    try:
+        first = wait_for("started-0-*", gate)
+        wait_for("started-1-*", gate)
+    except AssertionError:
+        proc.kill()
+        raise AssertionError(proc.communicate()[1][-3000:]) from None
     grid = tmp_path / "r" / "grid"
-    deadline = time.time() + 300
-    while time.time() < deadline and not list(grid.glob("*-*/record.json")):  # the teacher row and one student
-        time.sleep(0.2)
-    jobs = sorted((grid / ".submitit").glob("*_submitted.pkl"))
-    controller = int(jobs[0].name.split("_")[0])        # a local job's id is its controller's pid
+    run_pid = int(first.name.rsplit("-", 1)[1])
+    jobs = [int(p.name.split("_")[0]) for p in (grid / ".submitit").glob("*_submitted.pkl")]
+    (controller,) = [j for j in jobs if run_pid in descendants(j)]   # a local job's id is its controller's pid
     for pid in [controller, *descendants(controller)]:  # the job: controller and the task it runs
         os.kill(pid, signal.SIGKILL)
+    (gate / "go").touch()
     out, err = proc.communicate(timeout=600)
     assert proc.returncode == 1 and "job failed" in err
     finished = {p.parent.name: p.stat().st_mtime_ns for p in grid.glob("*/record.json")}
     assert main(["status", "grid", "--results", str(tmp_path / "r")]) == 0 and "runs:" in capsys.readouterr().out
-    assert len(finished) < 5, "the killed job had nothing left to do: the test did not test"
+    students = sorted(json.loads((grid / n / "record.json").read_text())["seed"] for n in finished
+                      if n.startswith("gated-"))
+    assert len(finished) == 4 and students == [1]   # the teacher, ard-0, ard-1, gated-1: not gated-0
 
     again = bench(*argv)
     assert again.returncode == 0, again.stderr[-3000:]
@@ -186,7 +240,7 @@ def test_local_executor_grid_survives_a_killed_job(capsys, tmp_path):
     assert len(after) == 5 and all(after[k] == v for k, v in finished.items())   # nothing redone
     runs = json.loads((tmp_path / "p" / "grid" / "runs.json").read_text())
     assert sorted((r["method"], r["seed"]) for r in runs if r["role"] == "student") == \
-        [("ard", 0), ("ard", 1), ("crd", 0), ("crd", 1)]
+        [("ard", 0), ("ard", 1), ("gated", 0), ("gated", 1)]
     assert len(list((tmp_path / "r" / "teachers").glob("*/model.pt"))) == 1
     assert main(["status", "grid", "--results", str(tmp_path / "r")]) == 0
     assert "5 runs: 5 done" in capsys.readouterr().out
