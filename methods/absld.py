@@ -23,8 +23,9 @@ and no MobileNetV2 script.
 * outer loss (A:58-59, 121-127): ``5/6 KL_adv + 1/6 KL_nat``, each ``mean_{B x C} p (log(p + 1e-5) -
   log p_S)``, no other temperature. Here ``scale * kl_div`` (batchmean; ``scale=0.1`` is the code's
   magnitude on CIFAR-10); the +1e-5 depends on the teacher only and does not change the gradient; the
-  code's ``torch.log(softmax(.))`` (E3) is ``log_softmax`` here. There is no CIFAR-100 script, so
-  ``Recipe.options`` has no CIFAR-100 entry (scale 1 there).
+  code's ``torch.log(softmax(.))`` (E3) is ``log_softmax`` here. There is no CIFAR-100 script: on
+  CIFAR-100 the official protocol applies this recipe, says so on the row, and keeps its arithmetic, the
+  mean over B x 100 (``scale=0.01``).
 * per-class statistics (A:77, 85-86, 107-119): per-sample CE of the *detached* train-mode logits S(x') and
   S(x) against y, temperature 1, taken before the batch's SGD step (E4), added into per-class sums reset
   at the start of every epoch. Here the sums are divided by the true per-class counts of the epoch before
@@ -51,7 +52,7 @@ import torch
 import torch.nn.functional as F
 
 from methods import register
-from methods.base import InnerMax, Method, Recipe, kl_div
+from methods.base import InnerMax, Method, PaperTeacher, Recipe, kl_div
 
 TEMP_MIN, TEMP_MAX = 0.5, 5.0   # A:71-72
 
@@ -76,15 +77,19 @@ class ABSLD(Method):
     needs_teacher = True
     inner = InnerMax("sum KL(S(x') || T(x)/tau_adv[y])", start="normal", student_mode="eval", teacher_at="x (clean)")
     schedule = ("300 epochs, SGD 0.1 (momentum 0.9), decay /10 at 215, 260 and 285 (the temperature rate too), "
-                "wd 2e-4, batch 128; official loss = batchmean/10 (scale=0.1)")
+                "wd 2e-4, batch 128; official loss = batchmean/C (scale=1/C); CIFAR-10 script only")
     note = "official: temps=code (the code's aliased product temperature); the committed script stops at epoch 10"
     official: ClassVar[Recipe] = Recipe(
         repo="zhaoshiji123/ABSLD@7407c3a",
         train={"epochs": 300, "lr": 0.1, "milestones": (215, 260, 285), "weight_decay": 2e-4, "batch_size": 128,
                "schedule": "step"},
         attack={"eps": 8 / 255, "step_ratio": 0.25, "steps": 10},
-        # mean over B x C on CIFAR-10; there is no CIFAR-100 script
-        options={"cifar10": "scale=0.1"},
+        # mean over B x C: 1/10 on CIFAR-10, 1/100 by the same arithmetic on CIFAR-100 (no CIFAR-100 script)
+        options={"cifar10": "scale=0.1", "cifar100": "scale=0.01"},
+        datasets=("cifar10",),
+        teachers={"cifar10": PaperTeacher("WRN-34-10 from ./models/model_cifar_wrn.pt (TRADES' file name; the "
+                                          "README does not say)", "WRN-34-10", False,
+                                          "resnet18_absld_cifar10.py:61-62")},
         official_options="temps=code",
         checkpoint="best-test-pgd20",
         sources={"epochs": "resnet18_absld_cifar10.py:20,83",
@@ -102,7 +107,9 @@ class ABSLD(Method):
                  "precision": "resnet18_absld_cifar10.py:12-14 (fp32, seeds 0)",
                  "input_norm": "resnet18_absld_cifar10.py:24-31 (ToTensor, no Normalize)",
                  "options": "resnet18_absld_cifar10.py:94-100 (in-place division through aliased .detach() "
-                            "views: every soft label at T(x) / (tau_adv[y] tau_nat[y]))"})
+                            "views: every soft label at T(x) / (tau_adv[y] tau_nat[y]))",
+                 "magnitude": "absld_loss.py / resnet18_absld_cifar10.py:121-124 (the mean over B x C: 1/10 on CIFAR-10, 1/100 by the same arithmetic on CIFAR-100)",
+                 "datasets": "only resnet18_absld_cifar10.py: no CIFAR-100 script"})
 
     @dataclass(frozen=True)
     class Options:

@@ -35,7 +35,7 @@ from typing import ClassVar
 import torch
 
 from methods import register
-from methods.base import InnerMax, Method, Recipe, kl_div
+from methods.base import InnerMax, Method, PaperTeacher, Recipe, kl_div
 
 
 @register
@@ -58,6 +58,8 @@ class AdaAD(Method):
         # CIFAR-10: nn.KLDivLoss() (mean over B x C); CIFAR-100: (1/B) sum = batchmean
         options={"cifar10": "scale=0.1"},
         official_options="clean_pass=true", checkpoint="best-test-pgd10",
+        teachers={"cifar10": PaperTeacher("Chen2021LTD_WRN34_20", "WRN-34-20", True, "README.md:20,51-83; main.py:206-214"),
+                  "cifar100": PaperTeacher("Chen2021LTD_WRN34_10", "WRN-34-10", True, "README.md:20; main.py:226-230")},
         sources={"epochs": "main.py:58; README.md:61", "lr": "main.py:61,247", "weight_decay": "main.py:64,248",
                  "batch_size": "main.py:59", "milestones": "main.py:113-128,293-294 (lr_decay, 0-based epochs)",
                  "schedule": "main.py:113-128", "eps": "README.md:58 (--epsilon 8); main.py:328",
@@ -65,7 +67,8 @@ class AdaAD(Method):
                  "checkpoint": "main.py:463-506 (best_PGD10_acc_model.pth: test PGD-10 every epoch, :406-461)",
                  "precision": "fp32 (no amp anywhere)",
                  "input_norm": "config/dataset_config.py:12-16,33-37 (ToTensor, no Normalize)",
-                 "options": "main.py:333 (net(inputs) before net(adv_inputs), even at AdaAD_alpha 1)"})
+                 "options": "main.py:333 (net(inputs) before net(adv_inputs), even at AdaAD_alpha 1)",
+                 "magnitude": "main.py (CIFAR-10: nn.KLDivLoss(), the mean over B x C; CIFAR-100: (1/B) sum, batchmean)"})
 
     @dataclass(frozen=True)
     class Options:

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 
 from methods import register
 from methods.adaad import AdaAD
-from methods.base import Recipe, Warmup, check_warmup, kl_div
+from methods.base import PaperTeacher, Recipe, Warmup, check_warmup, kl_div
 
 
 @register
@@ -52,6 +52,8 @@ class AdaIAD(Warmup, AdaAD):
                "schedule": "step"},
         attack={"eps": 8 / 255, "step_ratio": 0.25, "steps": 10},
         official_options="clean_pass=true", checkpoint="best-test-pgd10",
+        teachers={"cifar10": PaperTeacher("Chen2021LTD_WRN34_20", "WRN-34-20", True, "README.md:20,51-83; main.py:206-214"),
+                  "cifar100": PaperTeacher("Chen2021LTD_WRN34_10", "WRN-34-10", True, "README.md:20; main.py:226-230")},
         sources={"epochs": "main.py:58", "lr": "main.py:61,247", "weight_decay": "main.py:64,248",
                  "batch_size": "main.py:59", "milestones": "main.py:113-128 (lr_decay, 0-based epochs)",
                  "schedule": "main.py:113-128", "eps": "README.md:85-100 (--epsilon 8)",

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from bench.attacks import ce_loss
 from methods import register
-from methods.base import InnerMax, Method, Recipe, kl_div
+from methods.base import InnerMax, Method, PaperTeacher, Recipe, kl_div
 
 
 @register
@@ -45,13 +45,15 @@ class ARD(Method):
         attack={"eps": 8 / 255, "step_ratio": 0.25, "steps": 10},
         options={"cifar10": "scale=0.1", "cifar100": "scale=0.01"},
         official_options="clean_pass=true", checkpoint="last",
+        teachers={"cifar10": PaperTeacher("Zhang2019Theoretically", "WRN-34-10", True, "README.md:18 (TRADES' WRN-34-10)")},
         sources={"epochs": "main.py:18", "lr": "main.py:15,168", "weight_decay": "main.py:168",
                  "batch_size": "main.py:49 (CIFAR-10), :55 (CIFAR-100: 256)",
                  "milestones": "main.py:16,32-36,170 (adjust_learning_rate restarts from the initial lr: one decay)",
                  "schedule": "main.py:32-36", "eps": "main.py:101", "step_ratio": "main.py:102 (2/255)",
                  "steps": "main.py:103", "checkpoint": "main.py:132-139 (every epoch saved, none selected)",
                  "precision": "main.py (fp32 throughout)", "input_norm": "main.py:39-43 (ToTensor, no Normalize)",
-                 "options": "main.py:126 (basic_net(inputs) every step, weight 0 at alpha 1)"})
+                 "options": "main.py:126 (basic_net(inputs) every step, weight 0 at alpha 1)",
+                 "magnitude": "main.py (nn.KLDivLoss() at PyTorch's default reduction: the mean over B x C, batchmean / C)"})
     paper_train: ClassVar[dict] = {**official.train, "milestones": (100, 150)}
 
     @dataclass(frozen=True)

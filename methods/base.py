@@ -121,6 +121,18 @@ class EpochEnd:
 
 
 @dataclass(frozen=True)
+class PaperTeacher:
+    """The teacher a recipe's published numbers came from, as its script or README states it."""
+    name: str           # RobustBench zoo name (Linf), or a description where the zoo lacks it
+    arch: str           # its architecture, e.g. "WRN-34-20"
+    zoo: bool           # in RobustBench's zoo under ``name``
+    source: str         # the file and line that state it
+
+    def text(self) -> str:
+        return f"RobustBench {self.name} ({self.arch})" if self.zoo else self.name
+
+
+@dataclass(frozen=True)
 class Recipe:
     """How the official script trains: what protocol ``official`` runs (bench.config.protocol), and what
     the recipe table lists, each field with the file and line it comes from (``sources``).
@@ -130,7 +142,9 @@ class Recipe:
     per data set (both protocols use them), ``official_options`` those only the official protocol turns
     on (e.g. a clean forward kept for its batch-norm statistics); ``checkpoint`` the selection policy of
     the published number (bench.config.schema.TrainConfig.checkpoint). ``code=False``: there is no
-    official code and the recipe is the suite's own default, stated as such."""
+    official code and the recipe is the suite's own default, stated as such. ``datasets``: where the
+    script has a recipe; ``by_student_options``: options per student architecture (official only);
+    ``teachers``: the published number's teacher per data set."""
     repo: str                                   # owner/name@commit the lines were read at
     train: dict = field(default_factory=dict)
     by_dataset: dict[str, dict] = field(default_factory=dict)
@@ -143,6 +157,13 @@ class Recipe:
     input_norm: str = "none"                    # ToTensor() pixels, no Normalize in the model
     sources: dict[str, str] = field(default_factory=dict)   # field -> "file:line (what it says)"
     code: bool = True
+    # the data sets the script has a recipe for; on another one the official protocol applies the first
+    # one's recipe and says so on the row (bench.config.protocol.recipe_notes)
+    datasets: tuple[str, ...] = ("cifar10", "cifar100")
+    # method options the official protocol adds per student architecture (a script's per-network loss)
+    by_student_options: dict[str, str] = field(default_factory=dict)
+    # per data set, the teacher behind the published number (shown beside the teacher that ran)
+    teachers: dict[str, PaperTeacher] = field(default_factory=dict)
 
 
 class Method:

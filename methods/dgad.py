@@ -34,7 +34,7 @@ import torch.nn.functional as F
 
 from methods import register
 from methods.adaad import AdaAD
-from methods.base import Recipe, kl_div
+from methods.base import PaperTeacher, Recipe, kl_div
 
 
 def swap_true_with(logits: torch.Tensor, y: torch.Tensor, other: torch.Tensor,
@@ -67,12 +67,15 @@ class DGAD(AdaAD):
         train={"epochs": 200, "lr": 0.1, "milestones": (100, 150), "weight_decay": 5e-4, "batch_size": 128,
                "schedule": "step"},
         attack={"eps": 8 / 255, "step_ratio": 0.25, "steps": 10}, checkpoint="best-test-pgd10",
+        official_options="divisor=128", by_student_options={"mobilenetv2": "mobilenet_form=true"},
+        teachers={"cifar100": PaperTeacher("Chen2021LTD_WRN34_10", "WRN-34-10", True, "main.py:233-236")},
         sources={"epochs": "main.py (--epochs 200)", "lr": "main.py:253-255",
                  "weight_decay": "main.py:67-70,253-255",
                  "batch_size": "main.py:166-171", "milestones": "main.py:120-135,300-301 (lr_decay, 0-based)",
                  "schedule": "main.py:120-135", "eps": "main.py:55", "step_ratio": "main.py:57 (2/255)",
                  "steps": "main.py:56", "checkpoint": "main.py:555-655 (best_PGD10_acc_model.pth on the test set)",
-                 "precision": "fp32", "input_norm": "config/dataset_config.py:12-16 (no Normalize)"})
+                 "precision": "fp32", "input_norm": "config/dataset_config.py:12-16 (no Normalize)",
+                 "options": "main.py:429-445 (D = args.bs, 128, in the group weights); main.py:439-441 (the MobileNetV2 line, as the published MobileNetV2 numbers most likely ran)"})
 
     @dataclass(frozen=True)
     class Options:

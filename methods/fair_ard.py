@@ -23,8 +23,9 @@ is ``methods._fair``, whose docstring cites the lines of the kappa statistic and
   *initial* lr each time (``main`` never updates ``lr``), so the script runs 0.1 until epoch 100 and 0.01 from
   there to the end (the "decay" at 150 re-sets 0.01), as ARD's main.py, from which it is inherited: milestones
   (100,) here, the declared 100/150 as ``paper_train``.
-* data: the script hard-codes CIFAR-10 (line 46); there is no CIFAR-100 recipe and no CIFAR-100 magnitude option
-  here (the paper's CIFAR-100, SVHN and Tiny-ImageNet runs are not in the code).
+* data: the script hard-codes CIFAR-10 (line 46); there is no CIFAR-100 recipe (the paper's CIFAR-100, SVHN and
+  Tiny-ImageNet runs are not in the code). On CIFAR-100 the official protocol applies the CIFAR-10 recipe, says so
+  on the row, and keeps the script's arithmetic: the per-sample mean over C = 100 classes (``scale=0.01``).
 * checkpoint: every epoch is saved (lines 151-155), none is selected, and ``eval.py`` evaluates whichever path
   it is given: the checkpoint the paper reports is not recorded; the recipe takes the last epoch.
 * the per-class kappa mean divides by the true per-class counts, the code by len(trainset)/C (the same on
@@ -45,7 +46,7 @@ from bench.attacks import ce_loss
 from methods import register
 from methods._fair import FairReweight
 from methods.ard import ARD
-from methods.base import Recipe, kl_div
+from methods.base import PaperTeacher, Recipe, kl_div
 
 _CITATION = ("Yue, Mou, Wang, Zhao, Revisiting Adversarial Robustness Distillation from the Perspective of "
              "Robust Fairness, NeurIPS 2023")
@@ -59,13 +60,16 @@ class FairARD(FairReweight, ARD):
     summary = ("ARD with each sample's terms x w[y], w = clamp(norm((1/(Kbar+1e-5))^beta), 5/6, 5/2), Kbar = the "
                "class's mean number of attack iterates classified correctly in the previous epoch")
     schedule = ("200 epochs, SGD 0.1 (momentum 0.9, nesterov), decay /10 at 100 (declared 100 and 150; the code's "
-                "second decay has no effect), wd 2e-4, batch 128; official KL = batchmean/C (scale=1/C); CIFAR-10 only")
+                "second decay has no effect), wd 2e-4, batch 128; official KL = batchmean/C (scale=1/C); CIFAR-10 script only")
     official: ClassVar[Recipe] = Recipe(
         repo=_REPO,
         train={"epochs": 200, "lr": 0.1, "milestones": (100,), "weight_decay": 2e-4, "batch_size": 128,
                "schedule": "step", "nesterov": True},
         attack={"eps": 8 / 255, "step_ratio": 0.25, "steps": 10},
-        options={"cifar10": "scale=0.1"},
+        options={"cifar10": "scale=0.1", "cifar100": "scale=0.01"},
+        datasets=("cifar10",),
+        teachers={"cifar10": PaperTeacher("WRN-34-10 from the authors' download link (its training not stated)",
+                                          "WRN-34-10", False, "Fair-ARD.py:19; README:54")},
         official_options="clean_pass=true", checkpoint="last",
         sources={"epochs": "Fair-ARD.py:16,162", "lr": "Fair-ARD.py:13,160", "weight_decay": "Fair-ARD.py:160",
                  "nesterov": "Fair-ARD.py:160 (nesterov=True)", "batch_size": "Fair-ARD.py:47",
@@ -77,7 +81,9 @@ class FairARD(FairReweight, ARD):
                                "not recorded)",
                  "precision": "Fair-ARD.py (fp32 throughout)",
                  "input_norm": "Fair-ARD.py:37-41 (ToTensor, no Normalize)",
-                 "options": "Fair-ARD.py:137 (basic_net(inputs) every step, weight 0 at alpha 1)"})
+                 "options": "Fair-ARD.py:137 (basic_net(inputs) every step, weight 0 at alpha 1)",
+                 "magnitude": "Fair-ARD.py:141 (KLDivLoss() per sample on 1-D vectors: the mean over the C classes, 1/10 on CIFAR-10 and, by the same arithmetic, 1/100 on CIFAR-100)",
+                 "datasets": "Fair-ARD.py:46 hard-codes CIFAR-10: no CIFAR-100 script"})
     paper_train: ClassVar[dict] = {**official.train, "milestones": (100, 150)}
 
     @dataclass(frozen=True)

@@ -61,7 +61,7 @@ class FairIAD(FairReweight, IAD):
         train={"epochs": 200, "lr": 0.1, "milestones": (100,), "weight_decay": 2e-4, "batch_size": 128,
                "schedule": "step", "nesterov": True},
         attack={"eps": 8 / 255, "step_ratio": 0.25, "steps": 10},
-        official_options="clean_pass=true", checkpoint="last",
+        official_options="clean_pass=true", checkpoint="last", datasets=("cifar10",),
         sources={"epochs": "Fair-IAD.py:17,216", "lr": "Fair-IAD.py:14,214", "weight_decay": "Fair-IAD.py:214",
                  "nesterov": "Fair-IAD.py:214 (nesterov=True)", "batch_size": "Fair-IAD.py:63",
                  "milestones": "Fair-IAD.py:15,45-49,218 (adjust_learning_rate restarts from the initial lr: one "
@@ -72,7 +72,8 @@ class FairIAD(FairReweight, IAD):
                                "not recorded)",
                  "precision": "Fair-IAD.py (fp32 throughout)",
                  "input_norm": "Fair-IAD.py:53-57 (ToTensor, no Normalize)",
-                 "options": "Fair-IAD.py:165 (S(x) every step, warm-up included), :170 (basicop = S(x'), unused)"})
+                 "options": "Fair-IAD.py:165 (S(x) every step, warm-up included), :170 (basicop = S(x'), unused)",
+                 "datasets": "Fair-IAD.py:62 hard-codes CIFAR-10: no CIFAR-100 script"})
     paper_train: ClassVar[dict] = {**official.train, "milestones": (100, 150)}
 
     @dataclass(frozen=True)

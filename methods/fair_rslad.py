@@ -29,7 +29,9 @@ is ``methods._fair``):
 * schedule (lines 21-22, 85, 110, 147-149): 300 epochs (1-based), SGD lr 0.1, momentum 0.9, weight decay 2e-4,
   **nesterov**, batch 128, lr x 0.1 *after* epochs 215, 260 and 285 (cumulative): MultiStepLR milestones
   215/260/285.
-* data: the script hard-codes CIFAR-10 (line 34) and ten classes: no CIFAR-100 recipe or magnitude option here.
+* data: the script hard-codes CIFAR-10 (line 34) and ten classes: no CIFAR-100 recipe. On CIFAR-100 the official
+  protocol applies the CIFAR-10 recipe, says so on the row, and keeps the script's arithmetic, ``torch.mean`` over
+  C = 100 classes (``scale=0.01``; RSLAD's own CIFAR-100 script multiplies by 10, which no Fair-RSLAD line does).
 * checkpoint: every epoch saved (lines 150-151; with DataParallel's ``module.`` prefix, which ``eval.py:170``
   does not strip), none selected: the paper's checkpoint is not recorded; the recipe takes the last epoch.
 * the per-class kappa mean divides by the true per-class counts, the code by len(trainset)/C (the same on
@@ -52,13 +54,14 @@ class FairRSLAD(FairReweight, RSLAD):
     summary = ("RSLAD with each sample's terms x w[y], w = clamp(norm((1/(Kbar+1e-5))^beta), 5/6, 5/2), Kbar = the "
                "class's mean number of attack iterates classified correctly (eval mode) in the previous epoch")
     schedule = ("300 epochs, SGD 0.1 (momentum 0.9, nesterov), decay /10 after 215, 260 and 285, wd 2e-4, batch 128; "
-                "official loss = batchmean/10 (scale=0.1); CIFAR-10 only")
+                "official loss = batchmean/C (scale=1/C); CIFAR-10 script only")
     official: ClassVar[Recipe] = Recipe(
         repo=_REPO,
         train={"epochs": 300, "lr": 0.1, "milestones": (215, 260, 285), "weight_decay": 2e-4, "batch_size": 128,
                "schedule": "step", "nesterov": True},
         attack={"eps": 8 / 255, "step_ratio": 0.25, "steps": 10},
-        options={"cifar10": "scale=0.1"},
+        options={"cifar10": "scale=0.1", "cifar100": "scale=0.01"},
+        datasets=("cifar10",),
         checkpoint="last",
         sources={"epochs": "Fair-RSLAD.py:21,110", "lr": "Fair-RSLAD.py:85", "weight_decay": "Fair-RSLAD.py:85",
                  "nesterov": "Fair-RSLAD.py:85 (nesterov=True)", "batch_size": "Fair-RSLAD.py:22,35",
@@ -68,7 +71,9 @@ class FairRSLAD(FairReweight, RSLAD):
                  "checkpoint": "Fair-RSLAD.py:150-151 (every epoch saved, none selected; the paper's checkpoint is "
                                "not recorded)",
                  "precision": "Fair-RSLAD.py (fp32 throughout)",
-                 "input_norm": "Fair-RSLAD.py:25-29 (ToTensor, no Normalize)"})
+                 "input_norm": "Fair-RSLAD.py:25-29 (ToTensor, no Normalize)",
+                 "magnitude": "Fair-RSLAD.py:134-137 (torch.mean over the C classes: 1/10 on CIFAR-10, 1/100 by the same arithmetic on CIFAR-100)",
+                 "datasets": "Fair-RSLAD.py:34 hard-codes CIFAR-10: no CIFAR-100 script"})
 
     @dataclass(frozen=True)
     class Options(RSLAD.Options):

@@ -16,8 +16,9 @@ Kim, arXiv 2312.03286; its method section was not available to read here: the fo
 
   both batchmean (``nn.KLDivLoss(reduction="batchmean")``), no temperature; e is the 1-based epoch.
   The script's E is a hard-coded 200 (its number of epochs; ``saad.py:73`` divides by ``args.epochs``);
-  here E is the run's epochs, or option ``ramp_epochs``. alpha defaults to 1 (``args.py:7``; a comment in
-  ``saad.py:72`` says 10 for CIFAR-100, the author's other code uses 1 everywhere).
+  here E is the run's epochs, or option ``ramp_epochs``. alpha defaults to 1 (``args.py:7``); a comment in
+  ``saad.py:72`` says 10 for CIFAR-100, which the recipe's CIFAR-100 options follow (``alpha=10``; the
+  author's other code uses 1 everywhere).
 * train-mode forwards: S(x') then S(x - d); no clean student forward.
 """
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ class IGDM(AdaAD):
         train={"epochs": 200, "lr": 0.1, "milestones": (100, 150), "weight_decay": 2e-4, "batch_size": 128,
                "schedule": "step"},
         attack={"eps": 8 / 255, "step_ratio": 0.25, "steps": 10}, checkpoint="last",
+        options={"cifar100": "alpha=10"},
         sources={"epochs": "args.py:20", "lr": "igdm.py:38", "weight_decay": "igdm.py:38 (hard-coded 2e-4)",
                  "batch_size": "utils.py:57-101", "milestones": "igdm.py:95-97 (x0.1 after epochs 100 and 150)",
                  "schedule": "igdm.py:95-97",
@@ -50,7 +52,9 @@ class IGDM(AdaAD):
                         "why-robust-teachers-fail real_exp/args.py:26-28 use 8/255",
                  "step_ratio": "saad.py:56 (2/255 at 8/255)", "steps": "attacks.py:197-237 (10)",
                  "checkpoint": "igdm.py:101-166 (the last epoch's model is evaluated)", "precision": "fp32",
-                 "input_norm": "utils.py:153-181 (no Normalize)"})
+                 "input_norm": "utils.py:153-181 (no Normalize)",
+                 "magnitude": "saad.py:72 (the author's comment: igdm_alpha 1 for CIFAR-10, 10 for CIFAR-100; "
+                              "args.py:7's default is 1)"})
 
     @dataclass(frozen=True)
     class Options:

@@ -59,7 +59,7 @@ import torch.nn.functional as F
 
 from bench.attacks import ce_loss
 from methods import register
-from methods.base import InnerMax, Method, Recipe, kl_div
+from methods.base import InnerMax, Method, PaperTeacher, Recipe, kl_div
 
 
 def mtard_loss_value(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
@@ -107,6 +107,10 @@ class MTARD(Method):
         # mean over B x C on CIFAR-10; 10 x that mean on CIFAR-100: batchmean / 10 on both
         options={"cifar10": "scale=0.1", "cifar100": "scale=0.1"},
         checkpoint="best-test-pgd20",
+        datasets=("cifar10",),
+        teachers={"cifar10": PaperTeacher("Zhang2019Theoretically", "WRN-34-10", True, "README:9 (TRADES' WRN-34-10)"),
+                  "cifar100": PaperTeacher("Gowal2020Uncovering", "WRN-70-16", True,
+                                           "README:9 and issue #8 (the teacher of RSLAD's CIFAR-100 script)")},
         sources={"epochs": "mtard/mtard_resnet18_cifar10.py:16,65",
                  "lr": "mtard/mtard_resnet18_cifar10.py:42 (SGD 0.1, momentum 0.9)",
                  "weight_decay": "mtard/mtard_resnet18_cifar10.py:42",
@@ -122,7 +126,9 @@ class MTARD(Method):
                  "precision": "mtard/mtard_resnet18_cifar10.py (fp32 throughout)",
                  "input_norm": "mtard/mtard_resnet18_cifar10.py:24-31 (ToTensor, no Normalize)",
                  "options": "mtard/mtard_resnet18_cifar10.py:79-80 (torch.mean over B x C); "
-                            "mtard_resnet18_cifar100.py:79-80 (10 x that mean)"})
+                            "mtard_resnet18_cifar100.py:79-80 (10 x that mean)",
+                 "datasets": "mtard_resnet18_cifar100.py:54 calls wideresnet(), which its cifar100_models do not define: the CIFAR-100 script does not run as committed",
+                 "magnitude": "mtard/mtard_resnet18_cifar10.py:79-80 (torch.mean over B x C); mtard_resnet18_cifar100.py:79-80 (10 x that mean)"})
 
     @dataclass(frozen=True)
     class Options:

@@ -102,7 +102,7 @@ class PeerAiD(Method):
                                "PGD-10); which one Table 1 reports is not stated",
                  "precision": "main.py (fp32 throughout)",
                  "input_norm": "datasets/datasets.py:16-24 (ToTensor, no Normalize)",
-                 "options": "README.md:31,39 (--temperature 5 --re_kd_temperature 1 --gamma1 1 --gamma2 0.1 / 1 "
+                 "magnitude": "README.md:31,39 (--temperature 5 --re_kd_temperature 1 --gamma1 1 --gamma2 0.1 / 1 "
                             "--lamb1 0 --lamb2 1 --lamb3 1); main.py:363,394-397 (nn.KLDivLoss() 'mean')"})
 
     @dataclass(frozen=True)

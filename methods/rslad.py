@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from methods import register
-from methods.base import InnerMax, Method, Recipe, kl_div
+from methods.base import InnerMax, Method, PaperTeacher, Recipe, kl_div
 
 
 @register
@@ -55,6 +55,11 @@ class RSLAD(Method):
         # mean over B x C on CIFAR-10; 10 x that mean on CIFAR-100: batchmean / 10 on both
         options={"cifar10": "scale=0.1", "cifar100": "scale=0.1"},
         checkpoint="best-test-pgd20",
+        teachers={"cifar10": PaperTeacher("Zhang2019Theoretically", "WRN-34-10", True,
+                                          "resnet18_rslad_cifar10.py:41-42 (model_cifar_wrn.pt, TRADES' WRN-34-10)"),
+                  "cifar100": PaperTeacher("Gowal2020Uncovering", "WRN-70-16", True,
+                                           "resnet18_rslad_cifar100.py:42-47 (cifar100_linf_wrn70-16_without.pt, "
+                                           "run in fp16 with CIFAR-10's normalisation)")},
         sources={"epochs": "resnet18_rslad_cifar10.py:14,47", "lr": "resnet18_rslad_cifar10.py:37",
                  "weight_decay": "resnet18_rslad_cifar10.py:37",
                  "batch_size": "resnet18_rslad_cifar10.py:15 (resnet18_rslad_cifar100.py:16: 128 too)",
@@ -64,7 +69,8 @@ class RSLAD(Method):
                  "checkpoint": "resnet18_rslad_cifar10.py:68-80 (test PGD-20 each evaluation, saved with it in the "
                                "file name)",
                  "precision": "fp32 (the CIFAR-100 script's teacher.half() at :47 would not run on fp32 input)",
-                 "input_norm": "resnet18_rslad_cifar10.py:18-25 (ToTensor, no Normalize)"})
+                 "input_norm": "resnet18_rslad_cifar10.py:18-25 (ToTensor, no Normalize)",
+                 "magnitude": "rslad_loss.py (torch.mean over B x C); resnet18_rslad_cifar100.py (x 10, 'to stay consistent with CIFAR-10')"})
 
     @dataclass(frozen=True)
     class Options:

@@ -24,7 +24,7 @@ class TRADES(Method):
         train={"epochs": 76, "lr": 0.1, "milestones": (74,), "weight_decay": 2e-4, "batch_size": 128,
                "schedule": "step"},
         attack={"eps": 0.031, "step_ratio": 0.007 / 0.031, "steps": 10},
-        official_options="clean_pass=true", checkpoint="last",
+        official_options="clean_pass=true", checkpoint="last", datasets=("cifar10",),
         sources={"epochs": "train_trades_cifar10.py:20", "lr": "train_trades_cifar10.py:24,153",
                  "weight_decay": "train_trades_cifar10.py:22,153", "batch_size": "train_trades_cifar10.py:16",
                  "milestones": "train_trades_cifar10.py:137-147 (x0.1 from epoch 75 of 76)",
@@ -32,7 +32,8 @@ class TRADES(Method):
                  "step_ratio": "train_trades_cifar10.py:34 (step 0.007)", "steps": "train_trades_cifar10.py:32",
                  "checkpoint": "train_trades_cifar10.py:169-173 (every epoch saved, none selected)",
                  "precision": "fp32 throughout", "input_norm": "train_trades_cifar10.py:59-63 (no Normalize)",
-                 "options": "trades.py:79-82 (model(x_natural) again after model(x_adv))"})
+                 "options": "trades.py:79-82 (model(x_natural) again after model(x_adv))",
+                 "datasets": "train_trades_cifar10.py is the repository's only CIFAR script; the other is MNIST's"})
 
     @dataclass(frozen=True)
     class Options:

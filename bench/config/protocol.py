@@ -18,6 +18,7 @@ from dataclasses import asdict, replace
 from bench.common.errors import BenchError
 from bench.config.files import _flat
 from bench.config.schema import Limit, RunConfig
+from bench.models import published_arch
 from methods import METHODS, parse_method
 
 # what a recipe decides under the official protocol (dotted config keys)
@@ -25,6 +26,7 @@ RECIPE_KEYS = ("train.epochs", "train.batch_size", "train.lr", "train.momentum",
                "train.nesterov", "train.schedule", "train.milestones", "train.gamma", "train.checkpoint",
                "train.swa_start", "attack.eps", "attack.step_ratio", "attack.steps", "precision", "input_norm")
 OFFICIAL_DATA = ("cifar10", "cifar100")   # the data sets the official scripts' recipes are for
+_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}
 
 
 def dataset_of(cfg: RunConfig) -> str:
@@ -37,17 +39,53 @@ def _recipe(cls):
     return r if r is not None and r.code else None
 
 
+def official_options(cls, cfg: RunConfig) -> list[str]:
+    """The options ``cls``'s recipe turns on under ``cfg`` (official only): those of every run, then
+    those of ``cfg``'s student architecture (a smoke twin counts as the network it stands in for)."""
+    r = _recipe(cls)
+    if cfg.protocol != "official" or r is None:
+        return []
+    per_student = r.by_student_options.get(published_arch(cfg.student_arch), "")
+    return [p for p in (r.official_options + ":" + per_student).split(":") if p]
+
+
 def method_label(label: str, cfg: RunConfig) -> str:
     """``label`` with the options its recipe turns on under ``cfg``'s protocol (``official_options``); an
     option the label already sets keeps the label's value."""
     spec = parse_method(label)
-    r = _recipe(spec.cls)
-    if cfg.protocol != "official" or r is None or not r.official_options:
+    options = official_options(spec.cls, cfg)
+    if not options:
         return label
     given = label.split(":")[1:]
     keys = {p.partition("=")[0].replace("-", "_") for p in given}
-    extra = [p for p in r.official_options.split(":") if p.partition("=")[0] not in keys]
+    extra = [p for p in options if p.partition("=")[0] not in keys]
     return parse_method(":".join([spec.name, *extra, *given])).label
+
+
+def teacher_text(teacher) -> str:
+    """A teacher config in words ('RobustBench Zhang2019Theoretically (wrn-34-10)')."""
+    if teacher.kind == "robustbench":
+        return f"RobustBench {teacher.name} ({teacher.arch})"
+    if teacher.kind == "file":
+        return f"{teacher.method} {teacher.arch} from {teacher.path}"
+    return f"{teacher.method} {teacher.arch} trained here"
+
+
+def recipe_notes(cls, cfg: RunConfig) -> list[str]:
+    """What an ``official`` row must say beside its number: another data set's recipe applied where the
+    script has none for ``cfg``'s, and the teacher that ran where the published number had another."""
+    r = _recipe(cls)
+    if cfg.protocol != "official" or r is None:
+        return []
+    dataset, notes = dataset_of(cfg), []
+    if dataset not in r.datasets:
+        why = r.sources.get("datasets", f"the script has no {_NAMES.get(dataset, dataset)} recipe")
+        notes.append(f"{_NAMES.get(r.datasets[0], r.datasets[0])} recipe applied ({why})")
+    paper = r.teachers.get(dataset)
+    if paper is not None and cls.needs_teacher and not (
+            paper.zoo and cfg.teacher.kind == "robustbench" and cfg.teacher.name == paper.name):
+        notes.append(f"published with {paper.text()}, not this row's teacher")
+    return notes
 
 
 def apply_limit(cfg: RunConfig) -> RunConfig:
@@ -68,8 +106,9 @@ def method_config(cfg: RunConfig, cls) -> RunConfig:
     ``official`` its recipe on ``cfg``'s data set over ``cfg``. Then ``cfg.limit``'s caps."""
     r = _recipe(cls)
     if cfg.protocol == "official" and r is not None:
-        train = replace(cfg.train, **cls.official_schedule(dataset_of(cfg)), **r.by_student.get(cfg.student_arch, {}),
-                        checkpoint=r.checkpoint)
+        # the student's own changes win over the data set's (RepDistiller: lr 0.01 for MobileNetV2)
+        schedule = {**cls.official_schedule(dataset_of(cfg)), **r.by_student.get(published_arch(cfg.student_arch), {})}
+        train = replace(cfg.train, **schedule, checkpoint=r.checkpoint)
         cfg = replace(cfg, train=train, attack=replace(cfg.attack, **r.attack), precision=r.precision,
                       input_norm=r.input_norm)
     return apply_limit(cfg)
@@ -105,7 +144,15 @@ def recipe_rows(name: str, cfg: RunConfig) -> list[dict]:
         return f"{r.repo} {line}" if line else f"{r.repo} (no line recorded)"
     rows = [{"method": name, "field": k, "common": common[k], "official": official[k], "source": source(k)}
             for k in RECIPE_KEYS if common.get(k) != official.get(k)]
-    if r is not None and r.official_options:
-        rows.append({"method": name, "field": "options", "common": "", "official": r.official_options,
+    magnitude = r.options.get(dataset_of(cfg), "") if r is not None else ""
+    if magnitude:   # both protocols run it: the loss as the script computes it on this data set
+        rows.append({"method": name, "field": "magnitude", "common": magnitude, "official": magnitude,
+                     "source": source("magnitude")})
+    official_cfg = replace(cfg, protocol="official")
+    options = ":".join(official_options(cls, official_cfg))
+    if options:
+        rows.append({"method": name, "field": "options", "common": "", "official": options,
                      "source": source("options")})
+    for note in recipe_notes(cls, official_cfg):
+        rows.append({"method": name, "field": "note", "common": "", "official": note, "source": r.repo})
     return rows

@@ -46,7 +46,7 @@ from bench.attacks.ascent import AA_NAME, ATTACKS
 from bench.common.device import resolve_device
 from bench.common.errors import BenchError
 from bench.config.presets import Preset
-from bench.config.protocol import method_config
+from bench.config.protocol import method_config, recipe_notes, teacher_text
 from bench.config.schema import TEACHER_ROLES, DataConfig, EvalConfig, FileTeacher, RunConfig, ZooTeacher
 from bench.data.sources import _TORCHVISION_FILES, default_data_dir
 from bench.data.splits import parse_classes
@@ -465,7 +465,9 @@ def recipe_plan_lines(preset: Preset) -> list[str]:
         lines.append(f"  {label}: " + (f"{t.epochs} epochs, lr {t.lr}, {t.schedule} {list(t.milestones)}, wd "
                                        f"{t.weight_decay}, batch {t.batch_size}; {attack}; {m.precision}; input_norm "
                                        f"{m.input_norm}; checkpoint {t.checkpoint}" if stated else
-                                       "no official recipe: the common config"))
+                                       "no official recipe: the common config")
+                      + (f"; teacher {teacher_text(m.teacher)}" if cls.needs_teacher else ""))
+        lines += [f"      {note}" for note in recipe_notes(cls, cfg)]
     return lines
 
 

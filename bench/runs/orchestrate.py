@@ -27,7 +27,7 @@ from bench.common.provenance import (
     train_digest,
 )
 from bench.config.files import write_run_config
-from bench.config.protocol import method_config
+from bench.config.protocol import method_config, recipe_notes
 from bench.config.schema import RunConfig, TrainedTeacher
 from bench.data.images import ImageData
 from bench.data.sources import load_dataset
@@ -368,6 +368,12 @@ def _student(spec: MethodSpec, cfg: RunConfig, data, train_data, selection, targ
             raise
 
 
+def row_note(cls, cfg: RunConfig) -> str:
+    """The note a row carries: the method's own, then what its official recipe must say on ``cfg``
+    (another data set's recipe applied, the published number's teacher)."""
+    return "; ".join(n for n in (getattr(cls, "note", ""), *recipe_notes(cls, cfg)) if n)
+
+
 def build_student(cfg: RunConfig, data: ImageData, device) -> torch.nn.Module:
     """The student network of ``cfg``, with the data set's input normalisation inside or none
     (``cfg.input_norm``), on the device."""
@@ -421,7 +427,7 @@ def _train_and_evaluate(spec: MethodSpec, cfg: RunConfig, data, train_data, sele
     rec = _evaluate_and_save(
         run_dir, student, data, targets, teacher.model, cfg, f"{spec.label} s{seed} ",
         lambda ev: _record(Subject(run_dir.name, "student", spec.label, spec.name, cfg.student_arch,
-                                   getattr(spec.cls, "note", ""), asdict(spec.options)),
+                                   row_note(spec.cls, cfg), asdict(spec.options)),
                            cfg, data, teacher, Training(history, train_s, code, facts), ev), last=last)
     tracker.final(rec)
     log(f"{spec.label} seed {seed}: " + ", ".join(f"{k} {100 * v:.1f}" for k, v in rec.metrics.items())

@@ -62,6 +62,13 @@ def official_loss(name, dataset, s, t, x, x_adv, y):
         return torch.sum(nn.KLDivLoss(reduction="none")(F.log_softmax(s(x_adv), 1), F.softmax(t(x_adv), 1))) / len(x)
     if name == "iad":  # IAD-I before the introspection: (1/B) sum of KLDivLoss(reduce=False)
         return torch.sum(nn.KLDivLoss(reduction="none")(F.log_softmax(s(x_adv), 1), F.softmax(t(x), 1))) / len(x)
+    if name == "fair-ard":  # Fair-ARD.py:141: KLDivLoss() on each sample's 1-D vectors (mean over C), x w = 1
+        per_sample = [kl_mean(F.log_softmax(s(x_adv)[i] / 30, 0), F.softmax(t(x)[i] / 30, 0)) for i in range(len(x))]
+        return 900 * torch.stack(per_sample).mean()
+    if name in ("fair-rslad", "absld"):  # torch.mean over B x C of both terms, no CIFAR-100 factor; tau = 1
+        def kl(a, b):
+            return -F.log_softmax(a, 1) * F.softmax(b, 1) + F.log_softmax(b, 1) * F.softmax(b, 1)
+        return 5 / 6 * torch.mean(kl(s(x_adv), t(x))) + 1 / 6 * torch.mean(kl(s(x), t(x)))
     if name == "trades":  # KLDivLoss(size_average=False) / batch_size
         kl = nn.KLDivLoss(reduction="sum")(F.log_softmax(s(x_adv), 1), F.softmax(s(x), 1)) / len(x)
         return F.cross_entropy(s(x), y) + 6 * kl
@@ -69,8 +76,10 @@ def official_loss(name, dataset, s, t, x, x_adv, y):
 
 
 @pytest.mark.parametrize("dataset,classes", [("cifar10", 10), ("cifar100", 100)])
-@pytest.mark.parametrize("name", ["ard", "rslad", "adaad", "iad", "trades"])
+@pytest.mark.parametrize("name", ["ard", "rslad", "adaad", "iad", "trades", "fair-ard", "fair-rslad", "absld"])
 def test_official_variants_reproduce_the_official_loss(name, dataset, classes):
+    """On CIFAR-100, Fair-ARD, Fair-RSLAD and ABSLD (CIFAR-10 scripts only) keep their script's arithmetic at
+    C = 100: the mean over the classes, never batchmean."""
     g = torch.Generator().manual_seed(0)
     x = torch.rand(8, 1, 3, 4, generator=g)
     x_adv = (x + 0.03 * torch.randn(x.shape, generator=g)).clamp(0, 1)

@@ -152,3 +152,74 @@ def test_trades_teacher_trains_with_trades_own_attack(monkeypatch, tmp_path):
     assert (seen["attack"].eps, round(seen["attack"].eps * seen["attack"].step_ratio, 6)) == (0.031, 0.007)
     key = teacher_mod._trained_key(replace(cfg, teacher=tc), tc, 0, data)[1]
     assert key["attack"]["eps"] == 0.031 and got.teacher_id.startswith("trades-")
+
+
+# --- recipes per data set and per student architecture (what an author checking our row expects) ----
+
+def _plan(name: str) -> str:
+    from bench.config.presets import smoke
+    from bench.runs.estimate import recipe_plan_lines
+    preset = PAPER_PRESETS[name]
+    full = replace(preset, config=replace(preset.config, protocol="official"))
+    labels = tuple(method_label(m, full.config) for m in full.methods)
+    return "\n".join(recipe_plan_lines(replace(full, methods=labels))), smoke(replace(full, methods=labels))
+
+
+@pytest.mark.parametrize("preset", sorted(PAPER_PRESETS))
+def test_every_paper_preset_plans_every_method_under_both_protocols(preset):
+    """Each method's config exists under each protocol, the smoke twin's too (a recipe's per-student
+    changes once clashed with its per-data-set ones on MobileNetV2: a TypeError before any work)."""
+    from bench.config.presets import smoke
+    for p in (PAPER_PRESETS[preset], smoke(PAPER_PRESETS[preset])):
+        for protocol in ("common", "official"):
+            cfg = replace(p.config, protocol=protocol)
+            for label in p.methods:
+                assert method_config(cfg, parse_method(method_label(label, cfg)).cls).protocol == protocol
+
+
+def _rows(text: str) -> dict[str, str]:
+    """method label -> its plan line and the note lines under it."""
+    rows, label = {}, None
+    for ln in text.splitlines():
+        if ln.startswith("      ") and label:
+            rows[label] += "\n" + ln.strip()
+        elif ln.startswith("  "):
+            label, _, rest = ln.strip().partition(": ")
+            rows[label] = rest
+    return rows
+
+
+def test_cifar100_official_plan_shows_magnitudes_teachers_and_borrowed_recipes():
+    text, _ = _plan("cifar100-resnet18")
+    rows = _rows(text)
+    # the scripts' arithmetic at C = 100 (the mean over the classes), IGDM's author-noted alpha
+    assert {"fair-ard:scale=0.01:clean_pass=True", "fair-rslad:scale=0.01", "absld:scale=0.01:temps=code",
+            "igdm:alpha=10"} <= set(rows)
+    # every distilling row names its teacher; a published number's other teacher is said
+    assert all("teacher RobustBench Chen2021LTD_WRN34_10" in row for label, row in rows.items()
+               if parse_method(label).cls.needs_teacher)
+    assert "published with RobustBench Gowal2020Uncovering (WRN-70-16), not this row's teacher" in rows["rslad:scale=0.1"]
+    # a method whose script has no CIFAR-100 recipe runs the CIFAR-10 one, and says so
+    borrowed = {parse_method(label).name for label, row in rows.items() if "CIFAR-10 recipe applied" in row}
+    assert borrowed == {"trades", "mtard", "absld", "fair-ard", "fair-rslad", "fair-iad"}
+
+
+def test_mobilenetv2_official_plan_runs_dgad_s_mobilenet_form_and_fixed_divisor():
+    text, smoked = _plan("cifar10-mobilenetv2")
+    assert "dgad:divisor=128:mobilenet_form=True:" in text
+    assert "adaad:scale=0.1:clean_pass=True" in text and "published with RobustBench Chen2021LTD_WRN34_20" in text
+    assert "kd: 240 epochs, lr 0.01" in text               # RepDistiller's MobileNetV2 lr over its schedule
+    assert "CIFAR-100 recipe applied" in text              # RepDistiller's script is CIFAR-100 only
+    # the smoke twin of MobileNetV2 runs the same form
+    assert method_label("dgad", smoked.config) == "dgad:divisor=128:mobilenet_form=True"
+    resnet = replace(C10, protocol="official")
+    assert method_label("dgad", resnet) == "dgad:divisor=128"
+
+
+def test_a_row_carries_its_recipe_notes():
+    from bench.runs.orchestrate import row_note
+    cfg = replace(C100, protocol="official")
+    assert "CIFAR-10 recipe applied" in row_note(METHODS.get("fair-ard"), cfg)
+    assert row_note(METHODS.get("fair-ard"), replace(cfg, protocol="common")) == ""
+    assert "not this row's teacher" in row_note(METHODS.get("rslad"), cfg)
+    assert row_note(METHODS.get("ard"), replace(C10, protocol="official")) == ""   # TRADES' WRN-34-10, as published

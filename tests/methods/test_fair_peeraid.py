@@ -499,7 +499,7 @@ def test_recipes():
         assert cls.needs_teacher and r.code and r.checkpoint == "last"
         assert r.train["epochs"] == epochs and r.train["milestones"] == milestones and r.train["nesterov"] is True
         assert r.train["weight_decay"] == 2e-4 and r.train["batch_size"] == 128 and r.train["lr"] == 0.1
-        assert "cifar100" not in r.options and "cifar100" not in r.by_dataset  # the scripts are CIFAR-10 only
+        assert r.datasets == ("cifar10",) and "cifar100" not in r.by_dataset  # the scripts are CIFAR-10 only
         assert (cls.paper_train or {}).get("milestones", milestones) == (paper or milestones)
         assert "Robust Fairness" in cls.citation and "NeurIPS 2023" in cls.citation
     assert METHODS.get("fair-ard").official.official_options == "clean_pass=true"

@@ -348,5 +348,6 @@ def test_registered_with_recipes_and_citations():
         assert all(k in r.sources for k in ("epochs", "lr", "milestones", "checkpoint", "eps"))
     assert set(mt.teachers) == {"natural"} <= set(TEACHER_ROLES)
     assert mt.official.options == {"cifar10": "scale=0.1", "cifar100": "scale=0.1"}
-    assert ab.official.options == {"cifar10": "scale=0.1"}    # no CIFAR-100 script
+    assert ab.official.options == {"cifar10": "scale=0.1", "cifar100": "scale=0.01"}    # the mean over B x C
+    assert ab.official.datasets == ("cifar10",) and mt.official.datasets == ("cifar10",)   # no runnable CIFAR-100 script
     assert "ECCV 2022" in mt.citation and "NeurIPS 2024" in ab.citation
