@@ -136,7 +136,7 @@ def cmd_paper(args) -> int:
 
     from bench.config.presets import PAPER_PRESETS, smoke
     from bench.config.protocol import method_label
-    from bench.config.resolve import Resolved
+    from bench.config.resolve import Resolved, place_corruptions
     from bench.config.schema import override
     from bench.runs.estimate import paper_dry_run, paper_list_lines
     from bench.runs.job import plan
@@ -155,6 +155,8 @@ def cmd_paper(args) -> int:
                          "does")
     cfg = override(preset.config, device=args.device, precision=args.precision, compile=args.compile,
                    sync_bn=args.sync_bn or None, protocol=args.protocol)
+    cfg = place_corruptions(replace(cfg, data=replace(cfg.data, data_dir=args.data_dir or cfg.data.data_dir,
+                                                      download=bool(args.download) or cfg.data.download)))
     preset = replace(preset, methods=tuple(dict.fromkeys(method_label(m, cfg) for m in preset.methods)))
     if args.dry_run and args.executor == "inline":
         return _print_plan(*paper_dry_run(args.name, args.scale, replace(preset, config=cfg)))

@@ -374,6 +374,10 @@ def build_parser() -> Parser:
                           "split; official: each method's own script's recipe, to reproduce its published number "
                           "(`bench list --recipes`)")
     pap.add_argument("--device", type=_device, help=DEVICE_HELP)
+    pap.add_argument("--data-dir", help="where the data sets and CIFAR-10-C / CIFAR-100-C are (default $BENCH_DATA_DIR "
+                                        "or ~/.cache/bench/data)")
+    pap.add_argument("--download", action="store_true", default=None,
+                     help="download the data sets and the published corruptions where missing (default: never)")
     _add_step_args(pap)
     _add_output_args(pap, tensorboard=True)
     pap.add_argument("--force", action="store_true", help="redo finished runs (default: reuse)")

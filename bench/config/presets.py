@@ -70,7 +70,9 @@ _NATURAL_C100 = TrainedTeacher(arch="resnet18", method="natural", train=TrainCon
 _CIFAR10 = RunConfig(
     preset="cifar10", data=DataConfig("cifar10"), student_arch="resnet18", teacher=_TRADES_TEACHER,
     natural_teacher=_NATURAL_C10, train=_ARD_SCHEDULE, attack=AttackConfig(eps=8 / 255),
-    eval=EvalConfig(eps=8 / 255, n=10000, aa_n=10000, curve_eps=(2 / 255, 4 / 255, 8 / 255, 12 / 255, 16 / 255)),
+    # corruptions as RobustBench's leaderboard reads them: the released CIFAR-10-C, all 10,000 images
+    eval=EvalConfig(eps=8 / 255, n=10000, aa_n=10000, curve_eps=(2 / 255, 4 / 255, 8 / 255, 12 / 255, 16 / 255),
+                    corruptions_from="published", corruptions_n=None),
     probe=ProbeConfig(targets=("cifar100", "stl10"), epochs=30, lr=0.1, batch_size=256))
 _CIFAR100 = replace(_CIFAR10, preset="cifar100", data=DataConfig("cifar100"), natural_teacher=_NATURAL_C100,
                     train=replace(_ARD_SCHEDULE, batch_size=256),  # ARD's main.py: batch 256 on CIFAR-100
@@ -181,7 +183,8 @@ def smoke(preset: Preset) -> Preset:
         train=replace(c.train, epochs=2, batch_size=64, milestones=()),
         attack=replace(c.attack, steps=2), limit=Limit(epochs=2, attack_steps=2),  # caps over any recipe
         # evaluation is most of a smoke run's time: few images, every attack and corruption still runs
-        eval=replace(c.eval, n=32, aa_n=8, curve_eps=c.eval.curve_eps[:2], corruptions_n=8,
+        # generated corruptions of the stand-in images (the released files are of the real test set)
+        eval=replace(c.eval, n=32, aa_n=8, curve_eps=c.eval.curve_eps[:2], corruptions_n=8, corruptions_from="generated",
                      sanity=replace(c.eval.sanity, n=16, strong_steps=10, strong_restarts=1)),
         probe=replace(c.probe, epochs=2)))
 

@@ -19,6 +19,7 @@ from bench.config import files, protocol
 from bench.config.presets import Preset
 from bench.config.schema import RunConfig, override, parse_teacher
 from bench.config.threat import default_eps
+from bench.data.sources import corruptions_folder
 
 
 @dataclass(frozen=True)
@@ -135,6 +136,15 @@ def apply_flags(cfg: RunConfig, flags: Flags) -> RunConfig:
                     attack=override(cfg.attack, eps=train_eps, steps=flags.train_steps, norm=flags.norm))
 
 
+def place_corruptions(cfg: RunConfig) -> RunConfig:
+    """Published corruptions are read from the data set's folder unless ``eval.corruptions_dir`` names one."""
+    ev = cfg.eval
+    if ev.corruptions_from != "published" or ev.corruptions_dir or "corruptions" not in ev.attacks:
+        return cfg
+    folder = corruptions_folder(cfg.data.name, cfg.data.data_dir)
+    return replace(cfg, eval=replace(ev, corruptions_dir=str(folder)))
+
+
 def resolve(preset: str | None = None, config: str | Path | None = None, flags: Flags | None = None,
             overrides: Iterable[str] | Mapping[str, Any] | None = None, default: str = "digits") -> Resolved:
     """The run the layers ask for: ``preset`` (else the file's ``preset:``, else ``default``), the
@@ -157,6 +167,7 @@ def resolve(preset: str | None = None, config: str | Path | None = None, flags: 
         raise BenchError("a run needs at least one method and one seed")
     protocol.check_protocol(cfg)
     protocol.check_layers(replace(base.config, protocol=cfg.protocol), cfg)
+    cfg = place_corruptions(cfg)
     methods = tuple(dict.fromkeys(protocol.method_label(m, cfg) for m in methods))
     if len(set(seeds)) != len(seeds):
         raise BenchError(f"seeds {list(seeds)} repeat a seed")

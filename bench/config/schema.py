@@ -103,6 +103,10 @@ class EvalConfig:
     corruptions_n: int | None = 1000
     corruptions_seed: int = 0
     corruptions_dir: str | None = None
+    # generated: the generator above (any data set); published: CIFAR-10-C / CIFAR-100-C as released
+    # (read through robustbench's loader from <data dir>/CIFAR-10-C unless corruptions_dir says where;
+    # fetched only with --download)
+    corruptions_from: Literal["generated", "published"] = "generated"
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,19 @@ def default_data_dir() -> Path:
     return Path(cache) / "bench" / "data"
 
 
+# the published corruption sets (Hendrycks & Dietterich 2019), in robustbench's folder layout
+CORRUPTION_FOLDERS = {"cifar10": "CIFAR-10-C", "cifar100": "CIFAR-100-C"}
+
+
+def corruptions_folder(name: str, data_dir: str | None) -> Path:
+    """Where the published corruptions of data set ``name`` live: ``<data dir>/CIFAR-10-C``."""
+    base = name.partition("@")[0]
+    if base not in CORRUPTION_FOLDERS:
+        raise BenchError(f"eval.corruptions_from=published: published corruption files exist for "
+                         f"{' and '.join(CORRUPTION_FOLDERS)} only, not {name} (use generated)")
+    return Path(data_dir or default_data_dir()) / CORRUPTION_FOLDERS[base]
+
+
 def _channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
     xf = to_float(x)
     mean = xf.mean(dim=(0, 2, 3))

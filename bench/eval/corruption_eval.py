@@ -41,12 +41,55 @@ def chosen(cfg: EvalConfig, shape) -> tuple[tuple[str, ...], str]:
     return CORRUPTIONS, "all 15"
 
 
+# robustbench's loader per folder name (its layout: <root>/CIFAR-10-C/<corruption>.npy, labels.npy)
+LOADERS = {"CIFAR-10-C": "load_cifar10c", "CIFAR-100-C": "load_cifar100c"}
+ZENODO = {"CIFAR-10-C": "https://zenodo.org/record/2535967", "CIFAR-100-C": "https://zenodo.org/record/3555552"}
+
+
+def check_published(folder: Path, names) -> None:
+    """One line naming what is missing and how to get it, before any model is evaluated."""
+    wanted = [folder / f"{n}.npy" for n in names] + [folder / "labels.npy"]
+    missing = [f.name for f in wanted if not f.is_file()]
+    if missing:
+        where = f"the extracted {folder.name}.tar from {ZENODO[folder.name]}" if folder.name in ZENODO else \
+            "one .npy per corruption and labels.npy"
+        raise BenchError(f"published corruptions: {folder} lacks {', '.join(missing[:3])}"
+                         f"{' ...' if len(missing) > 3 else ''}: put {where} in {folder.parent}, or run once with "
+                         "--download where there is internet")
+
+
+def fetch_published(folder: Path) -> None:
+    """Download a published corruption set with robustbench (only where the user opted in)."""
+    if folder.is_dir() or folder.name not in LOADERS:
+        return
+    from bench.models.robustbench_compat import import_robustbench
+    import_robustbench()
+    from robustbench.data import ZENODO_CORRUPTIONS_LINKS, BenchmarkDataset
+    from robustbench.zenodo_download import zenodo_download
+    dataset = BenchmarkDataset.cifar_10 if folder.name == "CIFAR-10-C" else BenchmarkDataset.cifar_100
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    zenodo_download(*ZENODO_CORRUPTIONS_LINKS[dataset], save_dir=folder.parent)
+
+
+def _through_robustbench(folder: Path, name: str, severity: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(uint8 NHWC images, labels) of one corruption and severity, read by robustbench's own loader."""
+    from bench.models.robustbench_compat import import_robustbench
+    import_robustbench()
+    import robustbench.data as rbdata
+    x, y = getattr(rbdata, LOADERS[folder.name])(n, severity, str(folder.parent), corruptions=(name,))
+    # its floats are k / 255 in float32: back to the exact bytes
+    return (x.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8), y.numpy()
+
+
 def _published(folder: Path, name: str, severity: int, n: int, y: torch.Tensor) -> torch.Tensor:
+    check_published(folder, (name,))
     path, labels = folder / f"{name}.npy", folder / "labels.npy"
-    for f in (path, labels):
-        if not f.is_file():
-            raise BenchError(f"eval.corruptions_dir: {f} is missing (CIFAR-10-C / CIFAR-100-C keep one .npy per "
-                             "corruption and labels.npy)")
+    if folder.name in LOADERS:
+        images, got = _through_robustbench(folder, name, severity, n)
+        if len(got) < n or not np.array_equal(got[:n], y[:n].cpu().numpy()):
+            raise BenchError(f"{labels} does not match the evaluated test images' labels: not this data set's "
+                             "test split, in its order")
+        return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
     images = np.load(path, mmap_mode="r")
     per = len(images) // len(SEVERITIES)
     if n > per:
@@ -55,7 +98,7 @@ def _published(folder: Path, name: str, severity: int, n: int, y: torch.Tensor) 
     if not np.array_equal(np.load(labels, mmap_mode="r")[block], y[:n].cpu().numpy()):
         raise BenchError(f"{labels} does not match the evaluated test images' labels: not this data set's "
                          "test split, in its order")
-    return torch.from_numpy(np.ascontiguousarray(images[block])).permute(0, 3, 1, 2)  # (N, H, W, C) -> NCHW
+    return torch.from_numpy(np.array(images[block])).permute(0, 3, 1, 2)  # (N, H, W, C) -> NCHW, a writable copy
 
 
 def corruption_accuracy(model: nn.Module, x_u8: torch.Tensor, y: torch.Tensor, cfg: EvalConfig, state: EvalState,
@@ -85,7 +128,8 @@ def corruption_accuracy(model: nn.Module, x_u8: torch.Tensor, y: torch.Tensor, c
             progress.update(n)
     mean = float(np.mean([a for accs in out.values() for a in accs])) if out else float("nan")
     progress.close(mean)
-    source = (f"published .npy files in {folder}" if folder is not None else
+    source = (f"published {folder.name} (robustbench.data.{LOADERS[folder.name]})" if folder is not None
+              and folder.name in LOADERS else f"published .npy files in {folder}" if folder is not None else
               "generated on the fly (bench/eval/corruptions.py: make_cifar_c.py's tables)")
     settings = {"n": n, "corruptions": list(names), "severities": list(SEVERITIES), "source": source,
                 "seed": None if folder is not None else cfg.corruptions_seed, "chosen": why,

@@ -234,6 +234,20 @@ def sanity_lines(groups: dict[str, list[RunRecord]]) -> list[str]:
     return lines
 
 
+def corruption_sources_text(records) -> str:
+    """A warning where the rows' corrupted images came from different places (generated and published
+    images are different test sets: their numbers are not comparable)."""
+    by_source: dict[str, list[str]] = {}
+    for r in records:
+        if r.corruptions:
+            how = r.attack_settings.get("corruptions", {})
+            by_source.setdefault(f"{how.get('source')} on {how.get('n')} images", []).append(row_name(r))
+    if len(by_source) < 2:
+        return ""
+    return (" **Rows differ in their corrupted images, so their corruption numbers are not comparable:** "
+            + "; ".join(f"{src}: {', '.join(dict.fromkeys(rows))}" for src, rows in by_source.items()) + ".")
+
+
 def _table_section(out: Path, stem: str, shown, numeric, columns, title: str, intro: str) -> list[str]:
     """Write ``stem``.csv and ``stem``.tex; the README lines of its section: title, intro and table."""
     atomic_write_text(out / f"{stem}.csv", shown.to_csv(index=False))
@@ -368,7 +382,8 @@ def build_report(results_dir: Path, runset: str, reports_dir: Path) -> Path:
             f"1-5, then each severity's mean over the corruptions; column `Corruptions` of the main table is "
             f"the mean of all. On the first {how.get('n')} test images; images {how.get('source')}"
             + (f", seed {how['seed']}" if how.get("seed") is not None else "")
-            + f"; corruptions: {how.get('chosen')}. Not an attack: no ε, and not part of the worst case.")
+            + f"; corruptions: {how.get('chosen')}. Not an attack: no ε, and not part of the worst case."
+            + corruption_sources_text(records))
         if "corruptions" in figures:
             text += ["![corruptions.png](corruptions.png)", ""]
     if tr_cols:

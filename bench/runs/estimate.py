@@ -51,7 +51,8 @@ from bench.config.schema import TEACHER_ROLES, DataConfig, EvalConfig, FileTeach
 from bench.data.sources import _TORCHVISION_FILES, default_data_dir
 from bench.data.splits import parse_classes
 from bench.eval.corruption_eval import NAME as CORRUPTIONS
-from bench.eval.corruption_eval import SEVERITIES, chosen
+from bench.eval.corruption_eval import SEVERITIES, check_published, chosen
+from bench.eval.corruptions import CORRUPTIONS as ALL_CORRUPTIONS
 from bench.eval.corruptions import corrupt
 from bench.models import build_model
 from bench.models.zoo import (
@@ -359,6 +360,14 @@ def missing_files(cfg: RunConfig) -> list[MissingFile]:
             missing = _data_file(name, cfg.data.data_dir)
             if missing:
                 out.append(missing)
+    ev = cfg.eval
+    if ev.corruptions_from == "published" and ev.corruptions_dir and CORRUPTIONS in ev.attacks \
+            and not cfg.data.download:
+        try:
+            check_published(Path(ev.corruptions_dir), ev.corruptions or ALL_CORRUPTIONS)
+        except BenchError as err:
+            out.append(MissingFile(f"corruptions {Path(ev.corruptions_dir).name}", ev.corruptions_dir,
+                                   str(err).split(": put ", 1)[-1]))
     tc = cfg.teacher
     if isinstance(tc, ZooTeacher):
 

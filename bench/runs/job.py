@@ -26,6 +26,8 @@ from bench.config import files
 from bench.config.presets import get_preset
 from bench.config.resolve import Resolved
 from bench.config.schema import TEACHER_ROLES, RunConfig
+from bench.eval.corruption_eval import check_published
+from bench.eval.corruptions import CORRUPTIONS
 from bench.eval.protocol import check_attacks
 from bench.models import ARCHS
 from bench.train.teacher import check_teacher
@@ -46,6 +48,10 @@ def validate(cfg: RunConfig, methods) -> None:
     for role in sorted({role for spec in specs for role in spec.cls.teachers}):  # further teachers a method uses
         check_teacher(getattr(cfg, TEACHER_ROLES[role]), cfg.data.name)
     resolve_device(cfg.device)
+    ev = cfg.eval
+    if ev.corruptions_from == "published" and ev.corruptions_dir and "corruptions" in ev.attacks \
+            and not cfg.data.download:   # one line before any training, not after hours of it
+        check_published(Path(ev.corruptions_dir), ev.corruptions or CORRUPTIONS)
     if cfg.sync_bn:
         if distributed.world_size() == 1:
             raise BenchError("--sync-bn is for one run over several GPUs: start it with torchrun --nproc-per-node N")

@@ -32,7 +32,7 @@ from bench.config.schema import RunConfig, TrainedTeacher
 from bench.data.images import ImageData
 from bench.data.sources import load_dataset
 from bench.data.splits import carve_validation
-from bench.eval.corruption_eval import corruption_record
+from bench.eval.corruption_eval import corruption_record, fetch_published
 from bench.eval.per_image import PER_IMAGE, class_record
 from bench.eval.protocol import evaluate
 from bench.eval.state import evaluate_and_keep
@@ -256,6 +256,9 @@ def _load(cfg: RunConfig, device: torch.device) -> ImageData:
                         cfg.data.stand_in, cfg.data.train_limit).to(device, cfg.data.on_device)
     if "stand_in" in data.info:
         log(f"{data.name}: files not found, using a synthetic stand-in (smoke scale; numbers are meaningless)")
+    ev = cfg.eval
+    if cfg.data.download and ev.corruptions_from == "published" and ev.corruptions_dir and distributed.is_main():
+        fetch_published(Path(ev.corruptions_dir))   # the user opted in: the released files, once
     return data
 
 

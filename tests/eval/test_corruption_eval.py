@@ -102,3 +102,58 @@ def test_sanity_checks_run_where_the_numbers_leave_something_to_check(digits):
     assert always0["checks"]["large_eps"]["value"] == pytest.approx(share)  # what no attack can move
     assert always0["checks"]["not_converged"]["value"] == 0.0 and set(always0["seconds"]) == {"large_eps",
                                                                                            "not_converged"}
+
+
+def test_the_released_cifar10c_layout_is_read_through_robustbench_s_loader(tmp_path, monkeypatch):
+    """A small stand-in of CIFAR-10-C (robustbench's layout: 5 x 10,000 images per corruption, severity-major;
+    8 x 8 grey images keep it at 3 MB) is read by robustbench.data.load_cifar10c, and the settings name
+    that source; a missing file is one line saying how to get it."""
+    from bench.models.robustbench_compat import import_robustbench
+    import_robustbench()
+    import robustbench.data as rbdata
+
+    per, n = 10000, 30
+    rng = np.random.default_rng(1)
+    folder = tmp_path / "CIFAR-10-C"
+    folder.mkdir()
+    images = rng.integers(0, 256, (5 * per, 8, 8, 1), dtype=np.uint8)
+    y = torch.tensor(rng.integers(0, 2, per))
+    np.save(folder / "gaussian_noise.npy", images)
+    np.save(folder / "labels.npy", np.tile(y.numpy(), 5))
+    calls = []
+    original = rbdata.load_cifar10c
+    monkeypatch.setattr(rbdata, "load_cifar10c", lambda *a, **k: calls.append((a, k)) or original(*a, **k))
+    cfg = replace(EvalConfig(), corruptions=("gaussian_noise",), corruptions_n=n, corruptions_dir=str(folder),
+                  corruptions_from="published")
+    x = torch.zeros(per, 1, 8, 8, dtype=torch.uint8)
+    _, settings, out = corruption_accuracy(_Bright(), x, y, cfg, EvalState(None))
+    assert len(calls) == 5 and settings["source"] == "published CIFAR-10-C (robustbench.data.load_cifar10c)"
+    for s in SEVERITIES:
+        block = torch.from_numpy(images[(s - 1) * per:(s - 1) * per + n]).permute(0, 3, 1, 2).float() / 255
+        expected = float((_Bright()(block).argmax(1) == y[:n]).float().mean())
+        assert out["gaussian_noise"][s - 1] == pytest.approx(expected)
+    (folder / "gaussian_noise.npy").unlink()
+    with pytest.raises(BenchError, match=r"lacks gaussian_noise.npy: put the extracted CIFAR-10-C.tar from "
+                                         r"https://zenodo.org/record/2535967 .* or run once with --download"):
+        corruption_accuracy(_Bright(), x, y, cfg, EvalState(None))
+
+
+def test_cifar_presets_ask_for_the_released_files_and_say_how_to_get_them(tmp_path):
+    """The CIFAR presets read the released CIFAR-10-C / CIFAR-100-C on all 10,000 test images from the
+    data folder; without them and without --download a dry run lists them as missing, a run refuses at
+    once; smoke scale generates its corruptions (the stand-in images have no released twins)."""
+    from bench.config.presets import get_preset, smoke
+    from bench.config.resolve import place_corruptions
+    from bench.runs.estimate import missing_files
+    from bench.runs.job import validate
+
+    for name, folder in (("cifar10", "CIFAR-10-C"), ("cifar100", "CIFAR-100-C")):
+        cfg = get_preset(name).config
+        cfg = place_corruptions(replace(cfg, data=replace(cfg.data, data_dir=str(tmp_path))))
+        assert cfg.eval.corruptions_n is None and cfg.eval.corruptions_dir == str(tmp_path / folder)
+        assert [m.what for m in missing_files(cfg) if "corruptions" in m.what] == [f"corruptions {folder}"]
+        with pytest.raises(BenchError, match="or run once with --download"):
+            validate(cfg, ["ard"])
+        fetching = replace(cfg, data=replace(cfg.data, download=True))
+        assert not [m for m in missing_files(fetching) if "corruptions" in m.what]
+    assert smoke(get_preset("cifar10")).config.eval.corruptions_from == "generated"

@@ -96,6 +96,7 @@ def test_paper_smoke_end_to_end_in_both_protocols(capsys, tmp_path, monkeypatch,
 
 def test_paper_dry_run_checks_data_and_teacher_files_first(capsys, tmp_path, monkeypatch):
     from bench.cli.parser import MISSING_FILES_STATUS
+    from bench.eval.corruptions import CORRUPTIONS
     data, zoo = tmp_path / "data", tmp_path / "rb"
     monkeypatch.setenv("BENCH_DATA_DIR", str(data))
     monkeypatch.setenv("BENCH_ROBUSTBENCH_DIR", str(zoo))
@@ -104,12 +105,16 @@ def test_paper_dry_run_checks_data_and_teacher_files_first(capsys, tmp_path, mon
     captured = capsys.readouterr()
     missing = [ln for ln in captured.err.splitlines() if "missing:" in ln]
     teacher = zoo / "cifar10" / "Linf" / "Zhang2019Theoretically.pt"
-    wanted = [data / "cifar-10-batches-py", data / "cifar-100-python", data / "stl10_binary", teacher]
-    assert len(missing) == 4 and all(f"looked for {p};" in ln for p, ln in zip(wanted, missing)), missing
-    assert "--download" in missing[0] and "Google Drive id" in missing[3]  # what to do
+    wanted = [data / "cifar-10-batches-py", data / "cifar-100-python", data / "stl10_binary", data / "CIFAR-10-C",
+              teacher]
+    assert len(missing) == 5 and all(f"looked for {p};" in ln for p, ln in zip(wanted, missing)), missing
+    assert "--download" in missing[0] and "Google Drive id" in missing[4]  # what to do
+    assert "zenodo.org/record/2535967" in missing[3] and "--download" in missing[3]
     assert "estimate:" in captured.out  # the plan is printed all the same
-    for folder in wanted[:3]:
+    for folder in wanted[:4]:
         folder.mkdir(parents=True)
+    for name in [*CORRUPTIONS, "labels"]:   # the released CIFAR-10-C's files (their contents are not read here)
+        (data / "CIFAR-10-C" / f"{name}.npy").write_bytes(b"")
     teacher.parent.mkdir(parents=True)
     teacher.write_bytes(b"")
     assert main(argv) == 0
