@@ -240,6 +240,11 @@ class Method:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.state = {k: v.to(self.ctx.device) if isinstance(v, torch.Tensor) else v for k, v in state.items()}
 
+    def attack_radius(self, eps: float, step: float) -> tuple[float, float]:
+        """The training attack's (eps, step) from the run's: the same, unless a method's documented
+        author-code variant runs another (IGDM's swapped pair)."""
+        return eps, step
+
     def inner_objective(self, batch: Batch, x_adv: torch.Tensor) -> torch.Tensor:
         """The scalar the attack ascends (summed over the batch)."""
         raise BenchError(f"method {self.name} has no inner maximisation")

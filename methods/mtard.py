@@ -102,7 +102,7 @@ class MTARD(Method):
     official: ClassVar[Recipe] = Recipe(
         repo="zhaoshiji123/MTARD@6480a1b",
         train={"epochs": 300, "lr": 0.1, "milestones": (215, 260, 285), "weight_decay": 2e-4, "batch_size": 128,
-               "schedule": "step"},
+               "schedule": "step", "select_every": 20, "select_dense_from": 215, "select_step": 0.003},
         attack={"eps": 8 / 255, "step_ratio": 0.25, "steps": 10},
         # mean over B x C on CIFAR-10; 10 x that mean on CIFAR-100: batchmean / 10 on both
         options={"cifar10": "scale=0.1", "cifar100": "scale=0.1"},
@@ -128,7 +128,8 @@ class MTARD(Method):
                  "options": "mtard/mtard_resnet18_cifar10.py:79-80 (torch.mean over B x C); "
                             "mtard_resnet18_cifar100.py:79-80 (10 x that mean)",
                  "datasets": "mtard_resnet18_cifar100.py:54 calls wideresnet(), which its cifar100_models do not define: the CIFAR-100 script does not run as committed",
-                 "magnitude": "mtard/mtard_resnet18_cifar10.py:79-80 (torch.mean over B x C); mtard_resnet18_cifar100.py:79-80 (10 x that mean)"})
+                 "magnitude": "mtard/mtard_resnet18_cifar10.py:79-80 (torch.mean over B x C); mtard_resnet18_cifar100.py:79-80 (10 x that mean)",
+                 "select_every": "mtard/mtard_resnet18_cifar10.py:108 (epochs 20, 40, ..., 200, then every epoch from 215; its extra evaluation after epoch 1 is left out)", "select_dense_from": "mtard/mtard_resnet18_cifar10.py:108", "select_step": "mtard/mtard_resnet18_cifar10.py:116 (attack_pgd 20 iterations, step_size=0.003)"})
 
     @dataclass(frozen=True)
     class Options:

@@ -50,7 +50,7 @@ class RSLAD(Method):
     official: ClassVar[Recipe] = Recipe(
         repo="zibojia/RSLAD@c40e04f",
         train={"epochs": 300, "lr": 0.1, "milestones": (215, 260, 285), "weight_decay": 2e-4, "batch_size": 128,
-               "schedule": "step"},
+               "schedule": "step", "select_every": 20, "select_dense_from": 215, "select_step": 0.003},
         attack={"eps": 8 / 255, "step_ratio": 0.25, "steps": 10},
         # mean over B x C on CIFAR-10; 10 x that mean on CIFAR-100: batchmean / 10 on both
         options={"cifar10": "scale=0.1", "cifar100": "scale=0.1"},
@@ -70,7 +70,8 @@ class RSLAD(Method):
                                "file name)",
                  "precision": "fp32 (the CIFAR-100 script's teacher.half() at :47 would not run on fp32 input)",
                  "input_norm": "resnet18_rslad_cifar10.py:18-25 (ToTensor, no Normalize)",
-                 "magnitude": "rslad_loss.py (torch.mean over B x C); resnet18_rslad_cifar100.py (x 10, 'to stay consistent with CIFAR-10')"})
+                 "magnitude": "rslad_loss.py (torch.mean over B x C); resnet18_rslad_cifar100.py (x 10, 'to stay consistent with CIFAR-10')",
+                 "select_every": "resnet18_rslad_cifar10.py:68 (epoch%20 == 0 and epoch < 215, or epoch >= 215)", "select_dense_from": "resnet18_rslad_cifar10.py:68", "select_step": "resnet18_rslad_cifar10.py:72 (attack_pgd 20 iterations, step_size=0.003)"})
 
     @dataclass(frozen=True)
     class Options:

@@ -24,7 +24,8 @@ from methods import METHODS, parse_method
 # what a recipe decides under the official protocol (dotted config keys)
 RECIPE_KEYS = ("train.epochs", "train.batch_size", "train.lr", "train.momentum", "train.weight_decay",
                "train.nesterov", "train.schedule", "train.milestones", "train.gamma", "train.checkpoint",
-               "train.swa_start", "attack.eps", "attack.step_ratio", "attack.steps", "precision", "input_norm")
+               "train.swa_start", "train.select_every", "train.select_dense_from", "train.select_step",
+               "train.also_keep", "attack.eps", "attack.step_ratio", "attack.steps", "precision", "input_norm")
 OFFICIAL_DATA = ("cifar10", "cifar100")   # the data sets the official scripts' recipes are for
 _NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}
 
@@ -94,8 +95,9 @@ def apply_limit(cfg: RunConfig) -> RunConfig:
     if lim.epochs is not None and train.epochs > lim.epochs:
         # an average from a later epoch than the cap: from the last epoch, so the path still runs
         swa = None if train.swa_start is None else min(train.swa_start, lim.epochs - 1)
+        # every epoch scored: a sparse selection schedule might score none of the capped ones
         train = replace(train, epochs=lim.epochs, milestones=tuple(m for m in train.milestones if m < lim.epochs),
-                        swa_start=swa)
+                        swa_start=swa, select_every=None, select_dense_from=None)
     if lim.attack_steps is not None and attack.steps > lim.attack_steps:
         attack = replace(attack, steps=lim.attack_steps)
     return replace(cfg, train=train, attack=attack)

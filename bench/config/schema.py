@@ -24,6 +24,12 @@ class DataConfig:
     on_device: Literal["auto", "yes", "no"] = "auto"
 
 
+# further checkpoints (TrainConfig.also_keep): what each scores, with its source
+ALSO = {"plain-best": "the policy's accuracy of the plain student, every scored epoch from the first, where the "
+                      "run's model is an SWA average (PeerAiD main.py:680-709 beside :786-815)",
+        "fair-best": "the policy's mean accuracy plus its worst class's (ABSLD resnet18_absld_cifar10.py:155-160)"}
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     epochs: int = 30
@@ -47,6 +53,16 @@ class TrainConfig:
     # training images after each snapshot, is the run's model (what the policy selects among and the
     # evaluation sees). None: off.
     swa_start: int | None = None
+    # Which epochs a best-* policy scores, as an official script does: every `select_every`-th epoch
+    # (1-based) before `select_dense_from`, every epoch from there (None: every epoch); the scoring
+    # attack's absolute step (None: the attack's own, eps/4). RSLAD, MTARD, ABSLD: 20 / 10, 215, 0.003.
+    select_every: int | None = None
+    select_dense_from: int | None = None
+    select_step: float | None = None
+    # Further checkpoints a script keeps beside the selected one, each evaluated and reported under its
+    # name (ALSO above): plain-best (PeerAiD's plain student beside its SWA average),
+    # fair-best (ABSLD's mean + worst-class accuracy).
+    also_keep: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -171,7 +187,7 @@ def teacher_from_dict(d: dict) -> TeacherConfig:
     names = {f.name for f in fields(cls)}
     d = {k: v for k, v in d.items() if k in names}
     if isinstance(d.get("train"), dict):
-        d["train"] = TrainConfig(**{**d["train"], "milestones": tuple(d["train"]["milestones"])})
+        d["train"] = TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in d["train"].items()})
     if isinstance(d.get("attack"), dict):
         d["attack"] = AttackConfig(**d["attack"])
     for k in ("mean", "std"):

@@ -47,7 +47,7 @@ from bench.report.aggregate import (
     teacher_label,
     transfer_columns,
 )
-from bench.report.checkpoints import best_last_lines, best_last_table
+from bench.report.checkpoints import best_last_lines, best_last_table, kept_lines, kept_table
 from bench.report.latex import latex_table
 from bench.report.noise import (class_noise_text, complete_class_counts, main_class_text,
                                 worst_case_text)
@@ -418,6 +418,10 @@ def build_report(results_dir: Path, runset: str, reports_dir: Path) -> Path:
     if best_last is not None:
         atomic_write_text(out / "best_last.csv", best_last.to_csv(index=False))
         text += best_last_lines(groups, markdown_table(best_last))
+    kept = kept_table(groups)
+    if kept is not None:
+        atomic_write_text(out / "checkpoints.csv", kept.to_csv(index=False))
+        text += kept_lines(markdown_table(kept))
 
     pub = published_table(groups, acc_cols)
     if pub is not None:

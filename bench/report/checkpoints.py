@@ -1,12 +1,14 @@
 """Best and last: per method, the checkpoint its policy selected and the last epoch, side by side (clean,
 PGD-20, AutoAttack), with the gap between them -- robust overfitting, when the last epoch is worse.
-Only runs whose policy chose among epochs (best-val, best-test-*) have two checkpoints."""
+Only runs whose policy chose among epochs (best-val, best-test-*) have two checkpoints; a script that keeps
+further ones (TrainConfig.also_keep: PeerAiD's plain-best, ABSLD's fair-best) gets each in a row of its own."""
 from __future__ import annotations
 
 import pandas as pd
 
 from bench.report.aggregate import cell
 from bench.report.stats import interval, paired_difference
+from bench.config.schema import ALSO
 from bench.runs.record import RunRecord
 
 METRICS = (("clean", "clean"), ("pgd20", "PGD-20"), ("aa", "AA"))
@@ -54,3 +56,30 @@ def best_last_lines(groups: dict[str, list[RunRecord]], table_md: str) -> list[s
             "A positive gap is robust overfitting: the last epoch lost robustness the selection kept. A number "
             "selected on the test set is optimistic; it is there to reproduce a published number that was "
             "selected so, and its last-epoch twin is the honest one.", "", table_md, ""]
+
+
+def kept_table(groups: dict[str, list[RunRecord]]) -> pd.DataFrame | None:
+    """One row per (method, checkpoint) for the selected, the further kept (``ALSO``) and the last
+    checkpoints of methods whose script keeps further ones: epochs, clean, PGD-20 and AutoAttack (mean
+    [95 % interval] over seeds); None when no run keeps one."""
+    rows = []
+    for name, recs in groups.items():
+        runs = [r for r in recs if r.role == "student" and any(k in (r.checkpoints or {}) for k in ALSO)]
+        kept = [k for k in ("best", *ALSO, "last") if runs and all(k in r.checkpoints for r in runs)]
+        for key in kept:
+            row = {"Method": name, "checkpoint": "selected" if key == "best" else key, "n": len(runs),
+                   "epoch": "/".join(str(r.checkpoints[key]["epoch"]) for r in runs)}
+            for metric, label in METRICS:
+                values = [r.checkpoints[key]["metrics"].get(metric, float("nan")) for r in runs]
+                if all(v == v for v in values):
+                    ci = interval(values, (0, 1))
+                    row[label] = cell(ci.mean, ci.low, ci.high)
+            rows.append(row)
+    return pd.DataFrame(rows) if rows else None
+
+
+def kept_lines(table_md: str) -> list[str]:
+    return ["### Further checkpoints its script keeps", "",
+            "Where an official script keeps more than one checkpoint, each is evaluated (clean, PGD-20, AutoAttack) "
+            "and shown under its own name: " + "; ".join(f"`{k}`: {v}" for k, v in ALSO.items())
+            + ". The main table reports the selected one.", "", table_md, ""]

@@ -25,7 +25,7 @@ from bench.common.io import atomic_write_text
 from bench.config import files
 from bench.config.presets import get_preset
 from bench.config.resolve import Resolved
-from bench.config.schema import TEACHER_ROLES, RunConfig
+from bench.config.schema import ALSO, TEACHER_ROLES, RunConfig
 from bench.eval.corruption_eval import check_published
 from bench.eval.corruptions import CORRUPTIONS
 from bench.eval.protocol import check_attacks
@@ -48,6 +48,12 @@ def validate(cfg: RunConfig, methods) -> None:
     for role in sorted({role for spec in specs for role in spec.cls.teachers}):  # further teachers a method uses
         check_teacher(getattr(cfg, TEACHER_ROLES[role]), cfg.data.name)
     resolve_device(cfg.device)
+    unknown = sorted(set(cfg.train.also_keep) - set(ALSO))
+    if unknown:
+        raise BenchError(f"train.also_keep: unknown {', '.join(unknown)}; known: {', '.join(ALSO)}")
+    if cfg.train.also_keep and cfg.train.checkpoint == "last":
+        raise BenchError("train.also_keep keeps checkpoints beside a selected one: give train.checkpoint a best-* "
+                         "policy")
     ev = cfg.eval
     if ev.corruptions_from == "published" and ev.corruptions_dir and "corruptions" in ev.attacks \
             and not cfg.data.download:   # one line before any training, not after hours of it

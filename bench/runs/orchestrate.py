@@ -44,7 +44,7 @@ from bench.runs.record import RECORD, RunRecord
 from bench.runs.runset import Entry, merge_manifest
 from bench.runs.status import mark_failed, mark_running
 from bench.train.loop import FLOPS_KEY, LAST, train_model
-from bench.train.selection import Selection
+from bench.train.selection import Selection, also_key
 from bench.train.teacher import (
     TEACHERS_DIR,
     Teacher,
@@ -139,8 +139,11 @@ def _checkpoints(cfg: RunConfig, chosen: dict | None, ev: dict) -> dict:
     same = "last" not in ev  # the best epoch was the last one: one set of weights, evaluated once
     last = {k: v for k, v in ev["metrics"].items() if k in LAST_ATTACKS} if same else ev["last"]["metrics"]
     best = {k: v for k, v in ev["metrics"].items() if k in LAST_ATTACKS}
-    return {"policy": policy, "reported": "best", "best": {"epoch": chosen["epoch"], "metrics": best},
-            "last": {"epoch": chosen["last_epoch"], "metrics": last, "same_weights": same}}
+    out = {"policy": policy, "reported": "best", "best": {"epoch": chosen["epoch"], "metrics": best},
+           "last": {"epoch": chosen["last_epoch"], "metrics": last, "same_weights": same}}
+    for name, kept in (chosen.get("also") or {}).items():   # a script's further checkpoints, by name
+        out[name] = {"epoch": kept["epoch"], "metrics": ev[name]["metrics"]}
+    return out
 
 
 def _reusable(path: Path, key: str, force: bool) -> RunRecord | None:
@@ -169,19 +172,19 @@ def last_eval(cfg: RunConfig):
 
 
 def _evaluate_and_save(run_dir: Path, model, data, targets, teacher_model, cfg: RunConfig, desc: str,
-                       make_record, last=None) -> RunRecord:
+                       make_record, others=None) -> RunRecord:
     """Evaluate (resumably, sharded over the ranks under torchrun) and write the record and the resolved
-    config beside it. ``last``: the last epoch's weights where a best-* policy selected another epoch,
-    evaluated too (``ev["last"]``)."""
+    config beside it. ``others``: further weights by name, evaluated with ``last_eval`` (``ev[name]``): the
+    last epoch's where a best-* policy selected another epoch, and the checkpoints a script keeps besides."""
     def passes(state, shard):
         if shard is not None:
             ev = evaluate(model, data.x_test, data.y_test, cfg.eval, data.num_classes, cfg.seed, state, desc,
                           shard=shard)
         else:
             ev = evaluate_all(model, data, targets, teacher_model, cfg, state, desc)
-        if last is not None:
-            ev["last"] = evaluate(last, data.x_test, data.y_test, last_eval(cfg), data.num_classes, cfg.seed,
-                                  state / "last" if state is not None else None, f"{desc}last ", shard=shard)
+        for name, weights in (others or {}).items():
+            ev[name] = evaluate(weights, data.x_test, data.y_test, last_eval(cfg), data.num_classes, cfg.seed,
+                                state / name if state is not None else None, f"{desc}{name} ", shard=shard)
         return ev
 
     def keep(ev):
@@ -322,7 +325,9 @@ def run_methods(cfg: RunConfig, methods: list[str], runset: str, results: Path, 
         teacher = teachers[tkey]
         for spec in specs:  # each method under its protocol's config (bench.config.protocol)
             mcfg = method_config(seed_cfg, spec.cls)
-            key = (mcfg.train.checkpoint, mcfg.train.val_fraction, mcfg.eval.n)
+            t = mcfg.train
+            key = (t.checkpoint, t.val_fraction, mcfg.eval.n, t.select_every, t.select_dense_from, t.select_step,
+                   t.also_keep)
             if key not in splits:  # one validation split per policy, not one copy per run
                 splits[key] = split_for(mcfg, data)
             train_data, selection = splits[key]
@@ -336,14 +341,16 @@ def run_methods(cfg: RunConfig, methods: list[str], runset: str, results: Path, 
 def split_for(cfg: RunConfig, data: ImageData) -> tuple[ImageData, Selection | None]:
     """The training images and the checkpoint policy's selection (bench.train.selection): best-val carves
     its validation split from the training data; best-test-* scores on the evaluation's test images."""
-    policy = cfg.train.checkpoint
+    t = cfg.train
+    policy = t.checkpoint
     if policy == "last":
         return data, None
+    how = {"every": t.select_every, "dense_from": t.select_dense_from, "step": t.select_step, "also": t.also_keep}
     if policy == "best-val":
-        train_data, (xv, yv) = carve_validation(data, cfg.train.val_fraction)
-        return train_data, Selection(policy, xv, yv)
+        train_data, (xv, yv) = carve_validation(data, t.val_fraction)
+        return train_data, Selection(policy, xv, yv, **how)
     n = cfg.eval.n or len(data.y_test)
-    return data, Selection(policy, data.x_test[:n], data.y_test[:n])
+    return data, Selection(policy, data.x_test[:n], data.y_test[:n], **how)
 
 
 def _student(spec: MethodSpec, cfg: RunConfig, data, train_data, selection, targets, teacher: Teacher,
@@ -369,6 +376,24 @@ def _student(spec: MethodSpec, cfg: RunConfig, data, train_data, selection, targ
         except Exception as err:
             mark_failed(run_dir, err)
             raise
+
+
+def _also_epochs(selection: Selection, history: list[dict]) -> dict[str, dict]:
+    """Each further checkpoint's first best epoch and score, from the training log."""
+    out = {}
+    for name in selection.also:
+        col = also_key(name, selection.key)
+        scored = [row for row in history if col in row]
+        if scored:
+            best = max(scored, key=lambda row: row[col])
+            out[name] = {"epoch": best["epoch"], col: best[col]}
+    return out
+
+
+def _weights(cfg: RunConfig, data: ImageData, device, path: Path) -> torch.nn.Module:
+    model = build_student(cfg, data, device)
+    model.load_state_dict(torch.load(path, map_location=device, weights_only=True))
+    return model.eval()
 
 
 def row_note(cls, cfg: RunConfig) -> str:
@@ -416,22 +441,23 @@ def _train_and_evaluate(spec: MethodSpec, cfg: RunConfig, data, train_data, sele
                                 "per_rank_batch": -(-cfg.train.batch_size // distributed.world_size()),
                                 "lr": cfg.train.lr, "sync_bn": cfg.sync_bn,
                                 "note": "each rank trains on its rows of every global batch; gradients averaged"}
-    last = None
-    if selection is not None:
+    others = {}
+    if selection is not None and any(selection.key in row for row in history):
         # first best, as training kept it (under SWA only the averages are scored)
         best = max(history, key=lambda row: row.get(selection.key, -1.0))
         facts["checkpoint"] = {"policy": selection.policy, "epoch": best["epoch"], selection.key: best[selection.key],
-                               f"{selection.split}_n": len(selection.y), "last_epoch": len(history)}
+                               f"{selection.split}_n": len(selection.y), "last_epoch": len(history),
+                               "also": _also_epochs(selection, history)}
+        distributed.barrier()  # rank 0 has written them
         if best["epoch"] != len(history):  # the last epoch's weights, evaluated beside the selected ones
-            distributed.barrier()  # rank 0 has written them
-            last = build_student(cfg, data, device)
-            last.load_state_dict(torch.load(run_dir / LAST, map_location=device, weights_only=True))
-            last.eval()
+            others["last"] = _weights(cfg, data, device, run_dir / LAST)
+        for name in facts["checkpoint"]["also"]:   # further checkpoints its script keeps
+            others[name] = _weights(cfg, data, device, run_dir / f"{name}.pt")
     rec = _evaluate_and_save(
         run_dir, student, data, targets, teacher.model, cfg, f"{spec.label} s{seed} ",
         lambda ev: _record(Subject(run_dir.name, "student", spec.label, spec.name, cfg.student_arch,
                                    row_note(spec.cls, cfg), asdict(spec.options)),
-                           cfg, data, teacher, Training(history, train_s, code, facts), ev), last=last)
+                           cfg, data, teacher, Training(history, train_s, code, facts), ev), others=others)
     tracker.final(rec)
     log(f"{spec.label} seed {seed}: " + ", ".join(f"{k} {100 * v:.1f}" for k, v in rec.metrics.items())
          + (f"; sanity flags: {', '.join(rec.sanity['flags'])}" if rec.sanity.get("flags") else ""))

@@ -24,7 +24,7 @@ from bench.common.precision import autocast, ieee_fp32, resolve_precision
 from bench.config.schema import AttackConfig, TrainConfig
 from bench.data.images import HostImages, ImageData, augment, to_float
 from bench.train.cost import StepFlops
-from bench.train.selection import Selection
+from bench.train.selection import Selection, also_key, fair_score
 from bench.train.tracking import NO_TRACKING, Tracker
 from methods.base import Batch, EpochEnd, Method
 
@@ -76,14 +76,14 @@ def adversarial_examples(method: Method, batch: Batch, cfg: AttackConfig) -> tor
     inner = method.inner
     student = batch.student
     student.train(inner.student_mode == "train")
+    eps, step = method.attack_radius(cfg.eps, cfg.step_ratio * cfg.eps)
     x_init = None
     if batch.shard is not None:  # the global batch's random start (one draw, as in one process), our rows
-        x_init = random_start(batch.shard.x, cfg.eps, inner.start, batch.generator, norm=cfg.norm)[batch.shard.part]
+        x_init = random_start(batch.shard.x, eps, inner.start, batch.generator, norm=cfg.norm)[batch.shard.part]
     try:
         with frozen(student, method.modules(), *(n.module for n in method.networks().values())):
-            return pgd_ascent(lambda xa: method.inner_objective(batch, xa), batch.x, cfg.eps,
-                              cfg.step_ratio * cfg.eps, cfg.steps, inner.start, batch.generator, x_init=x_init,
-                              norm=cfg.norm)
+            return pgd_ascent(lambda xa: method.inner_objective(batch, xa), batch.x, eps, step, cfg.steps,
+                              inner.start, batch.generator, x_init=x_init, norm=cfg.norm)
     finally:
         student.train(True)
 
@@ -164,6 +164,10 @@ def train_model(student: nn.Module, method: Method, data: ImageData, train_cfg: 
             loop.epoch(epoch)
     if loop.swa is not None and loop.swa.n_averaged > 0:  # the average is the run's model
         student.load_state_dict(loop.swa.module.state_dict())
+    if selection is not None and main:   # further checkpoints a script keeps: evaluated beside the best
+        for name, kept in loop.also.items():
+            if kept["state"] is not None:
+                atomic_save(kept["state"], run_dir / f"{name}.pt")
     if selection is not None and loop.best["state"] is not None:
         if main:  # the last epoch's weights stay on disk: the report evaluates them beside the best
             atomic_save(student.state_dict(), run_dir / LAST)
@@ -187,6 +191,7 @@ class _Loop:
         self.history: list[dict] = []
         self.start_epoch = 0
         self.best: dict = {"score": -1.0, "epoch": 0, "state": None}
+        self.also: dict[str, dict] = {}   # further kept checkpoints (Selection.also), as ``best``
         self.teachers: dict[str, nn.Module] = {}
         self.networks: dict[str, nn.Module] = {}
         self.net_opts: dict[str, tuple] = {}
@@ -203,7 +208,7 @@ class _Loop:
                 "method_state": self.method.state_dict(),
                 "swa": self.swa.state_dict() if self.swa is not None else {},
                 "generator": self.generator.get_state(), "epoch": epoch,
-                "history": json.dumps(self.history), "best": self.best}
+                "history": json.dumps(self.history), "best": self.best, "also": self.also}
 
     def resume(self, state: dict) -> None:
         self.student.load_state_dict(state["student"])
@@ -223,6 +228,7 @@ class _Loop:
         self.start_epoch = int(state["epoch"]) + 1
         self.history = json.loads(state["history"])
         self.best = state.get("best", self.best)
+        self.also = state.get("also", self.also)
 
     def epoch(self, epoch: int) -> None:
         student, method, data, cfg, device = self.student, self.method, self.data, self.train_cfg, self.device
@@ -307,12 +313,8 @@ class _Loop:
             row[FLOPS_KEY] = float(step_flops)
         if self.swa is not None:
             row["swa_snapshots"] = int(self.swa.n_averaged)
-        if self.selection is not None and (self.swa is None or epoch >= cfg.swa_start):
-            key = self.selection.key  # under SWA the candidates are the averages
-            row[key] = self.selection.score(model, self.attack_cfg.eps, self.attack_cfg.norm)
-            if row[key] > self.best["score"]:
-                self.best = {"score": row[key], "epoch": epoch + 1,
-                             "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
+        if self.selection is not None and self.selection.scores_epoch(epoch + 1):
+            self._score(epoch, model, row)
         self.history.append(row)
         if not main:
             return
@@ -323,6 +325,28 @@ class _Loop:
         atomic_save(self.state(epoch), self.ckpt_path)
         with open(self.log_path, "a") as fh:
             fh.write(json.dumps(row) + "\n")
+
+    def _score(self, epoch: int, model: nn.Module, row: dict) -> None:
+        """The selection's scores of this epoch into ``row``, each kept checkpoint updated on a strict gain
+        (the first best stays). Under SWA the policy's candidates are the averages, from ``swa_start``."""
+        sel, eps, norm = self.selection, self.attack_cfg.eps, self.attack_cfg.norm
+        if self.swa is None or epoch >= self.train_cfg.swa_start:
+            ok = sel.correct(model, eps, norm)
+            row[sel.key] = float(ok.float().mean())
+            self._keep("best", row[sel.key], epoch, model)
+            if "fair-best" in sel.also:
+                row[also_key("fair-best", sel.key)] = fair_score(ok, sel.y)
+                self._keep("fair-best", row[also_key("fair-best", sel.key)], epoch, model)
+        if "plain-best" in sel.also:
+            plain = row.get(sel.key) if self.swa is None else sel.score(self.student, eps, norm)
+            row[also_key("plain-best", sel.key)] = plain
+            self._keep("plain-best", plain, epoch, self.student)
+
+    def _keep(self, name: str, score: float, epoch: int, model: nn.Module) -> None:
+        kept = self.best if name == "best" else self.also.setdefault(name, {"score": -1.0, "epoch": 0, "state": None})
+        if score > kept["score"]:
+            kept.update(score=score, epoch=epoch + 1,
+                        state={k: v.detach().clone() for k, v in model.state_dict().items()})
 
     def _bn_batches(self):
         """The training images, augmented and in the run's stream's order, batch by batch: what the

@@ -12,7 +12,7 @@ The score of an epoch is logged in its row of the training log under ``Selection
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -22,14 +22,24 @@ from bench.config.schema import EvalConfig
 from bench.data.images import to_float
 
 POLICIES = {"best-val": ("val", "pgd20"), "best-test-pgd10": ("test", "pgd10"), "best-test-pgd20": ("test", "pgd20")}
-
-
 @dataclass(frozen=True)
 class Selection:
-    """A best-* policy with the images it scores each epoch on (uint8 images, labels)."""
+    """A best-* policy with the images it scores on (uint8 images, labels), the epochs it scores
+    (``every`` before ``dense_from``, then each; None: each), the scoring attack's absolute ``step``
+    (None: the attack's own) and the further checkpoints it keeps (``bench.config.schema.ALSO``)."""
     policy: str
     x: torch.Tensor
     y: torch.Tensor
+    every: int | None = None
+    dense_from: int | None = None
+    step: float | None = None
+    also: tuple[str, ...] = ()
+
+    def scores_epoch(self, epoch: int) -> bool:
+        """Whether the 1-based ``epoch`` is scored."""
+        if self.every is None or (self.dense_from is not None and epoch >= self.dense_from):
+            return True
+        return epoch % self.every == 0
 
     @property
     def split(self) -> str:
@@ -44,19 +54,37 @@ class Selection:
         """The training log's column: val_pgd20, test_pgd10, test_pgd20."""
         return selection_key(self.policy)
 
-    def score(self, model: nn.Module, eps: float, norm: str = "Linf",
-              batch_size: int = EvalConfig.batch_size) -> float:
-        """The policy's attack accuracy of ``model`` in eval mode, in batches of the evaluation's default
-        size, all drawing on one random stream (seed 0)."""
+    def correct(self, model: nn.Module, eps: float, norm: str = "Linf",
+                batch_size: int = EvalConfig.batch_size) -> torch.Tensor:
+        """Per-image correctness of ``model`` in eval mode under the policy's attack, in batches of the
+        evaluation's default size, all drawing on one random stream (seed 0)."""
         was_training = model.training
         model.eval()
         g = torch.Generator().manual_seed(0)
-        acc = float(attack_accuracy(model, to_float(self.x), self.y, ATTACKS.get(self.attack), eps, batch_size,
-                                    lambda _: g, norm).float().mean())
+        spec = ATTACKS.get(self.attack)
+        if self.step is not None:
+            spec = replace(spec, step_ratio=self.step / eps)
+        ok = attack_accuracy(model, to_float(self.x), self.y, spec, eps, batch_size, lambda _: g, norm)
         model.train(was_training)
-        return acc
+        return ok
+
+    def score(self, model: nn.Module, eps: float, norm: str = "Linf",
+              batch_size: int = EvalConfig.batch_size) -> float:
+        """The policy's attack accuracy of ``model``."""
+        return float(self.correct(model, eps, norm, batch_size).float().mean())
+
+
+def fair_score(correct: torch.Tensor, y: torch.Tensor) -> float:
+    """Mean accuracy plus the worst class's (over the classes present), as ABSLD's fair selection."""
+    per_class = [float(correct[y == c].float().mean()) for c in torch.unique(y).tolist()]
+    return float(correct.float().mean()) + min(per_class)
 
 
 def selection_key(policy: str) -> str | None:
     """The log column a policy selects on (None for ``last``)."""
     return "_".join(POLICIES[policy]) if policy in POLICIES else None
+
+
+def also_key(name: str, key: str) -> str:
+    """The log column of a further checkpoint's score: plain_test_pgd10, fair_test_pgd20."""
+    return f"{name.split('-')[0]}_{key}"

@@ -376,3 +376,26 @@ def test_a_detached_gradient_fails_the_pins(variant, site, stored):
 if __name__ == "__main__" and "--update" in sys.argv:
     PINS.write_text(dump(current()))
     print(f"written: {PINS}")
+
+
+def test_igdm_code_attack_swaps_eps_and_step_as_the_author_code_calls_it():
+    """igdm.py:49 calls the attack with step_size=8/255, epsilon=2/255: option attack=code runs that pair,
+    the default the run's (8/255, 2/255)."""
+    from bench.config.schema import AttackConfig
+    from methods import parse_method
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(6, 1, 4, 4, generator=g)
+    y = torch.randint(0, 3, (6,), generator=g)
+    student, teacher = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3)), \
+        torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3))
+    ctx = Context(num_classes=3, n_train=6, train_labels=y, student_dim=16, teacher_dim=16,
+                  device=torch.device("cpu"), epochs=10)
+    reach = {}
+    for form in ("paper", "code"):
+        method = parse_method(f"igdm:attack={form}").build(ctx)
+        assert method.attack_radius(8 / 255, 2 / 255) == ((8 / 255, 2 / 255) if form == "paper" else (2 / 255, 8 / 255))
+        batch = Batch(x, y, torch.arange(6), student, teacher, epoch=0, generator=torch.Generator().manual_seed(1))
+        x_adv = adversarial_examples(method, batch, AttackConfig(eps=8 / 255, step_ratio=0.25, steps=3))
+        reach[form] = float((x_adv - x).abs().max())
+    assert reach["code"] <= 2 / 255 + 1e-6 < reach["paper"] <= 8 / 255 + 1e-6

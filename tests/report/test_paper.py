@@ -53,13 +53,13 @@ def test_paper_smoke_end_to_end_in_both_protocols(capsys, tmp_path, monkeypatch,
     """Issue 20: `--scale smoke` runs both protocols end to end on CPU and writes both reports with best and last;
     a finished common run is never reused as official."""
     monkeypatch.setenv("BENCH_DATA_DIR", str(tmp_path / "no-data"))  # the real files are absent: stand-ins
-    slim = dataclasses.replace(presets.PAPER_PRESETS["cifar10-resnet18"], methods=("ard:scale=0.1", "rslad:scale=0.1",
-                                                                                  "gacd"))
+    slim = dataclasses.replace(presets.PAPER_PRESETS["cifar10-resnet18"], methods=(
+        "ard:scale=0.1", "gacd", "absld:scale=0.1", "peeraid:scale=0.1"))
     monkeypatch.setitem(presets.PAPER_PRESETS, "cifar10-resnet18", slim)
     common, official = tmp_path / "common", tmp_path / "official"
-    assert main(["paper", "cifar10-resnet18", "--scale", "smoke", "--results", str(tmp_path / "r"),
-                 "--reports", str(common)]) == 0
-    assert main(["paper", "cifar10-resnet18", "--scale", "smoke", "--protocol", "official", "--methods", "rslad",
+    assert main(["paper", "cifar10-resnet18", "--scale", "smoke", "--methods", "ard,gacd", "--results",
+                 str(tmp_path / "r"), "--reports", str(common)]) == 0
+    assert main(["paper", "cifar10-resnet18", "--scale", "smoke", "--protocol", "official", "--methods", "absld,peeraid",
                  "--results", str(tmp_path / "r2"), "--reports", str(official)]) == 0
     out = common / "cifar10-resnet18-smoke"
     pub = pd.read_csv(out / "published.csv")
@@ -75,21 +75,30 @@ def test_paper_smoke_end_to_end_in_both_protocols(capsys, tmp_path, monkeypatch,
     students = [r for r in runs if r["role"] == "student"]
     assert all(r["checkpoints"]["policy"] == "best-val" and set(r["checkpoints"]) >= {"best", "last"} for r in students)
     assert set(pd.read_csv(out / "best_last.csv")["policy"]) == {"best-val"}
+    assert "Further checkpoints" not in readme   # the common protocol keeps only best and last
 
     out = official / "cifar10-resnet18-smoke"
     readme = (out / "README.md").read_text()
     assert "Protocol **official**" in readme and "## Best and last checkpoints" in readme
     runs = {r["method"]: r for r in json.loads((out / "runs.json").read_text()) if r["role"] == "student"}
-    assert set(runs) == {"rslad:scale=0.1"}
-    rslad = runs["rslad:scale=0.1"]
-    assert rslad["config"]["protocol"] == "official" and rslad["config"]["precision"] == "fp32"
-    assert rslad["config"]["train"]["milestones"] == [] and rslad["config"]["train"]["epochs"] == 2  # capped
-    assert rslad["config"]["input_norm"] == "none" and rslad["checkpoints"]["policy"] == "best-test-pgd20"
-    record = json.loads((tmp_path / "r2" / "cifar10-resnet18-smoke" / rslad["run_id"] / "record.json").read_text())
-    assert "test_pgd20" in record["history"][0] and {"best", "last"} <= set(rslad["checkpoints"])
-    # a 2-epoch student may predict one class, which the large-eps sanity check rightly flags (⚠)
-    assert [m.removesuffix(" ⚠") for m in pd.read_csv(out / "best_last.csv")["Method"]] == ["rslad:scale=0.1"]
-    assert "| rslad | train.epochs | 2 | 300 |" in readme and "caps every recipe" in readme  # the recipes themselves
+    assert set(runs) == {"absld:scale=0.1:temps=code", "peeraid:scale=0.1"}
+    absld, peeraid = runs["absld:scale=0.1:temps=code"], runs["peeraid:scale=0.1"]
+    assert absld["config"]["protocol"] == "official" and absld["config"]["precision"] == "fp32"
+    assert absld["config"]["train"]["milestones"] == [] and absld["config"]["train"]["epochs"] == 2  # capped
+    assert absld["config"]["train"]["select_every"] is None    # the caps score every epoch
+    assert absld["config"]["input_norm"] == "none" and absld["checkpoints"]["policy"] == "best-test-pgd20"
+    record = json.loads((tmp_path / "r2" / "cifar10-resnet18-smoke" / absld["run_id"] / "record.json").read_text())
+    assert {"test_pgd20", "fair_test_pgd20"} <= set(record["history"][0])
+    # each script's further checkpoint, evaluated and reported under its own name beside selected and last
+    assert {"best", "last", "fair-best"} <= set(absld["checkpoints"])
+    assert {"best", "last", "plain-best"} <= set(peeraid["checkpoints"])
+    assert set(peeraid["checkpoints"]["plain-best"]["metrics"]) >= {"clean", "pgd20", "aa"}
+    kept = pd.read_csv(out / "checkpoints.csv")
+    assert {(m.removesuffix(" ⚠").split(":")[0], c) for m, c in zip(kept["Method"], kept["checkpoint"])} == {
+        ("absld", "selected"), ("absld", "fair-best"), ("absld", "last"),
+        ("peeraid", "selected"), ("peeraid", "plain-best"), ("peeraid", "last")}
+    assert "### Further checkpoints its script keeps" in readme
+    assert "| absld | train.epochs | 2 | 300 |" in readme and "caps every recipe" in readme  # the recipes themselves
     common_ids = {p.name for p in (tmp_path / "r" / "cifar10-resnet18-smoke").iterdir()}
     assert not common_ids & {r["run_id"] for r in runs.values()}
 
