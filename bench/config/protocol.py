@@ -17,7 +17,7 @@ from dataclasses import asdict, replace
 
 from bench.common.errors import BenchError
 from bench.config.files import _flat
-from bench.config.schema import Limit, RunConfig
+from bench.config.schema import Limit, RunConfig, ZooTeacher
 from bench.models import published_arch
 from methods import METHODS, parse_method
 
@@ -82,9 +82,9 @@ def recipe_notes(cls, cfg: RunConfig) -> list[str]:
     if dataset not in r.datasets:
         why = r.sources.get("datasets", f"the script has no {_NAMES.get(dataset, dataset)} recipe")
         notes.append(f"{_NAMES.get(r.datasets[0], r.datasets[0])} recipe applied ({why})")
-    paper = r.teachers.get(dataset)
+    paper, ran = r.teachers.get(dataset), recipe_teacher(cls, cfg)
     if paper is not None and cls.needs_teacher and not (
-            paper.zoo and cfg.teacher.kind == "robustbench" and cfg.teacher.name == paper.name):
+            paper.zoo and ran.kind == "robustbench" and ran.name == paper.name):
         notes.append(f"published with {paper.text()}, not this row's teacher")
     return notes
 
@@ -112,8 +112,19 @@ def method_config(cfg: RunConfig, cls) -> RunConfig:
         schedule = {**cls.official_schedule(dataset_of(cfg)), **r.by_student.get(published_arch(cfg.student_arch), {})}
         train = replace(cfg.train, **schedule, checkpoint=r.checkpoint)
         cfg = replace(cfg, train=train, attack=replace(cfg.attack, **r.attack), precision=r.precision,
-                      input_norm=r.input_norm)
+                      input_norm=r.input_norm, teacher=recipe_teacher(cls, cfg))
     return apply_limit(cfg)
+
+
+def recipe_teacher(cls, cfg: RunConfig):
+    """The teacher ``cls`` learns from under ``official``: its published number's, where that is a
+    RobustBench zoo entry and the run's teacher is one too (a preset that trains its own teacher, such
+    as a smoke run, keeps it; the row then names the published one); else the run's."""
+    r = _recipe(cls)
+    paper = r.teachers.get(dataset_of(cfg)) if r is not None else None
+    if paper is None or not paper.zoo or not cls.needs_teacher or cfg.teacher.kind != "robustbench":
+        return cfg.teacher
+    return ZooTeacher(paper.name, paper.arch.lower(), cfg.teacher.threat_model)
 
 
 def check_protocol(cfg: RunConfig) -> None:

@@ -330,6 +330,21 @@ def wrn_28_10(num_classes: int, in_channels: int = 3, mean=None, std=None) -> Be
     return WideResNet(28, 10, num_classes, in_channels, mean, std)
 
 
+@register_arch("wrn-34-20", leaderboard="WideResNet-34-20", smoke="wrn-10-1")
+def wrn_34_20(num_classes: int, in_channels: int = 3, mean=None, std=None) -> BenchModel:
+    """WideResNet-34-20 (185M parameters), the width of RobustBench's Chen2021LTD_WRN34_20, AdaAD's CIFAR-10
+    teacher; a zoo teacher is RobustBench's own network, this one sizes the cost model."""
+    return WideResNet(34, 20, num_classes, in_channels, mean, std)
+
+
+@register_arch("wrn-70-16", leaderboard="WideResNet-70-16", smoke="wrn-10-1")
+def wrn_70_16(num_classes: int, in_channels: int = 3, mean=None, std=None) -> BenchModel:
+    """WideResNet-70-16 (267M parameters) in TRADES' form: the depth and width of RobustBench's
+    Gowal2020Uncovering (DeepMind's variant, with Swish), RSLAD's CIFAR-100 teacher; the zoo loads
+    RobustBench's own network, this one sizes the cost model."""
+    return WideResNet(70, 16, num_classes, in_channels, mean, std)
+
+
 @register_arch("wrn-10-1")
 def wrn_10_1(num_classes: int, in_channels: int = 3, mean=None, std=None) -> BenchModel:
     """WideResNet depth 10, width 1: the WRN code path for smoke runs on a CPU."""

@@ -351,9 +351,9 @@ def _data_file(name: str, data_dir: str | None) -> MissingFile | None:
                                                   f"--data-dir), or run once with --download where there is internet")
 
 
-def missing_files(cfg: RunConfig) -> list[MissingFile]:
+def missing_files(cfg: RunConfig, methods=()) -> list[MissingFile]:
     """Every data file and teacher checkpoint ``cfg`` needs that is not on disk (data that a smoke
-    run replaces by a stand-in is not needed)."""
+    run replaces by a stand-in is not needed); ``methods``: their own teachers too (an official recipe's)."""
     out = []
     if not cfg.data.stand_in:
         for name in dict.fromkeys((cfg.data.name, *cfg.probe.targets)):
@@ -368,7 +368,14 @@ def missing_files(cfg: RunConfig) -> list[MissingFile]:
         except BenchError as err:
             out.append(MissingFile(f"corruptions {Path(ev.corruptions_dir).name}", ev.corruptions_dir,
                                    str(err).split(": put ", 1)[-1]))
-    tc = cfg.teacher
+    teachers = [cfg.teacher, *(method_config(cfg, parse_method(m).cls).teacher for m in methods)]
+    for tc in dict.fromkeys(teachers):
+        out += _missing_teacher(cfg, tc)
+    return out
+
+
+def _missing_teacher(cfg: RunConfig, tc) -> list[MissingFile]:
+    out = []
     if isinstance(tc, ZooTeacher):
 
         base = cfg.data.name.partition("@")[0]
@@ -507,13 +514,13 @@ def _measured(preset: Preset) -> tuple[list[dict], dict, torch.device]:
 
 def paper_dry_run(name: str, scale: str, preset: Preset) -> tuple[list[str], list[MissingFile]]:
     """``paper NAME --dry-run``: the plan's lines and the files it needs that are missing."""
-    missing = missing_files(preset.config)  # first: the cheap check that saves a booking
+    missing = missing_files(preset.config, preset.methods)  # first: the cheap check that saves a booking
     rows, info, device = _measured(preset)
     return paper_plan_lines(name, scale, preset, rows, info, device), missing
 
 
 def grid_dry_run(executor: str, grid, cfg: RunConfig, methods: list[str], seeds) -> tuple[list[str], list[MissingFile]]:
     """``--executor X --dry-run``: the grid's jobs with their hours and the files it needs that are missing."""
-    missing = missing_files(cfg)
+    missing = missing_files(cfg, methods)
     rows, _, device = _measured(Preset(cfg, tuple(methods), tuple(seeds)))
     return grid_plan_lines(executor, grid, methods, seeds, rows, device), missing

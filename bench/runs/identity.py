@@ -75,6 +75,12 @@ def plan(cfg: RunConfig, specs: list[MethodSpec], seeds, data: ImageData) -> lis
             out.append(Entry("teacher", label, tkey, f"teacher-{tid}", tid))
         for spec in specs:
             mcfg = method_config(replace(cfg, seed=seed), spec.cls)
+            # an official recipe's own teacher (a zoo entry), else the run's
+            own = teacher_id(mcfg, seed, data) if mcfg.teacher != cfg.teacher else tid
+            if own not in teachers and own != tid:
+                teachers.add(own)
+                out.append(Entry("teacher", describe(mcfg.teacher, data.name).method, None, f"teacher-{own}", own,
+                                 own=True))
             out.append(Entry("student", spec.label, seed,
-                             student_run_id(spec, mcfg, tid, role_teacher_ids(spec, mcfg, seed, data)), tid))
+                             student_run_id(spec, mcfg, own, role_teacher_ids(spec, mcfg, seed, data)), own))
     return out

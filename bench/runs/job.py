@@ -24,6 +24,7 @@ from bench.common.errors import BenchError
 from bench.common.io import atomic_write_text
 from bench.config import files
 from bench.config.presets import get_preset
+from bench.config.protocol import method_config
 from bench.config.resolve import Resolved
 from bench.config.schema import ALSO, TEACHER_ROLES, RunConfig
 from bench.eval.corruption_eval import check_published
@@ -45,6 +46,10 @@ def validate(cfg: RunConfig, methods) -> None:
     ARCHS.get(cfg.student_arch)
     check_attacks(cfg.eval.attacks, cfg.eval.aa_attacks)
     check_teacher(cfg.teacher, cfg.data.name)
+    for spec in specs:   # an official recipe's own teacher
+        own = method_config(cfg, spec.cls).teacher
+        if own != cfg.teacher:
+            check_teacher(own, cfg.data.name)
     for role in sorted({role for spec in specs for role in spec.cls.teachers}):  # further teachers a method uses
         check_teacher(getattr(cfg, TEACHER_ROLES[role]), cfg.data.name)
     resolve_device(cfg.device)

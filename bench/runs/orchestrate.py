@@ -50,6 +50,7 @@ from bench.train.teacher import (
     Teacher,
     get_teacher,
     prepare_model,
+    teacher_id,
 )
 from bench.train.tracking import Tracking, tracking_for
 from methods import MethodSpec, parse_method
@@ -311,7 +312,7 @@ def run_methods(cfg: RunConfig, methods: list[str], runset: str, results: Path, 
                        {"methods": [s.label for s in specs], "config": asdict(cfg), **(meta or {})})
     targets = load_targets(cfg, data, device)
     records: list[RunRecord] = []
-    teachers: dict[int | None, Teacher] = {}
+    teachers: dict[int | str | None, Teacher] = {}   # by seed (or None: one), and recipes' by id
     splits: dict[tuple, tuple[ImageData, Selection | None]] = {}
 
     for seed in seeds:
@@ -322,9 +323,16 @@ def run_methods(cfg: RunConfig, methods: list[str], runset: str, results: Path, 
             records.append(_teacher_record(teachers[tkey], cfg, data, targets, runset_dir, force, tracking))
         if only_teacher:
             continue
-        teacher = teachers[tkey]
         for spec in specs:  # each method under its protocol's config (bench.config.protocol)
             mcfg = method_config(seed_cfg, spec.cls)
+            teacher = teachers[tkey]
+            if mcfg.teacher != cfg.teacher:   # its recipe's own (a zoo entry): loaded and evaluated once
+                key = teacher_id(mcfg, seed, data)
+                if key not in teachers:
+                    teachers[key] = get_teacher(mcfg, seed, data, results, device, force)
+                    records.append(_teacher_record(teachers[key], replace(cfg, teacher=mcfg.teacher), data, targets,
+                                                   runset_dir, force, tracking))
+                teacher = teachers[key]
             t = mcfg.train
             key = (t.checkpoint, t.val_fraction, mcfg.eval.n, t.select_every, t.select_dense_from, t.select_step,
                    t.also_keep)

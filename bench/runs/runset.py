@@ -26,10 +26,14 @@ class Entry:
     seed: int | None      # student seed; for a teacher, the student seed it serves (None: all seeds)
     run_id: str           # folder name under results/RUNSET/
     teacher_id: str
+    own: bool = False     # a teacher row of a method's own teacher (an official recipe's), not the run's
 
     @property
     def key(self) -> tuple:
-        return (self.role, self.method if self.role == "student" else "", self.seed)
+        # the run's teacher row is replaced when its config changes; a recipe's own teacher is one more row
+        if self.role == "student":
+            return (self.role, self.method, self.seed)
+        return (self.role, self.teacher_id if self.own else "", self.seed)
 
 
 def read_manifest(runset_dir: Path, repair: bool = False) -> dict:

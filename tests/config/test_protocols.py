@@ -195,10 +195,12 @@ def test_cifar100_official_plan_shows_magnitudes_teachers_and_borrowed_recipes()
     # the scripts' arithmetic at C = 100 (the mean over the classes), IGDM's author-noted alpha
     assert {"fair-ard:scale=0.01:clean_pass=True", "fair-rslad:scale=0.01", "absld:scale=0.01:temps=code",
             "igdm:alpha=10"} <= set(rows)
-    # every distilling row names its teacher; a published number's other teacher is said
+    # every distilling row names its teacher: its recipe's own where that is a zoo entry, else the preset's
+    own = {"rslad:scale=0.1", "mtard:scale=0.1"}
+    assert all("teacher RobustBench Gowal2020Uncovering (wrn-70-16)" in rows[label] for label in own)
     assert all("teacher RobustBench Chen2021LTD_WRN34_10" in row for label, row in rows.items()
-               if parse_method(label).cls.needs_teacher)
-    assert "published with RobustBench Gowal2020Uncovering (WRN-70-16), not this row's teacher" in rows["rslad:scale=0.1"]
+               if parse_method(label).cls.needs_teacher and label not in own)
+    assert "not this row's teacher" not in text
     # a method whose script has no CIFAR-100 recipe runs the CIFAR-10 one, and says so
     borrowed = {parse_method(label).name for label, row in rows.items() if "CIFAR-10 recipe applied" in row}
     assert borrowed == {"trades", "mtard", "absld", "fair-ard", "fair-rslad", "fair-iad"}
@@ -207,7 +209,8 @@ def test_cifar100_official_plan_shows_magnitudes_teachers_and_borrowed_recipes()
 def test_mobilenetv2_official_plan_runs_dgad_s_mobilenet_form_and_fixed_divisor():
     text, smoked = _plan("cifar10-mobilenetv2")
     assert "dgad:divisor=128:mobilenet_form=True:" in text
-    assert "adaad:scale=0.1:clean_pass=True" in text and "published with RobustBench Chen2021LTD_WRN34_20" in text
+    assert "adaad:scale=0.1:clean_pass=True" in text
+    assert "teacher RobustBench Chen2021LTD_WRN34_20 (wrn-34-20)" in _rows(text)["adaad:scale=0.1:clean_pass=True"]
     assert "kd: 240 epochs, lr 0.01" in text               # RepDistiller's MobileNetV2 lr over its schedule
     assert "CIFAR-100 recipe applied" in text              # RepDistiller's script is CIFAR-100 only
     # the smoke twin of MobileNetV2 runs the same form
@@ -221,5 +224,70 @@ def test_a_row_carries_its_recipe_notes():
     cfg = replace(C100, protocol="official")
     assert "CIFAR-10 recipe applied" in row_note(METHODS.get("fair-ard"), cfg)
     assert row_note(METHODS.get("fair-ard"), replace(cfg, protocol="common")) == ""
-    assert "not this row's teacher" in row_note(METHODS.get("rslad"), cfg)
+    from bench.config.presets import smoke
+    tiny = replace(smoke(PAPER_PRESETS["cifar100-resnet18"]).config, protocol="official")   # a trained teacher
+    assert "published with RobustBench Gowal2020Uncovering (WRN-70-16), not this row's teacher" in \
+        row_note(METHODS.get("rslad"), tiny)
+    assert "not this row's teacher" not in row_note(METHODS.get("rslad"), cfg)   # it runs the published one
     assert row_note(METHODS.get("ard"), replace(C10, protocol="official")) == ""   # TRADES' WRN-34-10, as published
+
+
+# --- each recipe's own teacher under official ------------------------------------------------------
+
+def test_official_uses_each_recipe_s_zoo_teacher_and_common_the_run_s():
+    c10, c100 = replace(C10, protocol="official"), replace(C100, protocol="official")
+    assert official(C10, "adaad").teacher.name == "Chen2021LTD_WRN34_20"       # AdaAD's README
+    assert official(C10, "adaad").teacher.arch == "wrn-34-20"
+    assert official(C100, "rslad").teacher.name == official(C100, "mtard").teacher.name == "Gowal2020Uncovering"
+    assert official(C100, "adaad").teacher == C100.teacher                      # the preset's is AdaAD's already
+    assert official(C10, "ard").teacher == C10.teacher and official(C10, "gacd").teacher == C10.teacher
+    assert method_config(C10, METHODS.get("adaad")).teacher == C10.teacher      # common: one teacher for all
+    from bench.config.presets import smoke
+    tiny = replace(smoke(PAPER_PRESETS["cifar10-resnet18"]).config, protocol="official")
+    assert method_config(tiny, METHODS.get("adaad")).teacher == tiny.teacher     # a trained teacher stays
+    assert "published with RobustBench Chen2021LTD_WRN34_20" in "; ".join(
+        __import__("bench.config.protocol", fromlist=["x"]).recipe_notes(METHODS.get("adaad"), tiny))
+    del c10, c100
+
+
+def test_a_dry_run_lists_every_recipe_teacher_it_lacks(tmp_path, monkeypatch):
+    from bench.runs.estimate import missing_files
+    monkeypatch.setenv("BENCH_ROBUSTBENCH_DIR", str(tmp_path))
+    cfg = replace(C100, protocol="official")
+    teachers = [m.what for m in missing_files(cfg, ["ard:scale=0.01", "rslad:scale=0.1", "mtard:scale=0.1"])
+                if m.what.startswith("teacher")]
+    assert teachers == ["teacher robustbench:Chen2021LTD_WRN34_10", "teacher robustbench:Gowal2020Uncovering"]
+
+
+def test_a_grid_loads_each_distinct_teacher_once_with_a_row_each(capsys, tmp_path, monkeypatch):
+    """A method whose config names another teacher (as an official recipe's zoo teacher does) trains
+    against it, the run-set gets one teacher row per distinct teacher, and the others keep the run's."""
+    import json
+
+    import bench.runs.identity as identity
+    import bench.runs.orchestrate as orchestrate
+    from bench.config.schema import FileTeacher
+    from bench.models import build_model
+
+    for name, seed in (("t.pt", 0), ("own.pt", 1)):
+        torch.manual_seed(seed)
+        torch.save(build_model("cnn-wide", 5, 1).state_dict(), tmp_path / name)
+    own = FileTeacher(str(tmp_path / "own.pt"), "cnn-wide", "trades")
+
+    def with_own(cfg, cls):
+        out = method_config(cfg, cls)
+        return replace(out, teacher=own) if cls.name == "kd" else out
+    monkeypatch.setattr(orchestrate, "method_config", with_own)
+    monkeypatch.setattr(identity, "method_config", with_own)
+    assert main(["run", "--methods", "kd,ard", "--teacher", str(tmp_path / "t.pt"), "--teacher-method", "pgd-at",
+                 "--epochs", "1", "--n", "20", "--attacks", "clean", "--transfer", "none", "--no-structure",
+                 "--no-sanity", "--seeds", "0,1", "--name", "g", "--results", str(tmp_path / "r"),
+                 "--reports", str(tmp_path / "p")]) == 0
+    runs = json.loads((tmp_path / "p" / "g" / "runs.json").read_text())
+    teachers = {r["teacher_id"] for r in runs if r["role"] == "teacher"}
+    assert len(teachers) == 2 and len([r for r in runs if r["role"] == "teacher"]) == 2
+    kd = {r["teacher_id"] for r in runs if r["method"] == "kd"}
+    ard = {r["teacher_id"] for r in runs if r["method"].startswith("ard")}
+    assert len(kd) == len(ard) == 1 and kd != ard and kd | ard == teachers
+    manifest = json.loads((tmp_path / "r" / "g" / "runset.json").read_text())
+    assert sum(e["role"] == "teacher" for e in manifest["entries"]) == 2
