@@ -74,6 +74,7 @@ def test_margin_loss_formula():
     assert ce_loss(logits, y).item() == pytest.approx(F.cross_entropy(logits, y, reduction="sum").item())
 
 
+@pytest.mark.slow
 def test_attacks_lower_accuracy_and_pgd_below_fgsm(trained_digits_model, digits):
     model = trained_digits_model
     x, y = to_float(digits.x_test), digits.y_test

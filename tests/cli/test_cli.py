@@ -77,6 +77,7 @@ def test_missing_robustbench_teacher(capsys, tmp_path, monkeypatch):
                   str(tmp_path / "cifar10" / "Linf" / "Zhang2019Theoretically.pt"))
 
 
+@pytest.mark.slow
 def test_module_entry_point_has_no_traceback():
     out = subprocess.run([sys.executable, "-m", "bench", "run", "--methods", "nosuch"],
                          capture_output=True, text=True)
@@ -201,6 +202,7 @@ def test_carve_validation_is_stratified_and_disjoint(digits):
     assert torch.equal(train.x_test, digits.x_test)  # the test split is untouched
 
 
+@pytest.mark.slow
 def test_run_seed_is_the_seed_it_says(capsys):
     """`run --seed 3` used to be accepted and ignored (the preset's seeds ran)."""
     assert main(["run", "--methods", "kd", "--seed", "3", "--dry-run"]) == 0

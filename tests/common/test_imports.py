@@ -4,9 +4,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow
 def test_every_module_imports_with_warnings_as_errors():
     out = subprocess.run([sys.executable, "-W", "error", "benchmarks/device/import_all.py"], cwd=ROOT,
                          capture_output=True, text=True, timeout=300)

@@ -91,6 +91,7 @@ def _other_value(tp, current):
             str: lambda v: f"{v}x"}[tp](current)
 
 
+@pytest.mark.slow
 def test_every_field_is_reachable_by_a_dotted_override():
     base = RunConfig()
     flat = configfile._flat(configfile._plain(dataclasses.asdict(base)))
@@ -194,6 +195,7 @@ def test_regress_takes_a_config_file_too(tmp_path, capsys):
     assert "config key eval.n: expected int or null, got 'x'" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_every_preset_round_trips_through_yaml(tmp_path):
     from bench.config.presets import all_presets
 

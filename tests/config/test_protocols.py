@@ -259,6 +259,7 @@ def test_a_dry_run_lists_every_recipe_teacher_it_lacks(tmp_path, monkeypatch):
     assert teachers == ["teacher robustbench:Chen2021LTD_WRN34_10", "teacher robustbench:Gowal2020Uncovering"]
 
 
+@pytest.mark.slow
 def test_a_grid_loads_each_distinct_teacher_once_with_a_row_each(capsys, tmp_path, monkeypatch):
     """A method whose config names another teacher (as an official recipe's zoo teacher does) trains
     against it, the run-set gets one teacher row per distinct teacher, and the others keep the run's."""

@@ -1,6 +1,7 @@
 """Sanity flags (bench/eval/sanity.py): masked gradients are flagged; the committed default report has none."""
 import json
 
+import pytest
 import torch
 from torch import nn
 
@@ -18,6 +19,7 @@ class Quantised(nn.Module):
         return self.model(torch.round(x * 4) / 4)
 
 
+@pytest.mark.slow
 def test_masked_gradients_are_flagged(trained_digits_model, digits):
     from bench.eval.protocol import evaluate
     cfg = EvalConfig(eps=0.1, attacks=("clean", "fgsm", "pgd20"), n=100,

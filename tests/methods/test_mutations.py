@@ -21,6 +21,7 @@ def rows():
     return sweep.sweep()
 
 
+@pytest.mark.slow
 def test_every_change_fails_the_pins_or_is_a_listed_no_op(rows):
     assert [(m.method, m.change, o, detail) for m, o, detail in sweep.failures(rows)] == []
 

@@ -35,6 +35,7 @@ def test_paper_presets_record_the_protocol():
     assert p.config.train.checkpoint == "best-val" and p.config.protocol == "common"
 
 
+@pytest.mark.slow
 def test_paper_dry_run_prints_plan_and_estimate(capsys):
     # three methods: each one's training step is counted (about a second each on the meta device)
     assert main(["paper", "cifar10-mobilenetv2", "--scale", "smoke", "--dry-run", "--device", "cpu", "--methods",
@@ -103,6 +104,7 @@ def test_paper_smoke_end_to_end_in_both_protocols(capsys, tmp_path, monkeypatch,
     assert not common_ids & {r["run_id"] for r in runs.values()}
 
 
+@pytest.mark.slow
 def test_paper_dry_run_checks_data_and_teacher_files_first(capsys, tmp_path, monkeypatch):
     from bench.cli.parser import MISSING_FILES_STATUS
     from bench.eval.corruptions import CORRUPTIONS

@@ -44,6 +44,7 @@ def _alarm(base, check, d, level):
     return bool(((bands.tails(base, check, d) / d.weight) < level).any())
 
 
+@pytest.mark.slow
 def test_unchanged_code_raises_a_false_alarm_in_about_five_percent_of_checks():
     """Calibrated on each baseline, then scored on checks drawn from the world: the family-wise rate of
     false alarms is within Monte Carlo error of 5 % (the plain Bonferroni split gave about 0.1 %
@@ -61,6 +62,7 @@ def test_unchanged_code_raises_a_false_alarm_in_about_five_percent_of_checks():
     assert 0.02 <= rate <= 0.07, rate     # 1,800 checks: the binomial sd at 5 % is 0.5 points
 
 
+@pytest.mark.slow
 def test_a_drop_of_the_stated_size_is_caught_four_times_in_five():
     keys, draw = _world(1)
     hits = trials = 0
@@ -97,6 +99,7 @@ def test_sigma_is_moderated_towards_rows_alike_and_floored():
     assert sd[2] == bands.SD_FLOOR                                             # no spread anywhere: the floor
 
 
+@pytest.mark.slow
 def test_the_split_level_keeps_the_rate_where_seeds_have_heavier_tails_than_normal():
     """Seeds whose own variation has heavy tails (Student t, 3 df): the simulated level assumes normal
     seeds and alarms too often; the lower of it and the level found on the splits of the 20 seeds the

@@ -41,6 +41,7 @@ def truncate(path):
     path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
 
 
+@pytest.mark.slow
 def test_garbage_manifest_is_refused_by_status_and_rebuilt_by_the_run(copy, capsys):
     capsys.readouterr()
     (copy / "r" / "d" / "runset.json").write_text("{not json")
@@ -53,6 +54,7 @@ def test_garbage_manifest_is_refused_by_status_and_rebuilt_by_the_run(copy, caps
     assert len(json.loads((copy / "r" / "d" / "runset.json").read_text())["entries"]) == 2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", ["truncated", "garbage"])
 def test_damaged_record_is_evaluated_again_from_the_weights(copy, capsys, damage):
     capsys.readouterr()
@@ -65,6 +67,7 @@ def test_damaged_record_is_evaluated_again_from_the_weights(copy, capsys, damage
     assert json.loads(record.read_text())["metrics"] == before
 
 
+@pytest.mark.slow
 def test_truncated_teacher_weights_are_trained_again(copy, capsys):
     capsys.readouterr()
     (weights,) = (copy / "r" / "teachers").glob("*/model.pt")
@@ -73,6 +76,7 @@ def test_truncated_teacher_weights_are_trained_again(copy, capsys):
     assert code == 0 and "are damaged; training it again from its config" in err and "training teacher" in err
 
 
+@pytest.mark.slow
 def test_truncated_checkpoint_trains_again_from_the_first_epoch(copy, capsys):
     capsys.readouterr()
     run = student(copy)

@@ -297,6 +297,7 @@ def test_paper_slice_rejects_a_method_outside_the_preset(capsys):
     assert "not in this paper preset" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_status_shows_a_failed_run_with_the_end_of_its_log(capsys, tmp_path):
     where = ["--results", str(tmp_path / "r")]
     assert main(["run", "--methods", "pgd-at", "--seeds", "0", *TINY, "--lr", "1e12", "--name", "f", *where,
@@ -430,6 +431,7 @@ def _average_on_two_ranks(rank, folder):
     dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_average_gradients_keeps_a_gradient_no_rank_has_none(tmp_path):
     """Issue 20 item 9: a parameter no rank computed a gradient for keeps grad None (one process leaves it
     out of the optimiser step: no weight decay, no momentum), as before it became zeros; one that only
@@ -497,6 +499,7 @@ def _buffers_on_two_ranks(rank, folder):
     dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_batch_norm_statistics_follow_rank0_every_step_as_ddp(tmp_path):
     """Issue 20 item 9: under torchrun the ranks' batch-norm statistics drifted apart for a whole epoch
     (rank 0's were broadcast only at its end), so eval-mode attacks (TRADES, RSLAD, AdaAD) on rank 1 used
@@ -539,6 +542,7 @@ def _teacher_on_two_ranks(rank, folder):
     dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_teacher_trained_inside_torchrun_uses_sync_batchnorm_when_asked(tmp_path):
     """Issue 20 item 9: a teacher trained inside a torchrun with --sync-bn kept per-rank batch norm while its
     cache key recorded sync_bn. Now it trains with SyncBatchNorm as the students do, and is handed back as a
