@@ -114,13 +114,12 @@ def cmd_job(args) -> int:
     return 0
 
 
-def _paper_slice(preset, methods, seeds):
-    """The preset's methods (each at its official variant) and seeds that ``--methods``/``--seeds`` name."""
-    from dataclasses import replace
-
+def _paper_slice(preset, methods, seeds) -> tuple[tuple[str, ...] | None, tuple[int, ...] | None]:
+    """The preset's methods (each at its official variant) and seeds that ``--methods``/``--seeds`` name
+    (None: all of them)."""
     from methods import parse_method
 
-    chosen = list(preset.methods)
+    chosen = None
     if methods:
         chosen = []
         for m in methods:
@@ -128,16 +127,15 @@ def _paper_slice(preset, methods, seeds):
             if not match:
                 raise BenchError(f"method {m!r} is not in this paper preset; its methods: {', '.join(preset.methods)}")
             chosen += [p for p in match if p not in chosen]
-    return replace(preset, methods=tuple(chosen), seeds=tuple(seeds) if seeds else preset.seeds)
+        chosen = tuple(chosen)
+    return chosen, tuple(seeds) if seeds else None
 
 
 def cmd_paper(args) -> int:
     from dataclasses import replace
 
-    from bench.config.presets import PAPER_PRESETS, smoke
-    from bench.config.protocol import method_label
-    from bench.config.resolve import Resolved, place_corruptions
-    from bench.config.schema import override
+    from bench.config.presets import PAPER_PRESETS, get_preset
+    from bench.config.resolve import Flags, resolve
     from bench.runs.estimate import paper_dry_run, paper_list_lines
     from bench.runs.job import plan
 
@@ -146,22 +144,19 @@ def cmd_paper(args) -> int:
         return 0
     if args.name not in PAPER_PRESETS:
         raise BenchError(f"unknown paper preset {args.name!r}; known: {', '.join(PAPER_PRESETS)}")
-    preset = PAPER_PRESETS[args.name]
-    if args.scale == "smoke":
-        preset = smoke(preset)
-    preset = _paper_slice(preset, args.methods, args.seeds)
     if args.protocol == "official" and args.precision not in (None, "fp32"):
         raise BenchError(f"--{args.precision}: under --protocol official every method trains in fp32, as its script "
                          "does")
-    cfg = override(preset.config, device=args.device, precision=args.precision, compile=args.compile,
-                   sync_bn=args.sync_bn or None, protocol=args.protocol)
-    cfg = place_corruptions(replace(cfg, data=replace(cfg.data, data_dir=args.data_dir or cfg.data.data_dir,
-                                                      download=bool(args.download) or cfg.data.download)))
-    preset = replace(preset, methods=tuple(dict.fromkeys(method_label(m, cfg) for m in preset.methods)))
+    name = f"{args.name}-smoke" if args.scale == "smoke" else args.name   # the catalogue holds both
+    methods, seeds = _paper_slice(get_preset(name), args.methods, args.seeds)
+    # the one resolver, as `bench run`: protocol and layer checks, method labels, corruption files
+    resolved = resolve(name, flags=Flags(
+        methods=methods, seeds=seeds, device=args.device, precision=args.precision, compile=args.compile,
+        sync_bn=args.sync_bn or None, protocol=args.protocol, data_dir=args.data_dir, download=args.download))
     if args.dry_run and args.executor == "inline":
-        return _print_plan(*paper_dry_run(args.name, args.scale, replace(preset, config=cfg)))
-    job = plan(Resolved(preset, cfg, tuple(preset.methods), tuple(preset.seeds)), cfg.preset, _command(args),
-               _method_files(args))
+        return _print_plan(*paper_dry_run(args.name, args.scale, replace(
+            resolved.preset, config=resolved.config, methods=resolved.methods, seeds=resolved.seeds)))
+    job = plan(resolved, resolved.config.preset, _command(args), _method_files(args))
     return _launch(replace(job, compare_to=None), args)
 
 

@@ -146,11 +146,12 @@ PAPER_PRESETS: dict[str, Preset] = {
 
 
 def all_presets() -> dict[str, Preset]:
-    """PRESETS plus, for every method whose official script states a schedule, ``cifar10-<method>``
+    """PRESETS, the paper presets and their smoke twins (``NAME-smoke``) plus, for every method whose
+    official script states a schedule, ``cifar10-<method>``
     (the schedule as the script runs it) and ``cifar10-<method>-paper`` where the paper states
     another; each at the official loss magnitude, all with the same TRADES teacher (GPU runs)."""
 
-    presets = {**PRESETS, **PAPER_PRESETS}
+    presets = {**PRESETS, **PAPER_PRESETS, **{f"{n}-smoke": smoke(p) for n, p in PAPER_PRESETS.items()}}
     for name, cls in METHODS.items():
         for form, suffix in (("code", ""), ("paper", "-paper")):
             train = official_train(name, "cifar10", form)

@@ -99,3 +99,34 @@ def test_nested_builds_one_layer():
     assert nested({"train.epochs": 2, "train": {"lr": 0.1}}) == {"train": {"epochs": 2, "lr": 0.1}}  # merged
     with pytest.raises(BenchError, match="sets inside 'train'"):
         nested({"train": 5, "train.lr": 0.1})
+
+
+@pytest.mark.slow
+def test_run_and_paper_build_their_config_through_the_one_resolver(monkeypatch, capsys, tmp_path):
+    """`bench run` and `bench paper` (either scale) call bench.config.resolve.resolve and use what it
+    returns: the protocol and layer checks, the method labels and the corruption files apply to both."""
+    import bench.config.resolve as resolver
+    from bench.cli.main import main
+
+    calls = []
+    real = resolver.resolve
+
+    def recording(*args, **kwargs):
+        out = real(*args, **kwargs)
+        calls.append(out)
+        return out
+    monkeypatch.setattr(resolver, "resolve", recording)
+    monkeypatch.setenv("BENCH_DATA_DIR", str(tmp_path))
+    main(["run", "--methods", "ard", "--dry-run", "--executor", "local", "--jobs", "1"])
+    main(["paper", "cifar10-resnet18", "--scale", "smoke", "--protocol", "official", "--methods", "rslad,igdm",
+          "--executor", "local", "--jobs", "1", "--dry-run"])
+    main(["paper", "cifar100-resnet18", "--protocol", "official", "--methods", "fair-ard", "--dry-run",
+          "--executor", "local", "--jobs", "1"])
+    capsys.readouterr()
+    assert [c.config.preset for c in calls] == ["digits", "cifar10-resnet18-smoke", "cifar100-resnet18"]
+    assert calls[1].methods == ("rslad:scale=0.1", "igdm") and calls[1].config.protocol == "official"
+    assert calls[2].methods == ("fair-ard:scale=0.01:clean_pass=True",)
+    assert calls[2].config.eval.corruptions_dir == str(tmp_path / "CIFAR-100-C")
+    # the layer check holds for paper as for run: a recipe key set by a flag under official is refused
+    with pytest.raises(BenchError, match="each method's recipe sets"):
+        real("cifar10-resnet18", flags=resolver.Flags(protocol="official", epochs=3))
