@@ -29,7 +29,7 @@ from bench.runs.executors import (
 )
 from bench.runs.job import Job, plan, read
 from bench.runs.orchestrate import run_methods
-from bench.runs.record import RunRecord, load_records
+from bench.records.record import RunRecord, load_records
 from bench.runs.status import format_status, runset_status
 from methods import parse_method
 

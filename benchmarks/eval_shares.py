@@ -13,8 +13,8 @@ import statistics
 import sys
 from pathlib import Path
 
-from bench.runs.record import RunRecord, load_records
-from bench.runs.runset import read_manifest
+from bench.records.record import RunRecord, load_records
+from bench.records.runset import read_manifest
 
 
 def shares(records: list[RunRecord]) -> dict[str, list[float]]:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from bench.common.io import atomic_write_json
 from bench.config.presets import get_preset
-from bench.report.regress import BASELINE_DIR, Measured, compare, format_table, run_regression
+from bench.regress.check import BASELINE_DIR, Measured, compare, format_table, run_regression
 from bench.runs import orchestrate
 
 

@@ -16,7 +16,7 @@ import time
 import torch
 
 from bench.config.resolve import resolve
-from bench.report.regress import run_regression
+from bench.regress.check import run_regression
 
 
 def main() -> None:

@@ -1,7 +1,7 @@
 """The regression check's false-alarm rate and power on the committed baseline, by simulation.
 (Not a test: about a minute.)
 
-The check's level is calibrated on the baseline (bench/report/bands.py: normal seed vectors with the
+The check's level is calibrated on the baseline (bench/regress/bands.py: normal seed vectors with the
 baseline's means, sds and shrunk correlations). This measures, with other random draws, how often a
 check of unchanged code raises any alarm under three models of seed variation:
 
@@ -28,8 +28,8 @@ import sys
 
 import numpy as np
 
-from bench.report import bands
-from bench.report.regress import BASELINE_DIR, Bands, _matrix
+from bench.regress import bands
+from bench.regress.check import BASELINE_DIR, Bands, _matrix
 
 
 def _rate(base, d, level, draws, rng, corr=None) -> float:

@@ -4,7 +4,7 @@ Runs candidate configurations of the regression check (the ``regress`` preset wi
 on seeds 0..N-1 from scratch, and prints, side by side, each candidate's per-(row, metric) seed sd,
 its wall time per seed, and the drop ``bench regress`` would detect with 80 % power if the candidate
 were the preset with a 16-seed baseline and a check of k seeds (k = 3 ... 8; the mean test of
-bench/report/bands.py at its focus share of the family's rate, uncalibrated, with the measured sds for
+bench/regress/bands.py at its focus share of the family's rate, uncalibrated, with the measured sds for
 the baseline's). Every candidate's per-seed values
 and seconds are kept in ``--out`` (one JSON file, rewritten after each candidate), so an interrupted
 scan resumes where it stopped and ``--table`` reprints it without running anything.
@@ -27,8 +27,8 @@ from bench.common.io import atomic_write_json
 from bench.config.resolve import resolve
 from scipy import stats
 
-from bench.report.bands import FAMILY_ALPHA, POWER, SHARES
-from bench.report.regress import run_regression
+from bench.regress.bands import FAMILY_ALPHA, POWER, SHARES
+from bench.regress.check import run_regression
 
 # Each candidate: dotted overrides of the regress preset, explicit in every knob a candidate varies, so
 # that a candidate means the same runs whatever the preset holds today. OLD is the preset before issue 19.

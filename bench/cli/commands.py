@@ -229,7 +229,7 @@ def cmd_report(args) -> int:
 
 
 def cmd_status(args) -> int:
-    from bench.runs.runset import RUNSET_FILE
+    from bench.records.runset import RUNSET_FILE
     from bench.runs.status import format_status, runset_status
 
     if not (Path(args.results) / args.runset / RUNSET_FILE).exists():
@@ -283,7 +283,7 @@ def cmd_list(args) -> int:
 
 def cmd_regress(args) -> int:
     from bench.config.resolve import Flags, resolve
-    from bench.report import regress
+    from bench.regress import check as regress
     from bench.runs.job import validate
 
     resolved = resolve(args.preset, args.config, Flags.from_namespace(args), args.overrides)
@@ -311,7 +311,7 @@ def cmd_export(args) -> int:
 
     from bench.common.io import extract_state_dict, load_checkpoint
     from bench.report.export import export_submissions
-    from bench.runs.record import RECORD, RunRecord
+    from bench.records.record import RECORD, RunRecord
 
     run_dir = Path(args.run)
     if not (run_dir / RECORD).exists():

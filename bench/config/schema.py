@@ -24,6 +24,15 @@ class DataConfig:
     on_device: Literal["auto", "yes", "no"] = "auto"
 
 
+# checkpoint policies (TrainConfig.checkpoint; bench.train.selection scores them): (split, attack)
+POLICIES = {"best-val": ("val", "pgd20"), "best-test-pgd10": ("test", "pgd10"), "best-test-pgd20": ("test", "pgd20")}
+
+
+def selection_key(policy: str) -> str | None:
+    """The log column a policy selects on (None for ``last``)."""
+    return "_".join(POLICIES[policy]) if policy in POLICIES else None
+
+
 # further checkpoints (TrainConfig.also_keep): what each scores, with its source
 ALSO = {"plain-best": "the policy's accuracy of the plain student, every scored epoch from the first, where the "
                       "run's model is an SWA average (PeerAiD main.py:680-709 beside :786-815)",

@@ -15,7 +15,7 @@ from bench.eval.protocol import CORRUPTIONS, LABELS
 from bench.report.references import published
 from bench.report.stats import (NAN, SEEDS_IMAGES, Difference, holm, interval, paired_difference,
                                 seeds_images_difference)
-from bench.runs.record import RunRecord
+from bench.records.record import RunRecord
 
 COLUMNS = LABELS  # each evaluation's column title
 

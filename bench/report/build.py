@@ -53,8 +53,8 @@ from bench.report.noise import (class_noise_text, complete_class_counts, main_cl
                                 worst_case_text)
 from bench.report.recipes import recipe_markdown
 from bench.report.stats import LEVEL, interval
-from bench.runs.record import RECORD, RunRecord, load_records
-from bench.runs.runset import entries, read_manifest
+from bench.records.record import RECORD, RunRecord, load_records
+from bench.records.runset import entries, read_manifest
 
 # --- figures --------------------------------------------------------------------------------------
 

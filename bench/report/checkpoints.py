@@ -9,7 +9,7 @@ import pandas as pd
 from bench.report.aggregate import cell
 from bench.report.stats import interval, paired_difference
 from bench.config.schema import ALSO
-from bench.runs.record import RunRecord
+from bench.records.record import RunRecord
 
 METRICS = (("clean", "clean"), ("pgd20", "PGD-20"), ("aa", "AA"))
 POLICY_TEXT = {"best-val": "best PGD-20 on a validation split of the training data",

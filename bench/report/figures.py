@@ -26,8 +26,8 @@ from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormat
 
 from bench.common.io import atomic_write_bytes  # noqa: E402
 from bench.report.stats import LEVEL, Interval, interval  # noqa: E402
-from bench.runs.record import RunRecord  # noqa: E402
-from bench.train.selection import POLICIES, selection_key  # noqa: E402
+from bench.records.record import RunRecord  # noqa: E402
+from bench.config.schema import POLICIES, selection_key  # noqa: E402
 
 TEACHER_COLOUR = "#555555"
 # tab10 then tab20's light shades, without their greys (grey is the teacher's)

@@ -16,7 +16,7 @@ from typing import Callable
 from bench.eval.per_image import with_counts
 from bench.eval.protocol import LABELS
 from bench.report.aggregate import CLASS_ATTACKS, worst_equals
-from bench.runs.record import RunRecord
+from bench.records.record import RunRecord
 
 Groups = dict[str, list[RunRecord]]
 

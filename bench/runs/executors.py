@@ -5,7 +5,7 @@ The grid is written to a job file first (``Job.write``: the resolved config, the
 user's method files), and every job is a `python -m bench job FILE ...` command a user could type
 (``--dry-run`` prints them): the teacher (``--teacher``), one (method, seed) (``--method M --seed S``),
 the report (``--report``). A job never re-reads the command line or the ``--config`` file it came from.
-The run-set's manifest, per-run locks and the teacher lock (``bench.runs.runset``, ``bench.train.teacher``)
+The run-set's manifest, per-run locks and the teacher lock (``bench.records.runset``, ``bench.train.teacher``)
 make the jobs safe to run side by side on one results folder.
 
 * ``local``: one worker job per GPU (pinned with ``CUDA_VISIBLE_DEVICES`` by submitit's local

@@ -14,7 +14,7 @@ from bench.common.provenance import eval_digest, train_digest
 from bench.config.protocol import method_config
 from bench.config.schema import TEACHER_ROLES, RunConfig, TrainedTeacher, config_hash, data_key
 from bench.data.images import ImageData
-from bench.runs.runset import Entry
+from bench.records.runset import Entry
 from bench.train.teacher import describe, teacher_id
 from methods import MethodSpec
 

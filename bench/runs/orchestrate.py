@@ -40,8 +40,8 @@ from bench.eval.structure import structure_metrics
 from bench.eval.transfer import transfer_metrics
 from bench.models import build_model
 from bench.runs.identity import eval_key, per_seed_teacher, plan, role_teachers, student_run_id
-from bench.runs.record import RECORD, RunRecord
-from bench.runs.runset import Entry, merge_manifest
+from bench.records.record import RECORD, RunRecord
+from bench.records.runset import Entry, merge_manifest
 from bench.runs.status import mark_failed, mark_running
 from bench.train.loop import FLOPS_KEY, LAST, train_model
 from bench.train.selection import Selection, also_key
@@ -290,7 +290,7 @@ def run_methods(cfg: RunConfig, methods: list[str], runset: str, results: Path, 
                 tensorboard: Path | str | None = None) -> list[RunRecord]:
     """Train and evaluate each method variant for each seed, and the teacher(s) as reference rows.
 
-    The grid is planned first and merged into the run-set's manifest (``bench.runs.runset``), so any number
+    The grid is planned first and merged into the run-set's manifest (``bench.records.runset``), so any number
     of processes can share one run-set: each run folder, each teacher and each teacher row is owned by
     one process at a time (a file lock); a process that finds one taken waits, then reuses the result.
 

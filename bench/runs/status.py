@@ -17,8 +17,8 @@ from filelock import Timeout
 from bench.common import distributed
 from bench.common.io import atomic_write_json, lock_for
 from bench.common.provenance import now
-from bench.runs.record import RECORD
-from bench.runs.runset import entries, read_manifest
+from bench.records.record import RECORD
+from bench.records.runset import entries, read_manifest
 from bench.train.teacher import TEACHERS_DIR
 
 STATUS = "status.json"

@@ -18,10 +18,9 @@ import torch
 from torch import nn
 
 from bench.attacks.ascent import ATTACKS, attack_accuracy
-from bench.config.schema import EvalConfig
+from bench.config.schema import POLICIES, EvalConfig, selection_key  # noqa: F401  (re-exported)
 from bench.data.images import to_float
 
-POLICIES = {"best-val": ("val", "pgd20"), "best-test-pgd10": ("test", "pgd10"), "best-test-pgd20": ("test", "pgd20")}
 @dataclass(frozen=True)
 class Selection:
     """A best-* policy with the images it scores on (uint8 images, labels), the epochs it scores
@@ -78,11 +77,6 @@ def fair_score(correct: torch.Tensor, y: torch.Tensor) -> float:
     """Mean accuracy plus the worst class's (over the classes present), as ABSLD's fair selection."""
     per_class = [float(correct[y == c].float().mean()) for c in torch.unique(y).tolist()]
     return float(correct.float().mean()) + min(per_class)
-
-
-def selection_key(policy: str) -> str | None:
-    """The log column a policy selects on (None for ``last``)."""
-    return "_".join(POLICIES[policy]) if policy in POLICIES else None
 
 
 def also_key(name: str, key: str) -> str:

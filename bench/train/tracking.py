@@ -40,7 +40,7 @@ class Tracker:
         """One trained epoch's log row (``bench.train.loop``'s: epoch, lr, seconds, images_per_s, loss terms)."""
 
     def final(self, record, history: list[dict] | None = None) -> None:
-        """The run's final metrics and hyper-parameters, from its record (``bench.runs.record.RunRecord``);
+        """The run's final metrics and hyper-parameters, from its record (``bench.records.record.RunRecord``);
         ``history``: its per-epoch log where the record does not hold it (a teacher's)."""
 
     def close(self) -> None:

@@ -209,7 +209,7 @@ def test_regress_baseline_made_before_norm_still_matches():
 
     from bench.config.presets import get_preset
     from bench.config.schema import RunConfig
-    from bench.report.regress import config_changes
+    from bench.regress.check import config_changes
 
     cfg = get_preset("regress").config
     stored = json.loads(json.dumps(asdict(cfg)))

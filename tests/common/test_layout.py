@@ -6,8 +6,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 # import rank of each top-level part: a module may import only parts of its own rank or lower
 RANK = {"bench.common": 0, "bench.attacks": 1, "bench.data": 1, "bench.models": 1, "methods": 1,
-        "bench.config": 2, "bench.train": 3, "bench.eval": 4, "bench.runs": 5, "bench.report": 6,
-        "bench.api": 7, "bench.cli": 8, "bench.__main__": 9, "bench": 9}
+        "bench.config": 2, "bench.train": 3, "bench.eval": 4, "bench.records": 5, "bench.runs": 6, "bench.report": 6,
+        "bench.regress": 7, "bench.api": 8, "bench.cli": 9, "bench.__main__": 10, "bench": 10}
+# siblings that must not import each other: the report reads records only; runs never builds a report
+APART = (("bench.report", "bench.runs"), ("bench.report", "bench.train"), ("bench.runs", "bench.report"))
 
 
 def modules() -> dict[str, Path]:
@@ -85,9 +87,25 @@ def test_no_stage_imports_a_later_stage():
     assert back == []
 
 
+def _within(name: str, part: str) -> bool:
+    return name == part or name.startswith(part + ".")
+
+
+def crossings(graph: dict[str, set[str]]) -> list[str]:
+    return sorted(f"{a} -> {b}" for a, deps in graph.items() for b in deps
+                  for src, dst in APART if _within(a, src) and _within(b, dst))
+
+
+def test_the_report_reads_records_only():
+    """bench/report imports nothing from bench/runs or bench/train (it reads records), and bench/runs
+    builds no report: the regression check, which trains and compares, is a stage of its own above both."""
+    assert crossings(imports(modules())) == []
+
+
 def test_the_checks_can_fail():
     """The checker sees a planted cycle and a planted arrow back up."""
     planted = {"bench.eval.protocol": {"bench.eval.sanity"}, "bench.eval.sanity": {"bench.eval.protocol"}}
     assert cycles(planted) == [["bench.eval.protocol", "bench.eval.sanity"]]
     assert rank("bench.report.build") > rank("bench.eval.protocol") > rank("bench.train.loop")
-    assert "bench.common.io" in imports(modules())["bench.runs.runset"]
+    assert "bench.common.io" in imports(modules())["bench.records.runset"]
+    assert crossings({"bench.report.build": {"bench.runs.orchestrate"}}) == ["bench.report.build -> bench.runs.orchestrate"]

@@ -16,7 +16,7 @@ from bench.common.errors import BenchError
 from bench.common.provenance import method_file, train_digest
 from bench.config import files as configfile
 from bench.runs.identity import student_run_id
-from bench.runs.record import RECORD, RunRecord
+from bench.records.record import RECORD, RunRecord
 from methods import METHODS, Method, parse_method
 
 USER_METHODS = '''

@@ -3,7 +3,7 @@ schedule, a file teacher keeps its method through a run and its report, finished
 the same code, `eval` takes the data set's default eps, and an evaluation killed with SIGKILL resumes with
 identical numbers. (Component tests of the same issue moved to tests/config/test_presets.py,
 tests/train/test_teacher.py, tests/train/test_schedule.py, tests/common/test_provenance.py,
-tests/eval/test_sanity.py, tests/report/test_stats.py and tests/report/test_regress_bands.py.)"""
+tests/eval/test_sanity.py, tests/report/test_stats.py and tests/regress/test_regress_bands.py.)"""
 import json
 import subprocess
 import sys

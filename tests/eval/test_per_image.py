@@ -14,7 +14,7 @@ from bench.config.schema import EvalConfig
 from bench.eval import per_image
 from bench.eval.protocol import evaluate
 from bench.report.aggregate import Column, ablation_table, class_columns
-from bench.runs.record import RunRecord
+from bench.records.record import RunRecord
 
 
 def _record(role: str, method: str, seed: int, strength: float) -> RunRecord:

@@ -5,7 +5,7 @@ import matplotlib
 import pytest
 
 from bench.report import figures as plots
-from bench.runs.record import RunRecord
+from bench.records.record import RunRecord
 
 
 def _rec(method: str, seed: int, aa: float, step_flops: float | None, epochs: int = 30) -> RunRecord:

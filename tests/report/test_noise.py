@@ -17,7 +17,7 @@ from bench.eval import per_image
 from bench.report.aggregate import (class_columns, main_accuracy_columns, strongest_class_column,
                                     table, worst_equals)
 from bench.report.build import build_report
-from bench.runs.record import RunRecord
+from bench.records.record import RunRecord
 
 N, N_AA, CLASSES = 50, 20, ["a", "b", "c", "d", "e"]
 AA = {"n": N_AA, "package": "pyautoattack", "version": "standard", "attacks": ["apgd-ce"],

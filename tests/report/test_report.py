@@ -22,7 +22,7 @@ from bench.report.aggregate import accuracy_columns, group_records
 from bench.report.build import build_report, report_figures
 from bench.report.latex import latex_cell, latex_escape
 from bench.report.stats import interval
-from bench.runs.record import RunRecord
+from bench.records.record import RunRecord
 
 CLASSES = ["zero", "one", "two", "three", "four"]
 EPS_GRID = [0.05, 0.1, 0.15, 0.2, 0.25, 0.3]

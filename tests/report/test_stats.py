@@ -116,7 +116,7 @@ def test_the_method_test_finds_a_ten_point_difference_with_five_seeds():
 
 
 def _runs(method: str, clean: dict[int, float]):
-    from bench.runs.record import RunRecord
+    from bench.records.record import RunRecord
 
     return [RunRecord(run_id=f"{method}-{s}", role="student", method=method, method_name=method,
                       options={}, note="", dataset="digits@0-4", arch="cnn-narrow", teacher_id="t0",

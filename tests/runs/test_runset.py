@@ -1,11 +1,11 @@
-"""A run-set's manifest (bench/runs/runset.py): merged by every command, keyed by (role, method, seed),
+"""A run-set's manifest (bench/records/runset.py): merged by every command, keyed by (role, method, seed),
 refused in one line when damaged unless the command is about to rebuild it."""
 import json
 
 import pytest
 
 from bench.common.errors import BenchError
-from bench.runs.runset import RUNSET_FILE, Entry, entries, merge_manifest, read_manifest
+from bench.records.runset import RUNSET_FILE, Entry, entries, merge_manifest, read_manifest
 
 
 def teacher(run_id="teacher-t0", seed=None):

@@ -17,7 +17,7 @@ from bench.config.schema import AttackConfig, RunConfig, TrainConfig
 from bench.data.splits import select_classes
 from bench.models import build_model
 from bench.runs.identity import student_run_id
-from bench.runs.record import RECORD, RunRecord
+from bench.records.record import RECORD, RunRecord
 from bench.train.loop import train_model
 from bench.train.teacher import prepare_model
 from bench.train.tracking import NO_TRACKING, Tracker

@@ -30,7 +30,7 @@ def test_teacher_strings_are_parsed_once_into_types():
 
 def test_zoo_teacher_row_is_labelled_and_looked_up_by_its_real_method():
     from bench.report.aggregate import accuracy_columns, group_records, published_table
-    from bench.runs.record import RunRecord
+    from bench.records.record import RunRecord
     from bench.train.teacher import describe
 
     info = describe(ZooTeacher("Zhang2019Theoretically"), "cifar10")

@@ -5,7 +5,7 @@ another trajectory, much as a new seed does. The bands therefore come from the s
 every row has one: the regress preset trains one teacher per seed, so the teacher row has a spread
 too. The baseline is made once with many seeds (``--update`` runs the preset's ``baseline_seeds``)
 and, beside them, the check's own seeds, which it never contains: the check re-runs those few seeds
-and is an independent test of the same code. The statistics are in ``bench.report.bands``: bands
+and is an independent test of the same code. The statistics are in ``bench.regress.bands``: bands
 from the baseline alone, both sides, one-seed prediction bounds, and a family-wise false-alarm rate
 of 5 % calibrated by simulation. Besides its band every comparison fails on a missing or NaN value,
 and the check fails on any sanity flag of its runs and on a metric the baseline lacks.
@@ -27,9 +27,9 @@ from bench.common.errors import BenchError
 from bench.common.io import atomic_write_json
 from bench.common.provenance import git_commit, machine_facts, now
 from bench.config.schema import RunConfig, config_hash
-from bench.report import bands as stats
+from bench.regress import bands as stats
 from bench.runs.orchestrate import run_methods
-from bench.runs.record import RunRecord
+from bench.records.record import RunRecord
 from methods import parse_method
 
 FORMAT = 2            # the baseline file's format (1: bands widened by the check's own seeds)

@@ -1,4 +1,4 @@
-"""The regression check's statistics (bench/report/bands.py), simulated on a design like the preset's:
+"""The regression check's statistics (bench/regress/bands.py), simulated on a design like the preset's:
 five rows (four robust), 14 metrics each whose seed sds range from 0.5 to 6 points and move together
 within a seed (a seed factor per row and one for the whole seed, as one seed trains the teacher and every
 student), a 16-seed baseline and a 4-seed check. The world the checks are drawn from is not the model
@@ -6,7 +6,7 @@ the calibration assumes (its correlations are estimated from 16 seeds and shrunk
 import numpy as np
 import pytest
 
-from bench.report import bands
+from bench.regress import bands
 
 ROWS, METRICS, B, N = ["teacher", "gacd", "ard", "pgd-at", "crd"], 14, 16, 4
 NAMES = ["clean", "fgsm", "pgd20", "cw", "aa", "worst"] + [f"m{j}" for j in range(METRICS - 6)]

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from bench.cli.main import main
-from bench.report import regress
-from bench.report.regress import Measured, compare, make_baseline
+from bench.regress import check as regress
+from bench.regress.check import Measured, compare, make_baseline
 
 ENTRY = {"who": "test", "why": "test", "when": "now", "commit": None, "seconds": 0}
 METRICS = ("clean", "pgd20", "aa")
@@ -144,7 +144,7 @@ def test_jobs_split_the_seeds_and_give_one_process_s_numbers():
     import torch
 
     from bench.config.resolve import resolve
-    from bench.report.regress import run_regression
+    from bench.regress.check import run_regression
 
     cfg = resolve("regress", overrides=["train.epochs=1", "teacher.train.epochs=1", "eval.n=40", "structure=false",
                                         "eval.attacks=[clean,fgsm]", "eval.sanity.enabled=false",
@@ -206,7 +206,7 @@ def test_regress_passes_on_itself_and_flags_a_weakened_method(capsys, tmp_path, 
 
 
 def test_config_changes_ignore_new_fields_at_their_default():
-    from bench.report.regress import config_changes
+    from bench.regress.check import config_changes
     stored = {"a": 1, "sub": {"b": [1, 2]}}
     defaults = {"a": 1, "sub": {"b": (1, 2), "new": None}, "added": False}
     assert config_changes(stored, {"a": 1, "sub": {"b": (1, 2), "new": None}, "added": False}, defaults) == []
@@ -215,7 +215,7 @@ def test_config_changes_ignore_new_fields_at_their_default():
 
 def test_config_changes_read_a_renamed_field_under_its_new_name():
     """``bf16: false`` in a baseline made before the precision field is ``precision: fp32``."""
-    from bench.report.regress import config_changes
+    from bench.regress.check import config_changes
     defaults = {"precision": "auto"}
     assert config_changes({"bf16": False}, {"precision": "fp32"}, defaults) == []
     assert config_changes({"bf16": True}, {"precision": "bf16"}, defaults) == []

@@ -1,0 +1,1 @@
+"""Records: what a finished run leaves behind (record.py) and the run-set manifest that lists them (runset.py)."""
