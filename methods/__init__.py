@@ -81,6 +81,8 @@ _LOADED: dict[Path, object] = {}
 def load_file(path: str | Path):
     """Import a user's Python file so the methods it registers are available (once per file per
     process: a grid's jobs may run in one process). Missing or raising: one line."""
+    if "\x00" in str(path):
+        raise BenchError(f"--methods-from {str(path)!r}: a path with a NUL byte")
     path = Path(path).expanduser().resolve()
     if path in _LOADED:
         return _LOADED[path]

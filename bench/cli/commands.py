@@ -216,9 +216,11 @@ def _save_adv(model, data, result, keep: int, seed: int, out: Path) -> None:
 
 
 def cmd_report(args) -> int:
+    from bench.records.runset import check_name
     from bench.report.build import build_report
     from bench.runs.status import runset_status
 
+    check_name(args.runset)
     out = build_report(Path(args.results), args.runset, Path(args.reports))
     missing = [r for r in runset_status(Path(args.results), args.runset) if r["state"] != "done"]
     if missing:
@@ -229,9 +231,10 @@ def cmd_report(args) -> int:
 
 
 def cmd_status(args) -> int:
-    from bench.records.runset import RUNSET_FILE
+    from bench.records.runset import RUNSET_FILE, check_name
     from bench.runs.status import format_status, runset_status
 
+    check_name(args.runset)
     if not (Path(args.results) / args.runset / RUNSET_FILE).exists():
         raise BenchError(f"no run-set {args.runset!r} under {args.results}/ (no {RUNSET_FILE})")
     print(format_status(runset_status(Path(args.results), args.runset)))

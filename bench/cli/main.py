@@ -13,6 +13,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
         argv = sys.argv[1:] if argv is None else list(argv)
+        if any("\x00" in str(a) for a in argv):   # no shell passes one; a caller from Python might
+            raise BenchError("an argument contains a NUL byte")
         args, extra = parser.parse_known_args(argv)
         if extra and not (hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra)):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
@@ -28,8 +30,8 @@ def main(argv: list[str] | None = None) -> int:
             for path in args.methods_from:
                 load_file(path)
         return COMMANDS[args.command](args)
-    except BenchError as err:
-        print(f"bench: error: {err}", file=sys.stderr)
+    except BenchError as err:   # one line, whatever a library put in the message
+        print(f"bench: error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("bench: interrupted; finished epochs are checkpointed, run again to resume", file=sys.stderr)

@@ -69,7 +69,8 @@ def read_file(path: str | Path) -> dict:
     except (yaml.YAMLError, UnicodeDecodeError) as err:
         where = getattr(err, "problem_mark", None)
         at = f" (line {where.line + 1})" if where is not None else ""
-        raise BenchError(f"config file {path} is not valid YAML{at}: {getattr(err, 'problem', err)}") from None
+        what = " ".join(str(getattr(err, "problem", None) or err).split())   # YAML's messages span lines
+        raise BenchError(f"config file {path} is not valid YAML{at}: {what}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -153,7 +154,7 @@ def _check(cls, layer: dict, prefix: str) -> None:
             continue
         try:  # OmegaConf types the leaf against its field alone
             OmegaConf.merge(_schema(cls), {key: value})
-        except OmegaConfBaseException:
+        except (OmegaConfBaseException, TypeError, ValueError):   # TypeError: a mapping where a list goes
             raise BenchError(f"config key {full}: expected {describe(tp)}, got {value!r}") from None
 
 
@@ -161,7 +162,7 @@ def _merge(obj, layer: dict):
     """``obj`` (a frozen config dataclass) with ``layer`` merged in, typed by OmegaConf."""
     try:
         return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(obj), layer))
-    except OmegaConfBaseException as err:  # _check has named every key it knows how to: the rest, on one line
+    except (OmegaConfBaseException, TypeError, ValueError) as err:  # the rest, on one line
         key = getattr(err, "full_key", None) or "?"
         raise BenchError(f"config key {key}: {str(getattr(err, 'msg', err)).splitlines()[0]}") from None
 
@@ -174,7 +175,7 @@ def _teacher(base, layer, key: str):
     if not isinstance(layer, dict):
         raise BenchError(f"config key {key}: expected a mapping with kind: {', '.join(TEACHER_KINDS)}")
     kind = layer.get("kind", base.kind)
-    if kind not in TEACHER_KINDS:
+    if not isinstance(kind, str) or kind not in TEACHER_KINDS:
         raise BenchError(f"config key {key}.kind: expected one of {', '.join(TEACHER_KINDS)}, got {kind!r}")
     cls = TEACHER_KINDS[kind]
     start = base if isinstance(base, cls) else cls()  # a new kind starts from its own defaults

@@ -24,6 +24,8 @@ import numpy as np
 import torch
 from scipy.stats import binom, norm
 
+from bench.common.errors import BenchError
+
 PER_IMAGE = "per_image.json"     # beside a run's record.json
 FORMAT = 1
 
@@ -49,9 +51,17 @@ def store(flags: dict[str, torch.Tensor], labels: torch.Tensor, indices=None) ->
 
 
 def load(stored: dict) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
-    """(flags per attack, labels, indices) from ``store``'s dict."""
-    flags = {name: unpack(c["bits"], c["n"]) for name, c in stored["correct"].items()}
-    return flags, np.asarray(stored["labels"], dtype=np.int64), np.asarray(stored["indices"], dtype=np.int64)
+    """(flags per attack, labels, indices) from ``store``'s dict; a damaged one is one BenchError."""
+    try:
+        flags = {str(name): unpack(c["bits"], int(c["n"])) for name, c in stored["correct"].items()}
+        labels = np.asarray(stored["labels"], dtype=np.int64)
+        indices = np.asarray(stored["indices"], dtype=np.int64)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError) as err:
+        raise BenchError(f"per-image store is damaged ({type(err).__name__}); evaluate the run again "
+                         "(bench report --force, or delete its per_image.json)") from None
+    if labels.ndim != 1 or indices.shape != labels.shape or any(len(f) > len(labels) for f in flags.values()):
+        raise BenchError("per-image store is damaged (its labels, indices and flags disagree in length)")
+    return flags, labels, indices
 
 
 def survived_all(flags: dict, names, m: int):

@@ -9,6 +9,7 @@ the merged manifest; a run listed here without a finished record is *missing*.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -36,6 +37,28 @@ class Entry:
         return (self.role, self.teacher_id if self.own else "", self.seed)
 
 
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def check_name(name: str) -> str:
+    """A run-set's name is one folder under results/ and reports/: letters, digits, '.', '_', '-', not
+    starting with '.' (no path separators, no '..': nothing is written outside those folders)."""
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
+        raise BenchError(f"run-set name {name!r}: use letters, digits, '.', '_' and '-' (one folder name, "
+                         "at most 128 characters)")
+    return name
+
+
+def _check_fields(manifest: dict) -> None:
+    """Every field a reader uses has its type (a TypeError otherwise: the manifest is damaged)."""
+    kinds = {"runs": list, "methods": list, "commands": list, "config": dict, "command": str}
+    for key, kind in kinds.items():
+        if manifest.get(key) is not None and not isinstance(manifest[key], kind):
+            raise TypeError(f"{key} is not a {kind.__name__}")
+    if not isinstance((manifest.get("config") or {}).get("train", {}), dict):
+        raise TypeError("config.train is not a mapping")
+
+
 def read_manifest(runset_dir: Path, repair: bool = False) -> dict:
     """The run-set's manifest ({} when there is none yet). A damaged one is refused in one line, or,
     with ``repair`` (a command about to plan its runs into it), dropped with one line saying so: the
@@ -46,6 +69,7 @@ def read_manifest(runset_dir: Path, repair: bool = False) -> dict:
     try:
         manifest = json.loads(path.read_text())
         entries(manifest)
+        _check_fields(manifest)
         return manifest
     except (ValueError, TypeError, AttributeError, UnicodeDecodeError):
         if not repair:

@@ -402,11 +402,19 @@ class Verdict:
 
 
 def _usable(baseline: dict, path: Path) -> dict:
+    """The baseline, checked whole before any training: present, of this format, and readable to the end
+    (every field the check uses, and its bands)."""
     if baseline is None:
         raise BenchError(f"no baseline at {path}; create one with --update --reason \"...\"")
-    if baseline.get("format") != FORMAT:
-        raise BenchError(f"baseline {path} is of an older format (its bands used the check's own seeds); "
-                         "re-make it with --update --reason \"...\"")
+    if not isinstance(baseline, dict) or baseline.get("format") != FORMAT:
+        raise BenchError(f"baseline {path} is of an older format or not a baseline (its bands used the check's own "
+                         "seeds); re-make it with --update --reason \"...\"")
+    try:
+        dict(baseline["config"]), list(baseline["methods"]), list(baseline["seeds"]), baseline["history"][-1]["why"]
+        Bands.of(baseline)
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, ZeroDivisionError) as err:
+        raise BenchError(f"baseline {path} is damaged ({type(err).__name__}: {err}); restore it from git or "
+                         "re-make it with --update --reason \"...\"") from None
     return baseline
 
 

@@ -27,6 +27,7 @@ from bench.config.presets import get_preset
 from bench.config.protocol import method_config
 from bench.config.resolve import Resolved
 from bench.config.schema import ALSO, TEACHER_ROLES, RunConfig
+from bench.records.runset import check_name
 from bench.eval.corruption_eval import check_published
 from bench.eval.corruptions import CORRUPTIONS
 from bench.eval.protocol import check_attacks
@@ -110,6 +111,7 @@ def plan(resolved: Resolved, runset: str | None = None, command: str = "", metho
     """The checked job of a resolved run; ``methods_from``: the user method files it needs (their bytes
     are pinned by sha256)."""
     validate(resolved.config, resolved.methods)
+    check_name(runset or resolved.config.preset)
     pinned = tuple((str(Path(p).expanduser().resolve()), sha256(Path(p).expanduser())) for p in methods_from)
     return Job(resolved.config, tuple(resolved.methods), tuple(resolved.seeds), runset or resolved.config.preset,
                resolved.preset.compare_to, command, pinned)
@@ -129,9 +131,14 @@ def read(path: str | Path) -> Job:
         data = yaml.safe_load(text)
         head = data.pop("job")
         methods_from = tuple((d["path"], d["sha256"]) for d in head.get("methods_from") or [])
-        preset, runset = data.pop("preset"), head["runset"]
+        preset, runset = data.pop("preset"), check_name(head["runset"])
         methods, seeds = tuple(data.pop("methods")), tuple(data.pop("seeds"))
-    except (yaml.YAMLError, UnicodeDecodeError, AttributeError, KeyError, TypeError) as err:
+        typed = [(preset, str), *((m, str) for m in methods), *((x, int) for x in seeds),
+                 *((v, str) for pair in methods_from for v in pair), (head.get("command", ""), str),
+                 (head.get("compare_to") or "", str)]
+        if not all(isinstance(v, t) and not isinstance(v, bool) for v, t in typed):
+            raise TypeError("a field of the wrong type")
+    except (yaml.YAMLError, UnicodeDecodeError, AttributeError, KeyError, TypeError, ValueError) as err:
         raise BenchError(f"{damaged} ({type(err).__name__})") from None
     for file, digest in methods_from:
         if not Path(file).is_file() or sha256(file) != digest:
