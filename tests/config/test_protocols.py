@@ -235,19 +235,18 @@ def test_a_row_carries_its_recipe_notes():
 # --- each recipe's own teacher under official ------------------------------------------------------
 
 def test_official_uses_each_recipe_s_zoo_teacher_and_common_the_run_s():
-    c10, c100 = replace(C10, protocol="official"), replace(C100, protocol="official")
+    from bench.config.presets import smoke
+    from bench.config.protocol import recipe_notes
+
     assert official(C10, "adaad").teacher.name == "Chen2021LTD_WRN34_20"       # AdaAD's README
     assert official(C10, "adaad").teacher.arch == "wrn-34-20"
     assert official(C100, "rslad").teacher.name == official(C100, "mtard").teacher.name == "Gowal2020Uncovering"
     assert official(C100, "adaad").teacher == C100.teacher                      # the preset's is AdaAD's already
     assert official(C10, "ard").teacher == C10.teacher and official(C10, "gacd").teacher == C10.teacher
     assert method_config(C10, METHODS.get("adaad")).teacher == C10.teacher      # common: one teacher for all
-    from bench.config.presets import smoke
     tiny = replace(smoke(PAPER_PRESETS["cifar10-resnet18"]).config, protocol="official")
     assert method_config(tiny, METHODS.get("adaad")).teacher == tiny.teacher     # a trained teacher stays
-    assert "published with RobustBench Chen2021LTD_WRN34_20" in "; ".join(
-        __import__("bench.config.protocol", fromlist=["x"]).recipe_notes(METHODS.get("adaad"), tiny))
-    del c10, c100
+    assert "published with RobustBench Chen2021LTD_WRN34_20" in "; ".join(recipe_notes(METHODS.get("adaad"), tiny))
 
 
 def test_a_dry_run_lists_every_recipe_teacher_it_lacks(tmp_path, monkeypatch):
