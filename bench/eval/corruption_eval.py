@@ -46,16 +46,23 @@ LOADERS = {"CIFAR-10-C": "load_cifar10c", "CIFAR-100-C": "load_cifar100c"}
 ZENODO = {"CIFAR-10-C": "https://zenodo.org/record/2535967", "CIFAR-100-C": "https://zenodo.org/record/3555552"}
 
 
+def published_missing(folder: Path, names) -> list[str]:
+    """The files of a published corruption set that ``folder`` lacks (corruptions ``names``, labels)."""
+    return [f.name for f in [*(folder / f"{n}.npy" for n in names), folder / "labels.npy"] if not f.is_file()]
+
+
+def how_to_get(folder: Path) -> str:
+    where = f"the extracted {folder.name}.tar from {ZENODO[folder.name]}" if folder.name in ZENODO else \
+        "one .npy per corruption and labels.npy"
+    return f"put {where} in {folder.parent}, or run once with --download where there is internet"
+
+
 def check_published(folder: Path, names) -> None:
     """One line naming what is missing and how to get it, before any model is evaluated."""
-    wanted = [folder / f"{n}.npy" for n in names] + [folder / "labels.npy"]
-    missing = [f.name for f in wanted if not f.is_file()]
+    missing = published_missing(folder, names)
     if missing:
-        where = f"the extracted {folder.name}.tar from {ZENODO[folder.name]}" if folder.name in ZENODO else \
-            "one .npy per corruption and labels.npy"
         raise BenchError(f"published corruptions: {folder} lacks {', '.join(missing[:3])}"
-                         f"{' ...' if len(missing) > 3 else ''}: put {where} in {folder.parent}, or run once with "
-                         "--download where there is internet")
+                         f"{' ...' if len(missing) > 3 else ''}: {how_to_get(folder)}")
 
 
 def fetch_published(folder: Path) -> None:

@@ -51,7 +51,7 @@ from bench.config.schema import TEACHER_ROLES, DataConfig, EvalConfig, FileTeach
 from bench.data.sources import _TORCHVISION_FILES, default_data_dir
 from bench.data.splits import parse_classes
 from bench.eval.corruption_eval import NAME as CORRUPTIONS
-from bench.eval.corruption_eval import SEVERITIES, check_published, chosen
+from bench.eval.corruption_eval import SEVERITIES, chosen, how_to_get, published_missing
 from bench.eval.corruptions import CORRUPTIONS as ALL_CORRUPTIONS
 from bench.eval.corruptions import corrupt
 from bench.models import build_model
@@ -363,11 +363,10 @@ def missing_files(cfg: RunConfig, methods=()) -> list[MissingFile]:
     ev = cfg.eval
     if ev.corruptions_from == "published" and ev.corruptions_dir and CORRUPTIONS in ev.attacks \
             and not cfg.data.download:
-        try:
-            check_published(Path(ev.corruptions_dir), ev.corruptions or ALL_CORRUPTIONS)
-        except BenchError as err:
-            out.append(MissingFile(f"corruptions {Path(ev.corruptions_dir).name}", ev.corruptions_dir,
-                                   str(err).split(": put ", 1)[-1]))
+        folder = Path(ev.corruptions_dir)
+        if published_missing(folder, ev.corruptions or ALL_CORRUPTIONS):
+            out.append(MissingFile(f"corruptions {folder.name}", ev.corruptions_dir,
+                                   how_to_get(folder).removeprefix("put ")))
     teachers = [cfg.teacher, *(method_config(cfg, parse_method(m).cls).teacher for m in methods)]
     for tc in dict.fromkeys(teachers):
         out += _missing_teacher(cfg, tc)
