@@ -42,10 +42,10 @@ dbfb908). M100 differs from M10 only in its data sets, its model package and the
 
 Teacher facts (the teachers are the run's configuration, not this module's):
 
-* D1: the CIFAR-10 natural teacher of the paper is a ResNet-56 (issue #5; ``cifar10_nat_teacher_models/``
+* D1: the CIFAR-10 natural teacher of the paper is a ResNet-56 (its GitHub issue #5; ``cifar10_nat_teacher_models/``
   was added in bd4a912 for it), but M10:59 builds it as ``wideresnet()`` and never imports that package:
   the published number came from an uncommitted variant. The robust teacher is WRN-34-10 (TRADES) on
-  CIFAR-10 and WRN-70-16 on CIFAR-100 (README:9, issue #8). Checkpoint paths are empty (M10:21-22, D3).
+  CIFAR-10 and WRN-70-16 on CIFAR-100 (README:9, GitHub issue #8). Checkpoint paths are empty (M10:21-22, D3).
 * D2: M100 cannot run as committed: after ``from cifar100_models import *`` the name ``wideresnet`` is a
   submodule, so M100:54 raises ``TypeError``; the CIFAR-100 natural teacher is not stated in the code
   (``WideResNet_22_6`` is only a hint).
@@ -97,7 +97,7 @@ class MTARD(Method):
                      teacher_at="x' (robust teacher), x (natural teacher)")
     schedule = ("300 epochs, SGD 0.1 (momentum 0.9), decay /10 at 215, 260 and 285 (eta too), wd 2e-4, batch 128; "
                 "official loss = batchmean/10 (scale=0.1)")
-    note = ("natural teacher: ResNet-56 on CIFAR-10 (issue #5; the script builds wideresnet()); "
+    note = ("natural teacher: ResNet-56 on CIFAR-10 (MTARD's GitHub issue #5; the script builds wideresnet()); "
             "the CIFAR-100 script does not run as committed")
     official: ClassVar[Recipe] = Recipe(
         repo="zhaoshiji123/MTARD@6480a1b",

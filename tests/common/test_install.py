@@ -19,12 +19,12 @@ def test_ci_runs_the_readmes_test_command_with_the_pins():
 
 
 def test_pins_are_exact_and_inside_the_declared_range():
-    pins = dict(re.findall(r"^([a-z]+)==(\S+)$", (ROOT / "constraints.txt").read_text(), re.M))
+    pins = dict(re.findall(r"^([a-z-]+)==(\S+)$", (ROOT / "constraints.txt").read_text(), re.M))
     deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     ranges = dict(re.match(r"([a-z]+)>=(\S+)", d).groups() for d in deps if d.startswith(("torch>=", "torchvision>=")))
-    assert set(pins) == set(ranges) == {"torch", "torchvision"}
+    assert set(ranges) == {"torch", "torchvision"} <= set(pins)
 
     def version(v):
         return tuple(int(p) for p in v.split(".")[:2])
-    assert all(version(pins[k]) >= version(ranges[k]) for k in pins)
+    assert all(version(pins[k]) >= version(ranges[k]) for k in ranges)
     assert version(ranges["torch"]) <= (2, 11)  # the device machine's torch

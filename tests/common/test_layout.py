@@ -1,4 +1,4 @@
-"""The house rules of the package layout (README "Map of the code"): no import cycles among bench's
+"""The house rules of the package layout (docs/development/code-map.md): no import cycles among bench's
 modules, function-level imports included, and no import of a later stage from an earlier one."""
 import ast
 from pathlib import Path
