@@ -54,6 +54,18 @@ class RunResult:
     def students(self) -> list[RunRecord]:
         return [r for r in self.records if r.role == "student"]
 
+    def ranked(self) -> str:
+        """The run's result at a glance: method, clean, PGD-20, AutoAttack (those the run has) with their
+        intervals and n, ranked by the strongest of them (a terminal's summary; the report has the rest)."""
+        wanted = [c for c in ("Clean", "PGD-20", "AutoAttack") if c in self.table.columns]
+        keys = [f"{c} mean" for c in reversed(wanted) if f"{c} mean" in self.summary.columns]
+        shown = self.table[["Method", *wanted, *(["n"] if "n" in self.table.columns else [])]].copy()
+        shown["Method"] = shown["Method"].str.split(" (", regex=False).str[0]  # annotations: in the report
+        if keys:  # the strongest attack first, ties broken by the next one
+            numbers = self.summary[keys].astype(float).fillna(-1).reset_index(drop=True)
+            shown = shown.iloc[numbers.sort_values(keys, ascending=False, kind="stable").index]
+        return shown.to_string(index=False)
+
     def __repr__(self) -> str:
         where = f"; report {self.report}" if self.report else ""
         return (f"RunResult(run-set {self.runset!r}: {len(self.students)} student run(s), "

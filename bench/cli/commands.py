@@ -91,7 +91,7 @@ def _launch(job, args) -> int:
             print(f"{len(out.records)} run(s) finished in {out.results} ({out.seconds:.0f} s); "
                   f"`python -m bench report {job.runset}` builds the report")
         else:
-            print(out.report.read_text())
+            print(out.ranked())
             print(f"report: {out.report}  (wall time {out.seconds:.0f} s)")
         return 0
     for line in out.lines:

@@ -48,6 +48,7 @@ from bench.report.aggregate import (
     transfer_columns,
 )
 from bench.report.checkpoints import best_last_lines, best_last_table, kept_lines, kept_table
+from bench.report.index import write_index
 from bench.report.latex import latex_table
 from bench.report.noise import (class_noise_text, complete_class_counts, main_class_text,
                                 worst_case_text)
@@ -466,4 +467,5 @@ def build_report(results_dir: Path, runset: str, reports_dir: Path) -> Path:
              + (", `attack_transfer.csv`, `attack_transfer.tex`" if has_attack_transfer else "")
              + "; every figure as PNG and PDF (" + ", ".join(f"`{stem}`" for stem in figures) + ")."]
     atomic_write_text(out / "README.md", "\n".join(text) + "\n")
+    write_index(Path(reports_dir))
     return out

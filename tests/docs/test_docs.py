@@ -104,3 +104,20 @@ def test_tutorials_run_as_written(tmp_path):
             assert done.returncode == 0, f"{page}: {code}\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
             ran += 1
     assert ran >= 10
+
+
+def test_the_reports_index_lists_every_report(tmp_path):
+    from bench.report.index import write_index
+
+    committed = (ROOT / "reports" / "README.md").read_text()
+    for folder in (ROOT / "reports").glob("*/README.md"):
+        assert f"]({folder.parent.name}/README.md)" in committed, folder.parent.name
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "README.md").write_text("# a\n")
+    (tmp_path / "a" / "runs.json").write_text('[{"role": "student", "method": "ard:t=10", "seed": 0, '
+                                              '"dataset": "digits@0-4"}, {"role": "teacher", "seed": 0}]')
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "README.md").write_text("# b\n")
+    (tmp_path / "b" / "runs.json").write_text("not json")
+    text = write_index(tmp_path).read_text()
+    assert "| [a](a/README.md) | digits@0-4; ard; 1 seed |" in text and "| [b](b/README.md) | – |" in text
