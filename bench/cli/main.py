@@ -2,6 +2,7 @@
 exit status 2."""
 from __future__ import annotations
 
+import os
 import sys
 
 from bench.cli.commands import COMMANDS
@@ -33,6 +34,10 @@ def main(argv: list[str] | None = None) -> int:
     except BenchError as err:   # one line, whatever a library put in the message
         print(f"bench: error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
+    except BrokenPipeError:   # `bench list | head`: the reader has what it wanted; no traceback
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # the interpreter's last flush must not raise again
+        return 141  # as a shell reports a command ended by SIGPIPE
     except KeyboardInterrupt:
         print("bench: interrupted; finished epochs are checkpointed, run again to resume", file=sys.stderr)
         return 130
