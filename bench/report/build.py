@@ -10,6 +10,7 @@ train time is the median. The CSVs keep the per-seed values. A row whose sanity 
 from __future__ import annotations
 
 import json
+import re
 import statistics
 from dataclasses import asdict
 from pathlib import Path
@@ -96,6 +97,23 @@ def report_figures(groups: dict[str, list[RunRecord]], records: list[RunRecord],
 
 
 # --- the report ---------------------------------------------------------------------------------
+
+GLANCE = ("Clean", "PGD-20", "AutoAttack", "Worst case", "Corruptions")   # the main table's columns, at most
+
+
+def glance_table(shown: pd.DataFrame, numeric: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """(the main table at a glance, what ranks it): method, clean, PGD-20, AutoAttack, the worst case
+    where it is shown, the strongest attack's worst class, corruptions and n; students ranked by the
+    strongest attack (ties by the next), teacher rows first; a method's note is a footnote below."""
+    cols = [c for c in shown.columns if c in GLANCE or c.endswith(" worst class")]
+    view = shown[["Method", *cols, "n"]].copy()
+    teacher = (numeric["short"] == "teacher").to_numpy()
+    view["Method"] = [m if t else re.sub(r" \(.*\)", "", m) for m, t in zip(view["Method"], teacher)]
+    keys = [f"{c} mean" for c in ("AutoAttack", "PGD-20", "Clean") if f"{c} mean" in numeric.columns]
+    order = numeric.assign(_teacher=teacher)[["_teacher", *keys]].fillna(-1).reset_index(drop=True)
+    order = order.sort_values(["_teacher", *keys], ascending=False, kind="stable").index
+    return view.iloc[order].reset_index(drop=True), (keys[0].removesuffix(" mean") if keys else "the run order")
+
 
 def _aa_subset(aa: dict, n, why: str) -> str:
     """What the AutoAttack line adds when it covers fewer images than the other attacks: which, and why."""
@@ -337,22 +355,27 @@ def build_report(results_dir: Path, runset: str, reports_dir: Path) -> Path:
     figures = {stem: plots.save(fig, out / stem) for stem, fig in report_figures(groups, records, acc_cols)[1].items()}
 
     notes = sorted({(r.method_name, r.note) for r in records if r.note})
+    glance, ranked_by = glance_table(shown, numeric)
     text = [f"# Run-set `{runset}`", "", *_setup_lines(records, meta), "",
             "Accuracy in %: mean over seeds [95 % Student-t interval of the mean, clipped to 0–100] when n > 1; "
-            "n = seeds; " + worst_case_text(records) + " " + main_class_text(records) + " "
-            "Train time is the median over seeds; Train MFLOP/img/epoch is one training step's "
-            "matmul and convolution FLOPs per image (attack, every network's forward and backward; "
-            "torch.utils.flop_counter on the run's first step), median over seeds, – where the run did not count "
-            "it (a teacher from a file or the zoo; runs before the count existed); Sanity names the checks that "
-            "fired (section below).",
+            f"n = seeds. Rows ranked by {ranked_by}, the teacher first as the reference; ⚠ marks a row whose "
+            "sanity checks fired (section below); every attack, the class spread and the cost are in the next "
+            "table.",
             "",
-            markdown_table(shown), ""]
+            markdown_table(glance), ""]
     if missing:
         text += [f"**Missing: {len(missing)} planned run(s) have no finished record yet** (`python -m bench status "
                  f"{runset}` says why); the table holds the others:", ""]
         text += [f"- {e.role} `{e.method}`" + (f" seed {e.seed}" if e.seed is not None else "") + f" ({e.run_id})"
                  for e in missing] + [""]
     text += [f"- `{name}`: {note}." for name, note in notes]
+    text += ["", "## Every attack, the class spread and the cost", "",
+             worst_case_text(records) + " " + main_class_text(records) + " "
+             "Train time is the median over seeds; Train MFLOP/img/epoch is one training step's "
+             "matmul and convolution FLOPs per image (attack, every network's forward and backward; "
+             "torch.utils.flop_counter on the run's first step), median over seeds, – where the run did not count "
+             "it (a teacher from a file or the zoo; runs before the count existed); Sanity names the checks that "
+             "fired. The same numbers: `table.csv`, `summary.csv`.", "", markdown_table(shown), ""]
     text += [""] + [f"![{stem}.png]({stem}.png)" for stem in ("accuracy_per_attack", "robustness_curve",
                                                               "training_curves", "robustness_vs_cost")
                     if stem in figures]

@@ -30,9 +30,17 @@ from bench.records.record import RunRecord  # noqa: E402
 from bench.config.schema import POLICIES, selection_key  # noqa: E402
 
 TEACHER_COLOUR = "#555555"
-# tab10 then tab20's light shades, without their greys (grey is the teacher's)
-_STUDENT_COLOURS = ([c for i, c in enumerate(plt.get_cmap("tab10").colors) if i != 7]
-                    + [c for i, c in enumerate(plt.get_cmap("tab20").colors) if i % 2 and i != 15])
+# One colour per method in every report and figure: each registered method has its own, Okabe and Ito's
+# colour-blind-safe set first (for the methods compared most), then Paul Tol's muted and bright sets;
+# never the teacher's grey. Variants of one method in one report, and methods from users' files, take
+# the colours no method of that report uses, in the report's row order.
+METHOD_COLOURS = {
+    "gacd": "#0072b2", "ard": "#e69f00", "crd": "#009e73", "pgd-at": "#d55e00", "rslad": "#cc79a7",
+    "adaad": "#56b4e9", "iad": "#f0e442", "trades": "#332288", "kd": "#88ccee", "peeraid": "#44aa99",
+    "mtard": "#117733", "absld": "#999933", "fair-ard": "#ddcc77", "fair-rslad": "#cc6677",
+    "fair-iad": "#882255", "adaiad": "#aa4499", "dgad": "#4477aa", "igdm": "#ee6677", "natural": "#bbbbbb"}
+_SPARE_COLOURS = ("#000000", "#66ccee", "#228833", "#ccbb44", "#aa3377", "#ee7733", "#0077bb", "#33bbee",
+                  "#009988", "#cc3311", "#ee3377")
 SEED_STYLES = ("-", "--", ":", "-.")
 NORM_TEXT = {"Linf": "L∞", "L2": "L2", "L1": "L1"}
 STYLE = {"pdf.fonttype": 42, "ps.fonttype": 42,   # TrueType in the PDF: text stays text for journals
@@ -68,15 +76,24 @@ def _hex(colour) -> str:
     return matplotlib.colors.to_hex(colour)
 
 
+def method_of(label: str) -> str:
+    """The method a row's label names: ``gacd:reweight=none`` -> ``gacd``."""
+    return label.split(":", 1)[0]
+
+
 def palette(rows: list[Row]) -> dict[str, str]:
-    """{row name: colour}: students take the colours in the report's row order, the teacher grey."""
-    out, k = {}, 0
+    """{row name: colour}: each method its own colour (METHOD_COLOURS) in every report, the teacher grey;
+    a second variant of a method, or an unknown method, a colour no row of this report has."""
+    out: dict[str, str] = {}
+    taken = {METHOD_COLOURS[method_of(r.label)] for r in rows if not r.teacher and method_of(r.label) in METHOD_COLOURS}
+    spare = [c for c in (*_SPARE_COLOURS, *METHOD_COLOURS.values()) if c not in taken]
+    used: set[str] = set()
     for row in rows:
-        if row.teacher:
-            out[row.name] = TEACHER_COLOUR
-        else:
-            out[row.name] = _hex(_STUDENT_COLOURS[k % len(_STUDENT_COLOURS)])
-            k += 1
+        own = TEACHER_COLOUR if row.teacher else METHOD_COLOURS.get(method_of(row.label))
+        if own is None or (own in used and not row.teacher):
+            own = spare.pop(0) if spare else _hex(plt.get_cmap("tab20")(len(out) % 20))
+        out[row.name] = _hex(own)
+        used.add(own)
     return out
 
 
@@ -115,30 +132,42 @@ def _legend_outside(ax, handles=None, labels=None, title: str | None = None):
                      title=title, title_fontsize=8, alignment="left")
 
 
+PANELS_PER_LINE = 4
+
+
 def bars(rows: list[Row], values: dict[str, dict[str, Interval]], metrics: list[str], pal: dict[str, str],
          title: str, ylabel: str, scale: float, ylim: float | None):
-    """Grouped bars, one group per metric, one bar per row in the row's colour; whiskers are the
-    95 % t-interval of the mean over the row's seeds (none where it has one seed)."""
+    """Small multiples: one panel per metric, one horizontal bar per row in the row's colour, the rows
+    named on the left of each line of panels; whiskers are the 95 % t-interval of the mean over the
+    row's seeds (none where it has one seed). The width is fixed (at most PANELS_PER_LINE panels a
+    line), however many rows and metrics: more of either make the figure taller, never wider."""
+    cols = min(PANELS_PER_LINE, len(metrics))
+    lines = math.ceil(len(metrics) / cols)
+    height = 0.45 + 0.17 * len(rows)
     with plt.rc_context(STYLE):
-        fig, ax = plt.subplots(figsize=(max(4.5, 0.22 * len(rows) * len(metrics) + 1.5), 3.2))
-        width = 0.8 / max(1, len(rows))
-        for j, row in enumerate(rows):
-            ivs = [values[row.name][m] for m in metrics]
-            xs = [i + (j - (len(rows) - 1) / 2) * width for i in range(len(metrics))]
-            means = [scale * iv.mean for iv in ivs]
-            has = [not math.isnan(iv.low) for iv in ivs]
-            err = None if not any(has) else [
-                [scale * (iv.mean - iv.low) if ok else math.nan for iv, ok in zip(ivs, has)],
-                [scale * (iv.high - iv.mean) if ok else math.nan for iv, ok in zip(ivs, has)]]
-            ax.bar(xs, means, width, yerr=err, color=pal[row.name], label=row.legend, gid=row.name,
-                   capsize=2, error_kw={"elinewidth": 0.8, "capthick": 0.8})
-        ax.set_xticks(range(len(metrics)))
-        ax.set_xticklabels(metrics, rotation=40 if len(metrics) > 6 else 0, ha="right" if len(metrics) > 6 else "center")
-        ax.set_ylabel(ylabel)
-        if ylim:
-            ax.set_ylim(0, ylim)
-        ax.set_title(title)
-        _legend_outside(ax, title=f"whiskers: {BAND_TEXT}")
+        fig, axes = plt.subplots(lines, cols, figsize=(1.9 * cols + 1.6, height * lines + 0.5), squeeze=False,
+                                 sharey=True)
+        ys = list(range(len(rows)))[::-1]   # the first row on top
+        for k, ax in enumerate(axes.ravel()):
+            if k >= len(metrics):
+                ax.set_visible(False)
+                continue
+            metric = metrics[k]
+            for y, row in zip(ys, rows):
+                iv = values[row.name][metric]
+                err = None if math.isnan(iv.low) else [[scale * (iv.mean - iv.low)], [scale * (iv.high - iv.mean)]]
+                ax.barh([y], [scale * iv.mean], 0.75, xerr=err, color=pal[row.name], gid=row.name,
+                        capsize=1.5, error_kw={"elinewidth": 0.7, "capthick": 0.7})
+            ax.set_title(metric, fontsize=8)
+            if ylim:
+                ax.set_xlim(0, ylim)
+            ax.tick_params(axis="x", labelsize=7)
+            ax.tick_params(axis="y", labelsize=7)
+            ax.xaxis.set_major_locator(MaxNLocator(3))
+        axes[0, 0].set_yticks(ys)
+        axes[0, 0].set_yticklabels([row.label for row in rows], fontsize=7)
+        fig.suptitle(f"{title} — {ylabel}; whiskers: {BAND_TEXT}", fontsize=9)
+        fig.tight_layout()
     return fig
 
 
@@ -330,7 +359,8 @@ def correlation_heatmaps(rows: list[Row]):
     cols = min(4, len(panels))
     nrows = math.ceil(len(panels) / cols)
     with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(nrows, cols, figsize=(2.8 * cols + 0.9, 2.7 * nrows + 0.4), squeeze=False,
+        # 2.4 in a panel: four panels and the colour bar stay within 1,600 px at the report's dpi
+        fig, axes = plt.subplots(nrows, cols, figsize=(2.4 * cols + 0.9, 2.4 * nrows + 0.4), squeeze=False,
                                  layout="constrained")
         for ax in axes.flat[len(panels):]:
             ax.set_visible(False)

@@ -157,13 +157,41 @@ def test_threat_model_eps_is_marked_with_its_norm(built):
 
 def test_bar_whiskers_say_what_they_are_and_skip_a_one_seed_teacher(built):
     _, groups, _, figures = built
-    ax = figures["accuracy_per_attack"].axes[0]
-    assert "whiskers: 95 % t-interval over n seeds" == ax.get_legend().get_title().get_text()
+    fig = figures["accuracy_per_attack"]
+    assert "whiskers: 95 % t-interval over n seeds" in fig._suptitle.get_text()
+    ax = fig.axes[0]
     bars = {c.patches[0].get_gid(): c for c in ax.containers if hasattr(c, "errorbar")}
     for name, recs in groups.items():
         assert (bars[name].errorbar is None) == (len(recs) == 1), name
-    labels = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert "gacd (weights_1 at 50% & #2) (n = 2)" not in labels and "gacd (n = 2)" in labels
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert "gacd (weights_1 at 50% & #2)" not in labels and "gacd" in labels
+
+
+def test_bar_figures_grow_taller_never_wider():
+    """Small multiples: more metrics wrap onto new lines of panels, more rows make each panel taller."""
+    def size(n_rows, n_metrics):
+        rows = [plots.Row(f"m{i}", f"m{i}", False, ()) for i in range(n_rows)]
+        metrics = [f"k{j}" for j in range(n_metrics)]
+        values = {r.name: {m: interval([0.5, 0.6], (0.0, 1.0)) for m in metrics} for r in rows}
+        fig = plots.bars(rows, values, metrics, plots.palette(rows), "t", "accuracy (%)", 100, 105)
+        w, h = fig.get_size_inches()
+        matplotlib.pyplot.close(fig)
+        return w * 150, h * 150   # pixels at the report's dpi
+    small, wide = size(3, 5), size(14, 15)
+    assert wide[0] == small[0] <= 1600 and wide[1] > small[1]
+
+
+def test_a_method_has_one_colour_in_every_report():
+    def rows(*labels):
+        return [plots.Row(label, label, label == "teacher", ()) for label in labels]
+    one = plots.palette(rows("teacher", "gacd", "ard", "crd"))
+    other = plots.palette(rows("teacher", "rslad", "ard", "gacd:reweight=none", "gacd", "my-method"))
+    assert one["ard"] == other["ard"] == plots.METHOD_COLOURS["ard"] and one["gacd"] == plots.METHOD_COLOURS["gacd"]
+    assert other["gacd:reweight=none"] == plots.METHOD_COLOURS["gacd"] and other["gacd"] != other["gacd:reweight=none"]
+    assert len(set(other.values())) == len(other) and other["teacher"] == plots.TEACHER_COLOUR
+    assert len(set(plots.METHOD_COLOURS.values())) == len(plots.METHOD_COLOURS)
+    from methods import METHODS
+    assert set(METHODS.names()) <= set(plots.METHOD_COLOURS)   # every registered method has its own
 
 
 def test_legends_lie_outside_every_axes(built):
@@ -172,7 +200,7 @@ def test_legends_lie_outside_every_axes(built):
         fig.canvas.draw()
         renderer = fig.canvas.get_renderer()
         legends = [ax.get_legend() for ax in fig.axes if ax.get_legend()]
-        assert legends or stem == "correlation_heatmaps", stem
+        assert legends or stem in ("correlation_heatmaps", "accuracy_per_attack", "cka", "corruptions"), stem
         for legend in legends:
             box = legend.get_window_extent(renderer)
             for ax in fig.axes:
