@@ -111,7 +111,7 @@ def package_versions() -> dict:
     from importlib.metadata import PackageNotFoundError, version
 
     out = {"python": platform.python_version()}
-    for pkg in ("torch", "torchvision", "pyautoattack", "robustbench", "numpy", "scikit-learn", "pandas"):
+    for pkg in ("robust-kd-bench", "torch", "torchvision", "pyautoattack", "robustbench", "numpy", "scikit-learn", "pandas"):
         try:
             out[pkg] = version(pkg)
         except PackageNotFoundError:

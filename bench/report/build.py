@@ -164,7 +164,10 @@ def _setup_lines(records: list[RunRecord], meta: dict) -> list[str]:
     if stand_in:
         lines.append(f"- **Smoke run on synthetic stand-in data for {', '.join(stand_in)}** (the real files were "
                      "not found): it checks the path end to end; its numbers mean nothing.")
-    lines.append(f"- Code identity (bench/common/provenance.py): training code {', '.join(code)}; evaluation code "
+    released = sorted({str(v) for r in records if (v := (r.versions or {}).get("robust-kd-bench"))})
+    lines.append(f"- Code identity (bench/common/provenance.py): "
+                 + (f"bench {', '.join(released)}; " if released else "")
+                 + f"training code {', '.join(code)}; evaluation code "
                  f"{', '.join(evals)}; git commit {', '.join(commits)}. A run is reused only while both digests "
                  "match the code that runs.")
     commands = meta.get("commands") or ([meta["command"]] if meta.get("command") else [])

@@ -43,7 +43,7 @@ for w in "$WHL"/*.whl; do
 done
 
 # the carry must hold one wheel of each package the device lacks, and this project's
-for name in "${LACKS[@]}" bench; do
+for name in "${LACKS[@]}" robust-kd-bench; do
   stem=$(printf '%s' "$name" | tr '-' '_')
   if ! ls "$WHL" | grep -qi "^${stem}-"; then
     echo "prepare.sh: no wheel of $name in $WHL; the device run would fail there" >&2

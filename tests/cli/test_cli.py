@@ -131,6 +131,8 @@ def test_end_to_end_run_report_and_eval(capsys, tmp_path, quick_autoattack):
     assert len(structure) == 3 and "CKA adv" in structure.columns
     readme = (out / "README.md").read_text()
     assert "## Transfer to other tasks" in readme and "## Structural knowledge" in readme
+    from importlib.metadata import version
+    assert f"bench {version('robust-kd-bench')}; training code" in readme   # the release beside the digests
     runs = json.loads((out / "runs.json").read_text())
     assert {r["method"] for r in runs} == {"pgd-at", "gacd", "ard", "crd"}
     for r in runs:

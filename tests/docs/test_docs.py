@@ -25,7 +25,7 @@ FORBIDDEN = [
 
 
 def user_pages() -> list[Path]:
-    pages = [ROOT / "README.md", *sorted(DOCS.rglob("*.md")), *sorted((ROOT / "reports").rglob("*.md"))]
+    pages = [ROOT / "README.md", ROOT / "CHANGELOG.md", *sorted(DOCS.rglob("*.md")), *sorted((ROOT / "reports").rglob("*.md"))]
     return [p for p in pages if "_hooks" not in p.parts]
 
 
