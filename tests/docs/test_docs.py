@@ -113,7 +113,7 @@ def test_tutorials_run_as_written(tmp_path, group):
             done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True)
             assert done.returncode == 0, f"{page}: {code}\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
             ran += 1
-    assert ran >= 2
+    assert ran >= 1   # every group runs a command (a file block alone is not one)
 
 
 def test_the_reports_index_lists_every_report(tmp_path):
