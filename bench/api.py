@@ -19,7 +19,7 @@ from bench.config import files
 from bench.config.resolve import Flags, resolve
 from bench.config.schema import RunConfig
 from bench.report.aggregate import accuracy_columns, group_records, table
-from bench.report.build import build_report
+from bench.report.build import build_report, glance_table
 from bench.runs.executors import (
     GridOptions,
     Outcome,
@@ -55,16 +55,10 @@ class RunResult:
         return [r for r in self.records if r.role == "student"]
 
     def ranked(self) -> str:
-        """The run's result at a glance: method, clean, PGD-20, AutoAttack (those the run has) with their
-        intervals and n, ranked by the strongest of them (a terminal's summary; the report has the rest)."""
-        wanted = [c for c in ("Clean", "PGD-20", "AutoAttack") if c in self.table.columns]
-        keys = [f"{c} mean" for c in reversed(wanted) if f"{c} mean" in self.summary.columns]
-        shown = self.table[["Method", *wanted, *(["n"] if "n" in self.table.columns else [])]].copy()
-        shown["Method"] = shown["Method"].str.split(" (", regex=False).str[0]  # annotations: in the report
-        if keys:  # the strongest attack first, ties broken by the next one
-            numbers = self.summary[keys].astype(float).fillna(-1).reset_index(drop=True)
-            shown = shown.iloc[numbers.sort_values(keys, ascending=False, kind="stable").index]
-        return shown.to_string(index=False)
+        """The run's result at a glance: the report's ranked main table (bench.report.build.glance_table)
+        cut to method, clean, PGD-20, AutoAttack (those the run has) and n, for a terminal."""
+        view, _ = glance_table(self.table, self.summary)
+        return view[[c for c in ("Method", "Clean", "PGD-20", "AutoAttack", "n") if c in view]].to_string(index=False)
 
     def __repr__(self) -> str:
         where = f"; report {self.report}" if self.report else ""

@@ -107,7 +107,8 @@ def glance_table(shown: pd.DataFrame, numeric: pd.DataFrame) -> tuple[pd.DataFra
     strongest attack (ties by the next), teacher rows first; a method's note is a footnote below."""
     cols = [c for c in shown.columns if c in GLANCE or c.endswith(" worst class")]
     view = shown[["Method", *cols, "n"]].copy()
-    teacher = (numeric["short"] == "teacher").to_numpy()
+    teacher = (numeric["short"] == "teacher").to_numpy() if "short" in numeric else \
+        shown["Method"].str.startswith("teacher").to_numpy()
     view["Method"] = [m if t else re.sub(r" \(.*\)", "", m) for m, t in zip(view["Method"], teacher)]
     keys = [f"{c} mean" for c in ("AutoAttack", "PGD-20", "Clean") if f"{c} mean" in numeric.columns]
     order = numeric.assign(_teacher=teacher)[["_teacher", *keys]].fillna(-1).reset_index(drop=True)
