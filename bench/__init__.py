@@ -11,7 +11,7 @@ import importlib
 
 _API = {"run": ("bench.api", "run"), "RunResult": ("bench.api", "RunResult"),
         "evaluate": ("bench.eval.model", "evaluate_model"), "EvalResult": ("bench.eval.model", "EvalResult"),
-        "register_method": ("methods", "register"), "load_methods": ("methods", "load_file")}
+        "register_method": ("bench.methods", "register"), "load_methods": ("bench.methods", "load_file")}
 
 __all__ = sorted(_API)
 

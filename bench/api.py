@@ -31,7 +31,7 @@ from bench.runs.job import Job, plan, read
 from bench.runs.orchestrate import run_methods
 from bench.records.record import RunRecord, load_records
 from bench.runs.status import format_status, runset_status
-from methods import parse_method
+from bench.methods import parse_method
 
 
 @dataclass(frozen=True)

@@ -95,8 +95,8 @@ def evaluation(out: Path, smoke: bool) -> dict:
     from bench.models import build_model
     from bench.train.loop import train_model
     from bench.train.teacher import prepare_model
-    from methods import parse_method
-    from methods.base import Context
+    from bench.methods import parse_method
+    from bench.methods.base import Context
 
     s = sizes(smoke)
     device = _device()

@@ -36,8 +36,8 @@ sys.path.insert(0, str(ROOT))
 import test_pins  # noqa: E402
 
 from bench.common.errors import BenchError  # noqa: E402
-from methods import METHODS, parse_method  # noqa: E402
-from methods.base import InnerMax, option_fields, variant_label  # noqa: E402
+from bench.methods import METHODS, parse_method  # noqa: E402
+from bench.methods.base import InnerMax, option_fields, variant_label  # noqa: E402
 
 RESULT = ROOT / "benchmarks" / "results" / "mutation_sweep.txt"
 

@@ -88,8 +88,8 @@ def measure(args) -> dict:
     from bench.models import build_model
     from bench.train.loop import train_model
     from bench.train.teacher import prepare_model
-    from methods import parse_method
-    from methods.base import Context
+    from bench.methods import parse_method
+    from bench.methods.base import Context
 
     class PILImages(Dataset):
         """What torchvision's CIFAR10 does: a PIL image per item, transformed per item."""

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from bench.common.errors import BenchError
 from bench.common.registry import Registry
-from methods.base import Batch, Context, InnerMax, Method, MethodSpec, parse_options
+from bench.methods.base import Batch, Context, InnerMax, Method, MethodSpec, parse_options
 
 ENTRY_POINT_GROUP = "bench.methods"
 
@@ -62,7 +62,7 @@ def register(cls: type[Method]) -> type[Method]:
     class holds is an error; the same class defined again (a re-run notebook cell, a reloaded file:
     same module and qualified name) replaces its earlier definition."""
     if not (isinstance(cls, type) and issubclass(cls, Method)):
-        raise BenchError(f"register: {cls!r} is not a subclass of methods.base.Method")
+        raise BenchError(f"register: {cls!r} is not a subclass of bench.methods.base.Method")
     name = getattr(cls, "name", None)
     if not isinstance(name, str) or not name or ":" in name or "," in name:
         raise BenchError(f"register: {cls.__qualname__} needs a class attribute name = \"...\" "

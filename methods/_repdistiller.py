@@ -1,6 +1,6 @@
 """The training recipe of HobbitLong/RepDistiller's train_student.py, which KD and CRD share (its
 --distill kd / --distill crd): CIFAR-100 only there; the same recipe stands for CIFAR-10 here."""
-from methods.base import Recipe
+from bench.methods.base import Recipe
 
 REPDISTILLER = Recipe(
     repo="HobbitLong/RepDistiller@b84f547",

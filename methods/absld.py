@@ -52,8 +52,8 @@ from typing import ClassVar, Literal
 import torch
 import torch.nn.functional as F
 
-from methods import register
-from methods.base import InnerMax, Method, PaperTeacher, Recipe, kl_div
+from bench.methods import register
+from bench.methods.base import InnerMax, Method, PaperTeacher, Recipe, kl_div
 
 TEMP_MIN, TEMP_MAX = 0.5, 5.0   # A:71-72
 

@@ -34,8 +34,8 @@ from typing import ClassVar
 
 import torch
 
-from methods import register
-from methods.base import InnerMax, Method, PaperTeacher, Recipe, kl_div
+from bench.methods import register
+from bench.methods.base import InnerMax, Method, PaperTeacher, Recipe, kl_div
 
 
 @register

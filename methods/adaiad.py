@@ -3,7 +3,7 @@
 Read from the official repository boyellow/AdaAD @9e5c6e5 (``main.py``, method ``AdaAD_with_IAD1``,
 lines 355-381; ``AT_helper.adaad_inner_loss``; the README's AdaIAD command, lines 85-100):
 
-* inner maximisation: AdaAD's (``methods.adaad``): sum over batch and classes of KL(T(x') || S(x')),
+* inner maximisation: AdaAD's (``bench.methods.adaad``): sum over batch and classes of KL(T(x') || S(x')),
   gradient through student and teacher, start x + 0.001 N(0, 1), the student in ``eval()``; the
   README's command sets eps 8/255, step 2/255, 10 steps (the argparse defaults are 16/255 and 4/255).
 * outer loss (``main.py:371-381``), with the defaults ``--temp 30``, ``--IAD_alpha 1``,
@@ -32,9 +32,9 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 
-from methods import register
-from methods.adaad import AdaAD
-from methods.base import PaperTeacher, Recipe, Warmup, check_warmup, kl_div
+from bench.methods import register
+from bench.methods.adaad import AdaAD
+from bench.methods.base import PaperTeacher, Recipe, Warmup, check_warmup, kl_div
 
 
 @register

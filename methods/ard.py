@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 
 from bench.attacks import ce_loss
-from methods import register
-from methods.base import InnerMax, Method, PaperTeacher, Recipe, kl_div
+from bench.methods import register
+from bench.methods.base import InnerMax, Method, PaperTeacher, Recipe, kl_div
 
 
 @register

@@ -6,10 +6,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from methods import register
-from methods._contrast import Embed, MemoryBank, nce_loss
-from methods._repdistiller import REPDISTILLER
-from methods.base import Method, Recipe
+from bench.methods import register
+from bench.methods._contrast import Embed, MemoryBank, nce_loss
+from bench.methods._repdistiller import REPDISTILLER
+from bench.methods.base import Method, Recipe
 
 
 @register

@@ -4,7 +4,7 @@ errs, with the teacher's true-class logit swapped to the top, plus a prediction-
 Read from the official repository kunsaram01/DGAD @a0329c8 (``main.py``, method ``DGAD``, lines 390-447;
 the code came in commit 7494ffc; ``AT_helper.adaad_inner_loss``):
 
-* inner maximisation: AdaAD's (``methods.adaad``): sum KL(T(x') || S(x')), gradient through both,
+* inner maximisation: AdaAD's (``bench.methods.adaad``): sum KL(T(x') || S(x')), gradient through both,
   start x + 0.001 N(0, 1), the student in ``eval()``; eps 8/255, step 2/255, 10 steps (main.py:55-57).
 * split (main.py:409-413): M = the samples the teacher misclassifies at the clean x; they are distilled
   at x, the others (R) at x'.
@@ -32,9 +32,9 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 
-from methods import register
-from methods.adaad import AdaAD
-from methods.base import PaperTeacher, Recipe, kl_div
+from bench.methods import register
+from bench.methods.adaad import AdaAD
+from bench.methods.base import PaperTeacher, Recipe, kl_div
 
 
 def swap_true_with(logits: torch.Tensor, y: torch.Tensor, other: torch.Tensor,

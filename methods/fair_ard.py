@@ -13,7 +13,7 @@ is ``methods._fair``, whose docstring cites the lines of the kappa statistic and
       alpha t^2 (1/B) sum_i w[y_i] KL_i(T(x)/t || S(x')/t) / C  +  (1 - alpha) (1/B) sum_i w[y_i] CE(S(x_i), y_i)
 
   the teacher at the clean x in ``eval()``. Option ``scale`` multiplies the KL term (1/C = the code's
-  per-sample 'mean': ``scale=0.1`` on CIFAR-10), as in ``methods.ard``.
+  per-sample 'mean': ``scale=0.1`` on CIFAR-10), as in ``bench.methods.ard``.
 * forwards per step (lines 133-137): the attack's, S(x') (train), T(x), then S(x) in train mode every step for
   the CE term at weight 0 -- its batch-norm update is what option ``clean_pass`` keeps (official only).
 * weights: ``methods._fair`` -- all ones in epoch 0, then from the previous epoch's per-class mean kappa,
@@ -43,10 +43,10 @@ import torch
 import torch.nn.functional as F
 
 from bench.attacks import ce_loss
-from methods import register
-from methods._fair import FairReweight
-from methods.ard import ARD
-from methods.base import PaperTeacher, Recipe, kl_div
+from bench.methods import register
+from bench.methods._fair import FairReweight
+from bench.methods.ard import ARD
+from bench.methods.base import PaperTeacher, Recipe, kl_div
 
 _CITATION = ("Yue, Mou, Wang, Zhao, Revisiting Adversarial Robustness Distillation from the Perspective of "
              "Robust Fairness, NeurIPS 2023")

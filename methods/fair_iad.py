@@ -41,11 +41,11 @@ import torch
 import torch.nn.functional as F
 
 from bench.attacks import ce_loss
-from methods import register
-from methods._fair import FairReweight
-from methods.base import Recipe, check_warmup, kl_div
-from methods.fair_ard import _CITATION, _REPO
-from methods.iad import IAD
+from bench.methods import register
+from bench.methods._fair import FairReweight
+from bench.methods.base import Recipe, check_warmup, kl_div
+from bench.methods.fair_ard import _CITATION, _REPO
+from bench.methods.iad import IAD
 
 
 @register

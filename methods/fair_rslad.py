@@ -40,11 +40,11 @@ is ``methods._fair``):
 from dataclasses import dataclass
 from typing import ClassVar
 
-from methods import register
-from methods._fair import FairReweight
-from methods.base import Recipe, kl_div
-from methods.fair_ard import _CITATION, _REPO
-from methods.rslad import RSLAD
+from bench.methods import register
+from bench.methods._fair import FairReweight
+from bench.methods.base import Recipe, kl_div
+from bench.methods.fair_ard import _CITATION, _REPO
+from bench.methods.rslad import RSLAD
 
 
 @register

@@ -30,8 +30,8 @@ from torch import nn
 
 from bench.attacks import ce_loss
 from bench.common.distributed import all_reduce_sum, gather_rows
-from methods import register
-from methods._contrast import (
+from bench.methods import register
+from bench.methods._contrast import (
     Embed,
     MemoryBank,
     info_nce,
@@ -39,7 +39,7 @@ from methods._contrast import (
     nce_loss,
     other_class_mask,
 )
-from methods.base import InnerMax, Method, Recipe, kl_div
+from bench.methods.base import InnerMax, Method, Recipe, kl_div
 
 
 def teacher_weights(teacher_logits: torch.Tensor, y: torch.Tensor, mode: str, power: float,

@@ -42,8 +42,8 @@ import torch
 import torch.nn.functional as F
 
 from bench.attacks import ce_loss
-from methods import register
-from methods.base import InnerMax, Method, Recipe, Warmup, check_warmup, kl_div
+from bench.methods import register
+from bench.methods.base import InnerMax, Method, Recipe, Warmup, check_warmup, kl_div
 
 
 @register

@@ -5,7 +5,7 @@ There is no official repository. Read from the first author's later code, Hongsi
 (``igdm.py``, lines 38-62, on the AdaAD base of ``attacks.adaad_inner_loss``), and the paper (Lee, Cho,
 Kim, arXiv 2312.03286; its method section was not available to read here: the formula is the code's):
 
-* inner maximisation: AdaAD's (``methods.adaad``). ``igdm.py:49`` calls it with ``step_size=8/255,
+* inner maximisation: AdaAD's (``bench.methods.adaad``). ``igdm.py:49`` calls it with ``step_size=8/255,
   epsilon=2/255`` -- eps and step swapped (so are the author's ``adaad.py`` and ``rslad.py`` baselines
   there; ``saad.py`` and the author's other implementation, why-robust-teachers-fail ``real_exp/train.py``,
   use eps 8/255, step 2/255). The attack settings are the suite's (``AttackConfig``); the official recipe
@@ -27,9 +27,9 @@ from typing import ClassVar, Literal
 
 import torch
 
-from methods import register
-from methods.adaad import AdaAD
-from methods.base import Recipe, kl_div
+from bench.methods import register
+from bench.methods.adaad import AdaAD
+from bench.methods.base import Recipe, kl_div
 
 
 @register

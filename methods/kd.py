@@ -4,9 +4,9 @@ from typing import ClassVar
 
 import torch.nn.functional as F
 
-from methods import register
-from methods._repdistiller import REPDISTILLER
-from methods.base import Method, Recipe, kl_div
+from bench.methods import register
+from bench.methods._repdistiller import REPDISTILLER
+from bench.methods.base import Method, Recipe, kl_div
 
 
 @register

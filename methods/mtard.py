@@ -58,8 +58,8 @@ import torch
 import torch.nn.functional as F
 
 from bench.attacks import ce_loss
-from methods import register
-from methods.base import InnerMax, Method, PaperTeacher, Recipe, kl_div
+from bench.methods import register
+from bench.methods.base import InnerMax, Method, PaperTeacher, Recipe, kl_div
 
 
 def mtard_loss_value(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:

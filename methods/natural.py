@@ -1,8 +1,8 @@
 """Standard training: cross-entropy on clean inputs, no attack, no teacher."""
 import torch.nn.functional as F
 
-from methods import register
-from methods.base import Method
+from bench.methods import register
+from bench.methods.base import Method
 
 
 @register

@@ -63,8 +63,8 @@ import torch
 import torch.nn.functional as F
 
 from bench.common.errors import BenchError
-from methods import register
-from methods.base import InnerMax, Method, Network, Recipe, kl_div
+from bench.methods import register
+from bench.methods.base import InnerMax, Method, Network, Recipe, kl_div
 
 _PEER_CLEAN = "peeraid_peer_clean"   # batch.cache key: P(x), the peer's eval-mode clean logits
 

@@ -4,8 +4,8 @@ from typing import ClassVar
 import torch.nn.functional as F
 
 from bench.attacks import ce_loss
-from methods import register
-from methods.base import InnerMax, Method, Recipe
+from bench.methods import register
+from bench.methods.base import InnerMax, Method, Recipe
 
 
 @register

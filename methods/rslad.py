@@ -16,7 +16,7 @@ Read from the official repository zibojia/RSLAD (scripts ``resnet18_rslad_cifar1
   depend on the student, so the gradient is that of the exact KL used here.
 * reduction: the scripts take ``torch.mean`` over the (B, C) elementwise terms, i.e. batchmean / C;
   the CIFAR-100 scripts multiply by 10 "to stay consistent with CIFAR-10", which makes both
-  datasets batchmean / 10.  The suite uses batchmean (see ``methods.base.kl_div``); option
+  datasets batchmean / 10.  The suite uses batchmean (see ``bench.methods.base.kl_div``); option
   ``scale=0.1`` reproduces the official loss magnitude on CIFAR-10 *and* CIFAR-100 (with SGD and
   weight decay the magnitude is not neutral, so a preset matching the paper should set it).
 * schedule (same in all four scripts): 300 epochs, SGD lr 0.1, momentum 0.9, weight decay 2e-4,
@@ -29,8 +29,8 @@ report beyond the reduction above.
 from dataclasses import dataclass
 from typing import ClassVar
 
-from methods import register
-from methods.base import InnerMax, Method, PaperTeacher, Recipe, kl_div
+from bench.methods import register
+from bench.methods.base import InnerMax, Method, PaperTeacher, Recipe, kl_div
 
 
 @register

@@ -5,8 +5,8 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 
-from methods import register
-from methods.base import InnerMax, Method, Recipe, kl_div
+from bench.methods import register
+from bench.methods.base import InnerMax, Method, Recipe, kl_div
 
 
 @register

@@ -29,7 +29,7 @@ def cmd_run(args) -> int:
 
     resolved = _resolve_run(args)
     if args.print_config:
-        from methods import parse_method
+        from bench.methods import parse_method
 
         for m in resolved.methods:
             parse_method(m)
@@ -117,7 +117,7 @@ def cmd_job(args) -> int:
 def _paper_slice(preset, methods, seeds) -> tuple[tuple[str, ...] | None, tuple[int, ...] | None]:
     """The preset's methods (each at its official variant) and seeds that ``--methods``/``--seeds`` name
     (None: all of them)."""
-    from methods import parse_method
+    from bench.methods import parse_method
 
     chosen = None
     if methods:
@@ -248,7 +248,7 @@ def cmd_list(args) -> int:
     from bench.data.sources import DATASETS
     from bench.models import describe_archs
     from bench.report.recipes import recipe_lines
-    from methods import METHODS
+    from bench.methods import METHODS
 
     if args.recipes:
         print("\n".join(recipe_lines()))

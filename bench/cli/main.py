@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.command:
             raise BenchError(f"choose a command: {', '.join(COMMANDS)} (see python -m bench --help)")
         if getattr(args, "methods_from", None):
-            from methods import load_file  # only when asked: the registry loads torch
+            from bench.methods import load_file  # only when asked: the registry loads torch
 
             for path in args.methods_from:
                 load_file(path)

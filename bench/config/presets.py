@@ -16,7 +16,7 @@ from bench.config.schema import (
     ZooTeacher,
 )
 from bench.models import smoke_arch
-from methods import METHODS
+from bench.methods import METHODS
 
 
 @dataclass(frozen=True)

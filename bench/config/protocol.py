@@ -2,7 +2,7 @@
 
 * ``common`` (compare): the run's config for every method, one schedule, selection (if any) on a
   validation split carved from the training data;
-* ``official`` (reproduce): each method with its official script's recipe (``methods.base.Recipe``)
+* ``official`` (reproduce): each method with its official script's recipe (``bench.methods.base.Recipe``)
   over the run's config: schedule, batch size, weight decay, training attack, checkpoint policy, fp32,
   the script's input pipeline, and the options only the script turns on.
 
@@ -19,7 +19,7 @@ from bench.common.errors import BenchError
 from bench.config.files import _flat
 from bench.config.schema import Limit, RunConfig, ZooTeacher
 from bench.models import published_arch
-from methods import METHODS, parse_method
+from bench.methods import METHODS, parse_method
 
 # what a recipe decides under the official protocol (dotted config keys)
 RECIPE_KEYS = ("train.epochs", "train.batch_size", "train.lr", "train.momentum", "train.weight_decay",

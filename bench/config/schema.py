@@ -167,7 +167,7 @@ class FileTeacher:
 
 TeacherConfig = Union[TrainedTeacher, ZooTeacher, FileTeacher]
 TEACHER_KINDS: dict[str, type] = {"trained": TrainedTeacher, "robustbench": ZooTeacher, "file": FileTeacher}
-# a method's further teachers (methods.base.Method.teachers): role -> the RunConfig field that says which
+# a method's further teachers (bench.methods.base.Method.teachers): role -> the RunConfig field that says which
 TEACHER_ROLES: dict[str, str] = {"natural": "natural_teacher"}
 
 
@@ -227,7 +227,7 @@ class Limit:
 class RunConfig:
     preset: str = "digits"
     # common: this config for every method (compare); official: each method with its official script's
-    # recipe over it (reproduce; methods.base.Recipe, bench.config.protocol)
+    # recipe over it (reproduce; bench.methods.base.Recipe, bench.config.protocol)
     protocol: Literal["common", "official"] = "common"
     data: DataConfig = field(default_factory=DataConfig)
     student_arch: str = "cnn-narrow"

@@ -30,7 +30,7 @@ from bench.config.schema import RunConfig, config_hash
 from bench.regress import bands as stats
 from bench.runs.orchestrate import run_methods
 from bench.records.record import RunRecord
-from methods import parse_method
+from bench.methods import parse_method
 
 FORMAT = 2            # the baseline file's format (1: bands widened by the check's own seeds)
 BASELINE_DIR = Path("results") / "baselines"
@@ -279,7 +279,7 @@ def _seed_group(cfg: RunConfig, methods: list[str], seeds: tuple[int, ...], fold
     """One worker process of ``run_regression(jobs > 1)``: its seeds, teachers included, on ``threads`` threads."""
     import torch
 
-    from methods import load_file
+    from bench.methods import load_file
 
     torch.set_num_threads(threads)
     for path in method_files:  # a spawned process has only the built-in methods

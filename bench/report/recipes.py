@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from bench.config.protocol import dataset_of, recipe_rows
 from bench.config.schema import RunConfig
-from methods import METHODS, parse_method
+from bench.methods import METHODS, parse_method
 
 
 def _show(value) -> str:

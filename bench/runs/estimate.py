@@ -63,8 +63,8 @@ from bench.models.zoo import (
 from bench.runs.executors import command
 from bench.train.cost import StepFlops
 from bench.train.loop import adversarial_examples
-from methods import parse_method
-from methods.base import Batch, Context
+from bench.methods import parse_method
+from bench.methods.base import Batch, Context
 
 AA_PASSES = 1500
 MEASURE_BUDGET_S = 0.5
@@ -268,7 +268,7 @@ def train_step_seconds(spec, mcfg: RunConfig, flops: float, shape: tuple[int, in
     s = measure(mcfg.student_arch, channels, size, classes, device, batch)
     t = measure(mcfg.teacher.arch, channels, size, classes, device, batch)
     seconds, rest = 0.0, flops
-    if spec.cls.needs_teacher:  # the clean teacher outputs, once a step (methods.base.Batch)
+    if spec.cls.needs_teacher:  # the clean teacher outputs, once a step (bench.methods.base.Batch)
         seconds, rest = seconds + t.seconds_fwd(t.fwd_flops), rest - t.fwd_flops
     for role in spec.cls.teachers:  # a further teacher (MTARD's natural one): one forward
         r = measure(getattr(mcfg, TEACHER_ROLES[role]).arch, channels, size, classes, device, batch)

@@ -16,7 +16,7 @@ from bench.config.schema import TEACHER_ROLES, RunConfig, TrainedTeacher, config
 from bench.data.images import ImageData
 from bench.records.runset import Entry
 from bench.train.teacher import describe, teacher_id
-from methods import MethodSpec
+from bench.methods import MethodSpec
 
 
 def weights_key(cfg: RunConfig) -> dict:

@@ -33,7 +33,7 @@ from bench.eval.corruptions import CORRUPTIONS
 from bench.eval.protocol import check_attacks
 from bench.models import ARCHS
 from bench.train.teacher import check_teacher
-from methods import load_file, parse_method
+from bench.methods import load_file, parse_method
 
 JOBS_DIR = ".jobs"   # results/<runset>/.jobs/<job id>.yaml
 

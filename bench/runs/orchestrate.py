@@ -53,8 +53,8 @@ from bench.train.teacher import (
     teacher_id,
 )
 from bench.train.tracking import Tracking, tracking_for
-from methods import MethodSpec, parse_method
-from methods.base import Context
+from bench.methods import MethodSpec, parse_method
+from bench.methods.base import Context
 
 
 def load_targets(cfg: RunConfig, source: ImageData, device: torch.device) -> dict[str, ImageData]:

@@ -26,7 +26,7 @@ from bench.data.images import HostImages, ImageData, augment, to_float
 from bench.train.cost import StepFlops
 from bench.train.selection import Selection, also_key, fair_score
 from bench.train.tracking import NO_TRACKING, Tracker
-from methods.base import Batch, EpochEnd, Method
+from bench.methods.base import Batch, EpochEnd, Method
 
 LAST = "last.pt"   # a best-* policy's run keeps the last epoch's weights here (model.pt: the selected ones)
 FLOPS_KEY = "train_flops_per_image"  # the first epoch's log row: one step's FLOPs / its images
@@ -113,7 +113,7 @@ def train_model(student: nn.Module, method: Method, data: ImageData, train_cfg: 
     same seed gives the same numbers on one device); ``precision`` (resolved by ``resolve_precision``)
     "bf16" runs the attack and the loss under bf16 autocast; ``compile`` wraps the student's and the
     teacher's ``features`` in ``torch.compile``; the teacher's clean outputs are computed once per batch
-    (``methods.base.Batch``); nothing in the step reads a device value back to the host (on a terminal
+    (``bench.methods.base.Batch``); nothing in the step reads a device value back to the host (on a terminal
     the progress bar does, at most once a second).
 
     Under torchrun every rank runs this with the same seed: each takes its rows of every global

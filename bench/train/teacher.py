@@ -35,8 +35,8 @@ from bench.data.images import ImageData
 from bench.models import ARCHS, build_model
 from bench.models.zoo import load_robustbench_model, locate_robustbench_model
 from bench.train.loop import train_model
-from methods import parse_method
-from methods.base import Context
+from bench.methods import parse_method
+from bench.methods.base import Context
 
 TEACHERS_DIR = "teachers"
 ZOO_MODELS = Path(__file__).resolve().parents[1] / "models" / "zoo_models.csv"

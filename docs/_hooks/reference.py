@@ -100,7 +100,7 @@ def cli_page() -> str:
 def methods_page() -> str:
     from bench.config.schema import TEACHER_ROLES
     from bench.report.recipes import recipe_lines
-    from methods import METHODS
+    from bench.methods import METHODS
 
     lines = ["# Methods and recipes", "",
              "Every registered method (`methods/<name>.py`), generated from the registry at build time: what its "

@@ -24,7 +24,7 @@ from bench.data.images import to_float
 from bench.eval.protocol import autoattack_flags, evaluate, without_sanity
 from bench.eval.state import EvalState
 from bench.train.loop import adversarial_examples
-from methods import Batch, Context, parse_method
+from bench.methods import Batch, Context, parse_method
 
 EPS = 1.0  # the digits L2 default (bench/data/sources.py says how it was measured)
 

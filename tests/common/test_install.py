@@ -28,3 +28,14 @@ def test_pins_are_exact_and_inside_the_declared_range():
         return tuple(int(p) for p in v.split(".")[:2])
     assert all(version(pins[k]) >= version(ranges[k]) for k in ranges)
     assert version(ranges["torch"]) <= (2, 11)  # the device machine's torch
+
+
+def test_every_package_installs_and_methods_installs_inside_bench():
+    """pyproject lists packages by name (package-dir maps methods/ to bench.methods), so a new
+    sub-package left out of the list would be missing from the wheel; and no top-level "methods" may
+    be installed beside other projects."""
+    tool = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    found = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "bench").rglob("__init__.py")}
+    assert set(tool["packages"]) == found | {"bench.methods"}
+    assert tool["package-dir"] == {"bench.methods": "methods"}
+    assert not any(p == "methods" or p.startswith("methods.") for p in tool["packages"])

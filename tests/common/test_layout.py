@@ -5,7 +5,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 # import rank of each top-level part: a module may import only parts of its own rank or lower
-RANK = {"bench.common": 0, "bench.attacks": 1, "bench.data": 1, "bench.models": 1, "methods": 1,
+RANK = {"bench.common": 0, "bench.attacks": 1, "bench.data": 1, "bench.models": 1, "bench.methods": 1,
         "bench.config": 2, "bench.train": 3, "bench.eval": 4, "bench.records": 5, "bench.runs": 6, "bench.report": 6,
         "bench.regress": 7, "bench.api": 8, "bench.cli": 9, "bench.__main__": 10, "bench": 10}
 # siblings that must not import each other: the report reads records only; runs never builds a report
@@ -15,7 +15,9 @@ APART = (("bench.report", "bench.runs"), ("bench.report", "bench.train"), ("benc
 def modules() -> dict[str, Path]:
     out = {}
     for path in sorted([*ROOT.glob("bench/**/*.py"), *ROOT.glob("methods/**/*.py")]):
-        name = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+        # methods/ is installed as bench.methods (pyproject's package-dir)
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        name = ".".join(("bench", *parts) if parts[0] == "methods" else parts)
         out[name.removesuffix(".__init__")] = path
     return out
 

@@ -3,7 +3,7 @@
 
 def test_digest_follows_every_line(tmp_path):
     from bench.common.provenance import files_digest, train_digest
-    from methods import METHODS
+    from bench.methods import METHODS
 
     f = tmp_path / "m.py"
     f.write_text("x = 1\n")

@@ -11,7 +11,7 @@ from bench.cli.parser import build_parser
 from bench.config import files as configfile
 from bench.config.schema import FileTeacher, RunConfig, TrainedTeacher, ZooTeacher
 from bench.runs.identity import plan
-from methods import parse_method
+from bench.methods import parse_method
 
 FLAGS = ["run", "--methods", "ard,kd:t=2", "--seeds", "1,2", "--epochs", "3", "--eps", "0.1",
          "train.weight_decay=2e-4", "eval.aa_n=100", "teacher.train.epochs=5"]

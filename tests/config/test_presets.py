@@ -9,7 +9,7 @@ from bench.config import presets as catalogue
 from bench.config.presets import all_presets, official_train, official_variant
 from bench.config.schema import TrainedTeacher
 from bench.models.base import BenchModel
-from methods import Batch, Context, parse_method
+from bench.methods import Batch, Context, parse_method
 
 # --- teachers keep their own schedule ----------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""Issue 20: the two protocols (bench/config/protocol.py), the recipes (methods.base.Recipe) and the options
+"""Issue 20: the two protocols (bench/config/protocol.py), the recipes (bench.methods.base.Recipe) and the options
 the official recipes turn on (items 3-6)."""
 from dataclasses import replace
 
@@ -9,7 +9,7 @@ from bench.cli.main import main
 from bench.config.presets import PAPER_PRESETS
 from bench.config.protocol import RECIPE_KEYS, method_config, method_label, recipe_rows
 from bench.runs.identity import student_run_id
-from methods import METHODS, parse_method
+from bench.methods import METHODS, parse_method
 
 C10 = PAPER_PRESETS["cifar10-resnet18"].config
 C100 = PAPER_PRESETS["cifar100-resnet18"].config
@@ -108,7 +108,7 @@ def test_clean_pass_moves_batch_norm_statistics_as_the_script_and_nothing_else(n
     main.py:126; TRADES' second clean forward; AdaAD's `net(inputs)` before the adversarial one; IAD's before
     its warm-up ends). With clean_pass the running statistics are what that order of forwards gives; the loss
     terms (and so the gradients) are unchanged."""
-    from methods.base import Batch, Context
+    from bench.methods.base import Batch, Context
 
     g = torch.Generator().manual_seed(1)
     x, y = torch.rand(8, 1, 8, 8, generator=g), torch.randint(0, 3, (8,), generator=g)

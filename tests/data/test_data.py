@@ -246,7 +246,7 @@ def test_host_resident_data_trains_and_evaluates_like_device_resident(tmp_path, 
     from bench.models import build_model
     from bench.train.loop import train_model
     from bench.train.selection import Selection
-    from methods import Context, parse_method
+    from bench.methods import Context, parse_method
 
     small = replace(digits, x_train=digits.x_train[:192], y_train=digits.y_train[:192],
                     x_test=digits.x_test[:100], y_test=digits.y_test[:100])

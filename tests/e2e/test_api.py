@@ -10,20 +10,20 @@ from dataclasses import asdict, replace
 import pytest
 
 import bench
-import methods
+from bench import methods
 from bench.cli.main import main
 from bench.common.errors import BenchError
 from bench.common.provenance import method_file, train_digest
 from bench.config import files as configfile
 from bench.runs.identity import student_run_id
 from bench.records.record import RECORD, RunRecord
-from methods import METHODS, Method, parse_method
+from bench.methods import METHODS, Method, parse_method
 
 USER_METHODS = '''
 import torch.nn.functional as F
 
 import bench
-from methods.base import Method
+from bench.methods.base import Method
 
 
 @bench.register_method
@@ -111,14 +111,14 @@ def test_duplicate_registration_raises_and_lists_names(registry):
     assert METHODS.get("ard") is not Impostor
     kd = METHODS.get("kd")
     assert bench.register_method(kd) is kd  # the same class again (a re-run cell, a reload) is not a clash
-    with pytest.raises(BenchError, match="not a subclass of methods.base.Method"):
+    with pytest.raises(BenchError, match="not a subclass of bench.methods.base.Method"):
         bench.register_method(dict)
 
 
 def test_entry_points_are_loaded_when_the_registry_is_first_read(tmp_path, monkeypatch, capsys, registry):
     _write(tmp_path / "ep_methods.py", '''
         import torch.nn.functional as F
-        from methods.base import Method
+        from bench.methods.base import Method
 
         class EntryCE(Method):
             name = "ep-ce"
@@ -190,7 +190,7 @@ def test_a_method_defined_in_a_notebook_cell_has_a_digest_of_its_source(monkeypa
     body = textwrap.dedent('''
         from dataclasses import dataclass
         import torch.nn.functional as F
-        from methods.base import Method
+        from bench.methods.base import Method
 
         class CellCE(Method):
             name = "cell-ce"

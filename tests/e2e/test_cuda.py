@@ -24,8 +24,8 @@ from bench.data.splits import select_classes
 from bench.models import build_model
 from bench.train.loop import train_model
 from bench.train.teacher import prepare_model
-from methods import parse_method
-from methods.base import Context
+from bench.methods import parse_method
+from bench.methods.base import Context
 
 ROOT = Path(__file__).resolve().parents[2]
 DEVICE = torch.device(os.environ.get("BENCH_CUDA_TESTS_DEVICE", "cuda"))

@@ -12,7 +12,7 @@ from test_methods import (  # tests/ is on sys.path under pytest
 
 from bench.attacks.ascent import pgd_ascent
 from bench.common.errors import BenchError
-from methods import METHODS, Batch, Context, parse_method
+from bench.methods import METHODS, Batch, Context, parse_method
 
 B, C = 6, 3
 EPOCHS = 10  # IAD-I's default warm-up 0.3 -> introspection from 0-based epoch 3

@@ -16,9 +16,9 @@ from torch import nn
 from bench.attacks.threat import random_start
 from bench.config.schema import AttackConfig
 from bench.train.loop import adversarial_examples
-from methods import METHODS, Batch, Context, parse_method
-from methods._fair import class_weights
-from methods.base import EpochEnd
+from bench.methods import METHODS, Batch, Context, parse_method
+from bench.methods._fair import class_weights
+from bench.methods.base import EpochEnd
 
 B = 8
 
@@ -528,7 +528,7 @@ def test_fair_ard_through_the_training_loop(tmp_path, monkeypatch):
     the weights of epoch 1 from epoch 0's statistics, the accumulators empty after each epoch."""
     from bench.config.schema import TrainConfig
     from bench.train.loop import train_model
-    from methods._fair import FairReweight
+    from bench.methods._fair import FairReweight
     data = _tiny_data()
     student, teacher = Tiny(6, 3, 1), Tiny(7, 3, 2).eval()
     ctx = Context(num_classes=3, n_train=40, train_labels=data.y_train, student_dim=6, teacher_dim=7,

@@ -9,9 +9,9 @@ from torch import nn
 from bench.common.errors import BenchError
 from bench.common.registry import Registry
 from bench.models.base import BenchModel
-from methods import METHODS, Batch, Context, parse_method
-from methods._contrast import MemoryBank, info_nce, nce_loss
-from methods.gacd import teacher_weights
+from bench.methods import METHODS, Batch, Context, parse_method
+from bench.methods._contrast import MemoryBank, info_nce, nce_loss
+from bench.methods.gacd import teacher_weights
 
 B, C, D_IN = 6, 3, 8
 

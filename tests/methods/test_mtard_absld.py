@@ -9,12 +9,12 @@ import pytest
 import torch
 from _formulas import Tiny, ce_row, kl_row, rows, same_running_stats, softmax, train_forwards
 
-import methods.mtard as mtard_module
+import bench.methods.mtard as mtard_module
 from bench.config.schema import TEACHER_ROLES
-from methods import METHODS, Batch, Context, parse_method
-from methods.absld import absld_temperature_update
-from methods.base import EpochEnd
-from methods.mtard import mtard_weight_update
+from bench.methods import METHODS, Batch, Context, parse_method
+from bench.methods.absld import absld_temperature_update
+from bench.methods.base import EpochEnd
+from bench.methods.mtard import mtard_weight_update
 
 B = 8
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import test_pins
 
-from methods import METHODS
-from methods.base import option_fields
+from bench.methods import METHODS
+from bench.methods.base import option_fields
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 import mutation_sweep as sweep  # noqa: E402

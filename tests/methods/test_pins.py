@@ -40,8 +40,8 @@ from bench.config.presets import GACD_ABLATION
 from bench.config.schema import AttackConfig
 from bench.models.small import SmallCNN
 from bench.train.loop import adversarial_examples
-from methods import METHODS, Batch, Context, parse_method
-from methods.base import EpochEnd
+from bench.methods import METHODS, Batch, Context, parse_method
+from bench.methods.base import EpochEnd
 
 PINS = Path(__file__).with_name("pins.json")
 REL, ABS = 1e-7, 1e-12   # float64 rounding elsewhere moves far less, a changed formula far more
@@ -353,7 +353,7 @@ def test_one_attack_step_is_pinned(norm, stored):
 def test_the_pins_catch_a_modest_change(stored, monkeypatch):
     """Halving ARD's KL weight (a change a regression check on trained numbers could miss) fails
     the pin."""
-    from methods import ard
+    from bench.methods import ard
 
     real = ard.ARD.losses
 
@@ -382,7 +382,7 @@ def test_igdm_code_attack_swaps_eps_and_step_as_the_author_code_calls_it():
     """igdm.py:49 calls the attack with step_size=8/255, epsilon=2/255: option attack=code runs that pair,
     the default the run's (8/255, 2/255)."""
     from bench.config.schema import AttackConfig
-    from methods import parse_method
+    from bench.methods import parse_method
 
     g = torch.Generator().manual_seed(0)
     x = torch.rand(6, 1, 4, 4, generator=g)

@@ -5,7 +5,7 @@ import pytest
 import torch
 from _formulas import Tiny, kl_row, rows, softmax
 
-from methods import METHODS, Batch, Context, parse_method
+from bench.methods import METHODS, Batch, Context, parse_method
 
 B = 8
 

@@ -190,7 +190,7 @@ def test_a_method_has_one_colour_in_every_report():
     assert other["gacd:reweight=none"] == plots.METHOD_COLOURS["gacd"] and other["gacd"] != other["gacd:reweight=none"]
     assert len(set(other.values())) == len(other) and other["teacher"] == plots.TEACHER_COLOUR
     assert len(set(plots.METHOD_COLOURS.values())) == len(plots.METHOD_COLOURS)
-    from methods import METHODS
+    from bench.methods import METHODS
     assert set(METHODS.names()) <= set(plots.METHOD_COLOURS)   # every registered method has its own
 
 

@@ -15,8 +15,8 @@ from bench.common import distributed
 from bench.config.schema import AttackConfig, TrainConfig
 from bench.data.sources import load_dataset
 from bench.train.loop import train_model
-from methods import parse_method
-from methods.base import Context
+from bench.methods import parse_method
+from bench.methods.base import Context
 
 
 class MLP(nn.Module):

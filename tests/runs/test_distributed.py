@@ -163,8 +163,8 @@ def descendants(pid: int) -> list[int]:
 GATED = """
 import os, sys, time
 from pathlib import Path
-from methods import register
-from methods.kd import KD
+from bench.methods import register
+from bench.methods.kd import KD
 
 GATE = Path({gate!r})
 
@@ -455,8 +455,8 @@ def _buffers_on_two_ranks(rank, folder):
     from bench.data.sources import load_dataset
     from bench.models import build_model
     from bench.train.loop import train_model
-    from methods import parse_method
-    from methods.base import Context
+    from bench.methods import parse_method
+    from bench.methods.base import Context
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{folder}/rendezvous", rank=rank, world_size=2)

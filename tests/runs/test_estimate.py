@@ -12,8 +12,8 @@ from bench.data.splits import select_classes
 from bench.models import build_model
 from bench.runs import estimate
 from bench.train.loop import FLOPS_KEY, adversarial_examples, train_model
-from methods import METHODS, parse_method
-from methods.base import Batch, Context
+from bench.methods import METHODS, parse_method
+from bench.methods.base import Batch, Context
 
 CPU = torch.device("cpu")
 

@@ -6,7 +6,7 @@ import pytest
 
 from bench.config.schema import RunConfig
 from bench.runs.identity import eval_key, student_run_id, weights_key
-from methods import parse_method
+from bench.methods import parse_method
 
 CFG = RunConfig()
 KD = parse_method("kd")

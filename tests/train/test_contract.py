@@ -21,8 +21,8 @@ from bench.records.record import RECORD, RunRecord
 from bench.train.loop import train_model
 from bench.train.teacher import prepare_model
 from bench.train.tracking import NO_TRACKING, Tracker
-from methods import METHODS, parse_method
-from methods.base import Context, EpochEnd, Method, Network, kl_div
+from bench.methods import METHODS, parse_method
+from bench.methods.base import Context, EpochEnd, Method, Network, kl_div
 
 CPU = torch.device("cpu")
 
@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 import bench
-from methods.base import Method, Network, kl_div
+from bench.methods.base import Method, Network, kl_div
 
 
 @bench.register_method
@@ -80,7 +80,7 @@ TINY = {"train.epochs": 2, "teacher.train.epochs": 1, "natural_teacher.train.epo
 
 @pytest.fixture
 def registry(monkeypatch):
-    import methods
+    from bench import methods
     monkeypatch.setattr(METHODS, "_items", dict(METHODS._items))
     monkeypatch.setattr(methods, "_LOADED", {})
     return METHODS

@@ -12,8 +12,8 @@ from bench.config.schema import AttackConfig, TrainConfig
 from bench.data.splits import select_classes
 from bench.train.cost import StepFlops
 from bench.train.loop import FLOPS_KEY, train_model
-from methods import parse_method
-from methods.base import Context
+from bench.methods import parse_method
+from bench.methods.base import Context
 
 CPU = torch.device("cpu")
 

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from methods import Context, parse_method
+from bench.methods import Context, parse_method
 
 
 def test_logged_lr_is_the_rate_each_epoch_trained_at(tmp_path, digits, lrs):

@@ -11,7 +11,7 @@ from bench.config.presets import get_preset
 from bench.config.protocol import method_config
 from bench.runs.job import validate
 from bench.train.selection import Selection, also_key, fair_score
-from methods import METHODS
+from bench.methods import METHODS
 
 
 def _sel(**kw):

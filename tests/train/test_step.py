@@ -21,8 +21,8 @@ from bench.models.base import global_avg_pool
 from bench.train.loop import compiled, frozen, train_model
 from bench.train.teacher import prepare_model
 from bench.train.tracking import NO_TRACKING
-from methods import METHODS, parse_method
-from methods.base import Context
+from bench.methods import METHODS, parse_method
+from bench.methods.base import Context
 
 CPU = torch.device("cpu")
 
