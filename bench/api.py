@@ -73,15 +73,17 @@ def tables(records: list[RunRecord], methods: Iterable[str]) -> tuple[pd.DataFra
 
 
 def execute(job: Job, *, results: str | Path = "results", reports: str | Path = "reports", force: bool = False,
-            report: bool = True, only_teacher: bool = False, tensorboard: str | Path | None = None) -> RunResult:
+            report: bool = True, only_teacher: bool = False, tensorboard: str | Path | None = None,
+            wandb: str | None = None) -> RunResult:
     """Run a checked job's grid in this process (bench.runs.orchestrate.run_methods), write the report,
-    return the result. ``tensorboard``: a folder for TensorBoard event files, one per run; None: off."""
+    return the result. ``tensorboard``: a folder for TensorBoard event files, one per run; ``wandb``: a
+    Weights & Biases project, one W&B run per run; None: off."""
 
     results, reports = Path(results), Path(reports)
     t0 = time.perf_counter()
     meta = {"command": job.command, "methods": list(job.methods), "compare_to": job.compare_to}
     records = run_methods(job.config, list(job.methods), job.runset, results, seeds=job.seeds, force=force, meta=meta,
-                          only_teacher=only_teacher, tensorboard=tensorboard)
+                          only_teacher=only_teacher, tensorboard=tensorboard, wandb=wandb)
     out = None
     if report and distributed.is_main():  # rank 0 writes the report
         out = build_report(results, job.runset, reports) / "README.md"
@@ -96,7 +98,7 @@ def launch(job: Job, opts: GridOptions) -> RunResult | Outcome:
     check_options(job.config, opts)  # before anything is written
     if opts.executor == "inline":
         return execute(job, results=opts.results, reports=opts.reports, force=opts.force, report=not opts.no_report,
-                       only_teacher=opts.only_teacher, tensorboard=opts.tensorboard)
+                       only_teacher=opts.only_teacher, tensorboard=opts.tensorboard, wandb=opts.wandb)
     t0 = time.perf_counter()
     outcome, _ = submit(job, opts)
     if opts.executor != "local":
@@ -109,7 +111,8 @@ def launch(job: Job, opts: GridOptions) -> RunResult | Outcome:
 
 
 def run_part(job_file: str | Path, *, teacher: bool = False, method: str | None = None, seed: int | None = None,
-             report: bool = False, reports: str | Path = "reports", tensorboard: str | Path | None = None):
+             report: bool = False, reports: str | Path = "reports", tensorboard: str | Path | None = None,
+             wandb: str | None = None):
     """One part of a written job (what an executor's job runs): the teacher, one (method, seed), or the
     report. The results folder is the job file's: results/<runset>/.jobs/<id>.yaml."""
 
@@ -126,13 +129,14 @@ def run_part(job_file: str | Path, *, teacher: bool = False, method: str | None 
                              f"seeds {', '.join(map(str, job.seeds))})")
         part = replace(job, methods=(method,), seeds=(seed,))
     return execute(part, results=results, reports=reports, report=False, only_teacher=teacher,
-                   tensorboard=tensorboard)
+                   tensorboard=tensorboard, wandb=wandb)
 
 
 def run(methods=None, preset: str | None = None, seeds=None, overrides: dict | None = None,
         results: str | Path = "results", reports: str | Path = "reports", name: str | None = None,
         force: bool = False, report: bool = True, config: str | Path | None = None,
-        tensorboard: str | Path | None = None, executor: str = "inline", jobs: int | None = None,
+        tensorboard: str | Path | None = None, wandb: str | None = None, executor: str = "inline",
+        jobs: int | None = None,
         gpus: int | None = None, jobs_per_gpu: int | None = None, slurm: SlurmOptions | None = None,
         **dotted) -> RunResult:
     """Train and evaluate ``methods`` (names with options, ``"gacd:reweight=none"``) for ``seeds`` with a
@@ -142,7 +146,8 @@ def run(methods=None, preset: str | None = None, seeds=None, overrides: dict | N
     ``config`` YAML file, then ``overrides`` (``{"train.epochs": 2}``), then keyword overrides
     (``train__epochs=2``). ``methods``/``seeds`` default to the file's, else the preset's. Results go
     to ``results/<name>`` (``name`` defaults to the preset), the report to ``reports/<name>``;
-    ``tensorboard=DIR`` writes TensorBoard event files per run under it. ``executor="local"`` (with
+    ``tensorboard=DIR`` writes TensorBoard event files per run under it, ``wandb=PROJECT`` one Weights &
+    Biases run per run (the same fields). ``executor="local"`` (with
     ``jobs=N`` on CPUs, ``gpus``/``jobs_per_gpu`` on GPUs) runs the grid as submitit jobs on this machine,
     each from the job file written at submission, and returns the same result read from the records;
     ``executor="slurm"`` submits the grid (``partition`` and the other Slurm choices through ``slurm``, a
@@ -162,7 +167,7 @@ def run(methods=None, preset: str | None = None, seeds=None, overrides: dict | N
     job = plan(resolved, name, command, user_files)
     t0 = time.perf_counter()
     opts = GridOptions(executor=executor, results=Path(results), reports=Path(reports), force=force,
-                       no_report=not report, jobs=jobs, gpus=gpus, jobs_per_gpu=jobs_per_gpu, tensorboard=tensorboard,
+                       no_report=not report, jobs=jobs, gpus=gpus, jobs_per_gpu=jobs_per_gpu, tensorboard=tensorboard, wandb=wandb,
                        slurm=slurm or SlurmOptions())
     out = launch(job, opts)
     if isinstance(out, RunResult):

@@ -71,7 +71,10 @@ class MemoryBank(nn.Module):
         super().__init__()
         self.n_data, self.tau, self.momentum = n_data, tau, momentum
         stdv = 1.0 / math.sqrt(dim / 3)
-        self.register_buffer("bank", F.normalize(torch.rand(n_data, dim).mul_(2 * stdv).add_(-stdv), dim=1))
+        # normalised in float64, rounded once: a float32 norm's last bit depends on the CPU's vector width
+        # and the torch release (its reduction order), which moved CRD's pinned gradients by 1e-6
+        init = torch.rand(n_data, dim).double().mul_(2 * stdv).add_(-stdv)
+        self.register_buffer("bank", F.normalize(init, dim=1).to(torch.get_default_dtype()))
         self.register_buffer("z", torch.tensor(-1.0))
         self._z_fixed = False
         labels = labels.detach().cpu()

@@ -55,7 +55,8 @@ def _grid_options(args):
                          array_parallelism=args.array_parallelism)
     return GridOptions(executor=args.executor, results=Path(args.results), reports=Path(args.reports),
                        force=args.force, no_report=args.no_report, only_teacher=args.only_teacher, gpus=args.gpus,
-                       jobs=args.jobs, jobs_per_gpu=args.jobs_per_gpu, slurm=slurm, tensorboard=args.tensorboard)
+                       jobs=args.jobs, jobs_per_gpu=args.jobs_per_gpu, slurm=slurm, tensorboard=args.tensorboard,
+                       wandb=args.wandb)
 
 
 def _print_plan(lines: list[str], missing) -> int:
@@ -81,7 +82,7 @@ def _launch(job, args) -> int:
 
         check_options(job.config, opts, dry_run=True)
         grid = make_grid(job.folder(opts.results) / f"{job.id()}.yaml", job, opts.results, opts.reports,
-                         opts.tensorboard)
+                         opts.tensorboard, opts.wandb)
         return _print_plan(*grid_dry_run(opts.executor, grid, job.config, list(job.methods), job.seeds))
     out = launch(job, opts)
     if isinstance(out, RunResult):
@@ -108,7 +109,7 @@ def cmd_job(args) -> int:
     if sum(parts) != 1 or (args.method is None) != (args.seed is None):
         raise BenchError("job FILE takes one of --teacher, --method M --seed S, --report")
     out = run_part(args.file, teacher=args.teacher, method=args.method, seed=args.seed, report=args.report,
-                   reports=args.reports, tensorboard=args.tensorboard)
+                   reports=args.reports, tensorboard=args.tensorboard, wandb=args.wandb)
     if args.report:
         print(f"report: {out}/README.md")
     return 0

@@ -195,7 +195,8 @@ def _add_grid_args(p: argparse.ArgumentParser) -> None:
 
 def _add_output_args(p: argparse.ArgumentParser, results: bool = True, reports: bool = True,
                      tensorboard: bool = False) -> None:
-    """Where a command reads and writes: --results, --reports, --tensorboard (one definition for all)."""
+    """Where a command reads and writes: --results, --reports, --tensorboard and --wandb (one definition
+    for all)."""
     if results:
         p.add_argument("--results", default="results", help="results directory (default results)")
     if reports:
@@ -203,6 +204,8 @@ def _add_output_args(p: argparse.ArgumentParser, results: bool = True, reports: 
     if tensorboard:
         p.add_argument("--tensorboard", metavar="DIR", help="TensorBoard event files in DIR/RUNSET/RUN_ID (loss "
                        "terms, lr, images/s, validation accuracy per epoch; final metrics as hparams); default: off")
+        p.add_argument("--wandb", metavar="PROJECT", help="Weights & Biases: one run per run in PROJECT, grouped "
+                       "by run-set, with the fields --tensorboard writes (needs the wandb extra); default: off")
 
 
 CONFIG_PRECEDENCE = "preset < --config file < explicit flags < dotted overrides"

@@ -120,17 +120,37 @@ def package_versions() -> dict:
 
 
 def git_commit() -> str | None:
+    """HEAD's commit, with "-dirty" where tracked files differ from it (``changed_files`` says which)."""
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
                              cwd=ROOT)
         if out.returncode != 0:
             return None
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=5,
-                               cwd=ROOT).stdout.strip()
-        return out.stdout.strip() + ("-dirty" if dirty else "")
+        return out.stdout.strip() + ("-dirty" if changed_files() else "")
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+def changed_files() -> list[str]:
+    """The tracked files whose content differs from HEAD (staged or not), relative to the repository;
+    [] outside a git checkout."""
+    try:
+        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "-z"],
+                             capture_output=True, text=True, timeout=5, cwd=ROOT)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    if out.returncode != 0:
+        return []
+    # entries "XY path\0", a rename followed by its old path as a further entry
+    entries = out.stdout.split("\0")
+    paths, skip = [], False
+    for entry in entries:
+        if skip or len(entry) < 4:
+            skip = False
+            continue
+        skip = entry[0] in "RC"
+        paths.append(entry[3:])
+    return sorted(paths)
 
 
 def now() -> str:

@@ -33,6 +33,18 @@ def selection_key(policy: str) -> str | None:
     return "_".join(POLICIES[policy]) if policy in POLICIES else None
 
 
+# A training log row (RunRecord.history) holds these columns, the policies' scores (selection_key) and one
+# column per loss term the method returned; "loss" is their sum.
+FLOPS_KEY = "train_flops_per_image"  # the first epoch's row: one step's FLOPs / its images
+LOG_COLUMNS = ("epoch", "lr", "seconds", "images_per_s", "loss", FLOPS_KEY, "swa_snapshots")
+
+
+def loss_terms(row: dict) -> list[str]:
+    """The loss terms' columns of a training log row."""
+    skip = set(LOG_COLUMNS) | {selection_key(p) for p in POLICIES}
+    return [k for k, v in row.items() if k not in skip and isinstance(v, (int, float))]
+
+
 # further checkpoints (TrainConfig.also_keep): what each scores, with its source
 ALSO = {"plain-best": "the policy's accuracy of the plain student, every scored epoch from the first, where the "
                       "run's model is an SWA average (PeerAiD main.py:680-709 beside :786-815)",

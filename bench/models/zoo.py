@@ -16,8 +16,9 @@ here and bench guards them:
   checks the file is on disk (else one line naming the path) and refuses timm-served entries,
   ensembles and ImageNet's ``Standard_R50`` (torchvision weights), then replaces robustbench's download
   functions for the call, so a download attempt fails instead of reaching the network;
-* it calls ``torch.load`` without ``weights_only`` -- torch >= 2.6 then reads with ``weights_only=True``
-  unless ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` turns that default off, so bench refuses to load then.
+* it calls ``torch.load`` without ``weights_only`` -- bench sets ``TORCH_FORCE_WEIGHTS_ONLY_LOAD`` for
+  the call, which every torch it supports reads (weights only, whatever the default), and refuses to
+  load while ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` is set.
 
 The loaded network is wrapped in :class:`ZooModel`, a :class:`~bench.models.base.BenchModel`.
 Not supported offline: models RobustBench serves through timm (the XCiT models, some ImageNet
@@ -43,8 +44,9 @@ from bench.models.base import BenchModel
 from bench.models.robustbench_compat import import_robustbench
 
 MODEL_DIR_ENV = "BENCH_ROBUSTBENCH_DIR"
-# torch.load's default is weights_only=True from this version on (robustbench relies on the default).
-WEIGHTS_ONLY_DEFAULT_SINCE = (2, 6)
+# robustbench's load_model calls torch.load without weights_only; torch >= 2.4 reads this variable
+# and then loads weights only whatever the call says (the default is weights_only=True from 2.6 on)
+WEIGHTS_ONLY_ENV = "TORCH_FORCE_WEIGHTS_ONLY_LOAD"
 NO_WEIGHTS_ONLY_ENV = "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"
 
 
@@ -165,16 +167,22 @@ class ZooModel(BenchModel):
         return self.model(x)
 
 
-def _require_weights_only_default() -> None:
-    """robustbench's load_model calls torch.load without weights_only: load only where torch's
-    default for that call is weights_only=True."""
-    version = tuple(int(part) for part in torch.__version__.split("+")[0].split(".")[:2])
-    if version < WEIGHTS_ONLY_DEFAULT_SINCE:
-        raise BenchError(f"torch {torch.__version__} does not load with weights_only=True by default; bench "
-                         f"reads RobustBench checkpoints with torch >= {'.'.join(map(str, WEIGHTS_ONLY_DEFAULT_SINCE))}")
+@contextlib.contextmanager
+def _weights_only() -> Iterator[None]:
+    """While the body runs, every torch.load loads weights only (robustbench's call included, which
+    does not say): the environment variable torch reads, set and then restored."""
     if os.environ.get(NO_WEIGHTS_ONLY_ENV, "0").lower() in ("1", "y", "yes", "true"):
         raise BenchError(f"${NO_WEIGHTS_ONLY_ENV} is set, which makes torch.load run arbitrary pickled code; "
                          f"bench reads RobustBench checkpoints with weights_only=True only: unset it")
+    before = os.environ.get(WEIGHTS_ONLY_ENV)
+    os.environ[WEIGHTS_ONLY_ENV] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(WEIGHTS_ONLY_ENV, None)
+        else:
+            os.environ[WEIGHTS_ONLY_ENV] = before
 
 
 @contextlib.contextmanager
@@ -214,10 +222,9 @@ def load_robustbench_model(name: str, dataset: str = "cifar10", threat_model: st
     layout; ``model_dir`` defaults to :func:`default_model_dir`.
     """
     _, path = locate_robustbench_model(name, dataset, threat_model, model_dir)  # one line if not on disk
-    _require_weights_only_default()
     ds, tm = _enums(dataset, threat_model)
     rb_utils = import_robustbench().utils
-    with _downloads_refused(rb_utils), warnings.catch_warnings():
+    with _weights_only(), _downloads_refused(rb_utils), warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         try:
             network = rb_utils.load_model(name, model_dir=_base_dir(model_dir), dataset=ds, threat_model=tm)

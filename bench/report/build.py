@@ -20,6 +20,7 @@ import pandas as pd
 from bench.attacks.threat import NORM_LABELS
 from bench.common.errors import BenchError
 from bench.common.io import atomic_write_json, atomic_write_text
+from bench.common.provenance import changed_files, git_commit
 from bench.common.tables import markdown_table
 from bench.config.files import config_of
 from bench.config.protocol import OFFICIAL_DATA
@@ -68,8 +69,8 @@ def report_figures(groups: dict[str, list[RunRecord]], records: list[RunRecord],
     students = [row for row in rows if not row.teacher]
     pal = plots.palette(rows)
 
-    def cells(rows, cols):
-        return {row.name: {c.label: interval([c.value(r) for r in row.records], c.bounds) for c in cols} for row in rows}
+    def cells(rows, cols):   # each row's value per seed, per column
+        return {row.name: {c.label: [float(c.value(r)) for r in row.records] for c in cols} for row in rows}
 
     eps, norm = plots.threat_model(records)
     figures = {"accuracy_per_attack": plots.bars(rows, cells(rows, acc_cols), [c.label for c in acc_cols], pal,
@@ -169,8 +170,12 @@ def _setup_lines(records: list[RunRecord], meta: dict) -> list[str]:
     lines.append(f"- Code identity (bench/common/provenance.py): "
                  + (f"bench {', '.join(released)}; " if released else "")
                  + f"training code {', '.join(code)}; evaluation code "
-                 f"{', '.join(evals)}; git commit {', '.join(commits)}. A run is reused only while both digests "
-                 "match the code that runs.")
+                 f"{', '.join(evals)}; git commit {', '.join(commits)}"
+                 + _uncommitted(records) + ". A run is reused only while both digests match the code that runs.")
+    built = git_commit()
+    lines.append(f"- This report was built by the code at commit {built or 'unknown (not a git checkout)'}"
+                 + (f", with uncommitted changes to {_files_text(changed_files())}" if built and built.endswith("-dirty")
+                    else "") + ".")
     commands = meta.get("commands") or ([meta["command"]] if meta.get("command") else [])
     if len(commands) == 1:
         lines.append(f"- Reproduce: `{commands[0]}`")
@@ -178,6 +183,23 @@ def _setup_lines(records: list[RunRecord], meta: dict) -> list[str]:
         lines.append("- Reproduce (the run-set was built by these commands, in order): "
                      + "; ".join(f"`{c}`" for c in commands))
     return lines
+
+
+def _files_text(files: list[str], most: int = 8) -> str:
+    shown = ", ".join(f"`{f}`" for f in files[:most])
+    return shown + (f" and {len(files) - most} more" if len(files) > most else "")
+
+
+def _uncommitted(records: list[RunRecord]) -> str:
+    """Which files differed from the commit where runs came from a tree with uncommitted changes."""
+    dirty = [r for r in records if str((r.code or {}).get("commit") or r.git_commit).endswith("-dirty")]
+    if not dirty:
+        return ""
+    files = sorted({f for r in dirty for f in (r.code or {}).get("changed", [])})
+    unknown = any("changed" not in (r.code or {}) for r in dirty)
+    text = f" ({len(dirty)} of {len(records)} runs from uncommitted changes"
+    text += f" to {_files_text(files)}" if files else ""
+    return text + ("; older records do not list the files" if unknown else "") + ")"
 
 
 def _checkpoint_text(students: list[RunRecord]) -> str:

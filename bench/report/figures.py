@@ -27,7 +27,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormat
 from bench.common.io import atomic_write_bytes  # noqa: E402
 from bench.report.stats import LEVEL, Interval, interval  # noqa: E402
 from bench.records.record import RunRecord  # noqa: E402
-from bench.config.schema import POLICIES, selection_key  # noqa: E402
+from bench.config.schema import POLICIES, loss_terms, selection_key  # noqa: E402
 
 TEACHER_COLOUR = "#555555"
 # One colour per method in every report and figure: each registered method has its own, Okabe and Ito's
@@ -135,12 +135,12 @@ def _legend_outside(ax, handles=None, labels=None, title: str | None = None):
 PANELS_PER_LINE = 4
 
 
-def bars(rows: list[Row], values: dict[str, dict[str, Interval]], metrics: list[str], pal: dict[str, str],
-         title: str, ylabel: str, scale: float, ylim: float | None):
-    """Small multiples: one panel per metric, one horizontal bar per row in the row's colour, the rows
-    named on the left of each line of panels; whiskers are the 95 % t-interval of the mean over the
-    row's seeds (none where it has one seed). The width is fixed (at most PANELS_PER_LINE panels a
-    line), however many rows and metrics: more of either make the figure taller, never wider."""
+def bars(rows: list[Row], values: dict[str, dict[str, list[float]]], metrics: list[str], pal: dict[str, str],
+         title: str, xlabel: str, scale: float, xlim: float | None):
+    """Small multiples: one panel per metric, one horizontal bar per row in the row's colour at the mean
+    over its seeds, and a black dot per seed on the bar (the spread a reader can count: a t-interval of
+    3 or 4 seeds spans most of the axis). The width is fixed (at most PANELS_PER_LINE panels a line),
+    however many rows and metrics: more of either make the figure taller, never wider."""
     cols = min(PANELS_PER_LINE, len(metrics))
     lines = math.ceil(len(metrics) / cols)
     height = 0.45 + 0.17 * len(rows)
@@ -154,19 +154,23 @@ def bars(rows: list[Row], values: dict[str, dict[str, Interval]], metrics: list[
                 continue
             metric = metrics[k]
             for y, row in zip(ys, rows):
-                iv = values[row.name][metric]
-                err = None if math.isnan(iv.low) else [[scale * (iv.mean - iv.low)], [scale * (iv.high - iv.mean)]]
-                ax.barh([y], [scale * iv.mean], 0.75, xerr=err, color=pal[row.name], gid=row.name,
-                        capsize=1.5, error_kw={"elinewidth": 0.7, "capthick": 0.7})
+                seeds = [scale * v for v in values[row.name][metric] if not math.isnan(v)]
+                if not seeds:
+                    continue
+                ax.barh([y], [float(np.mean(seeds))], 0.75, color=pal[row.name], gid=row.name)
+                if len(seeds) > 1:   # spread vertically in seed order, so equal values stay countable
+                    offsets = np.linspace(-0.22, 0.22, len(seeds))
+                    ax.scatter(seeds, y + offsets, s=5, color="black", linewidths=0, zorder=3,
+                               gid=f"{row.name}/seeds")
             ax.set_title(metric, fontsize=8)
-            if ylim:
-                ax.set_xlim(0, ylim)
+            if xlim:
+                ax.set_xlim(0, xlim)
             ax.tick_params(axis="x", labelsize=7)
             ax.tick_params(axis="y", labelsize=7)
             ax.xaxis.set_major_locator(MaxNLocator(3))
         axes[0, 0].set_yticks(ys)
         axes[0, 0].set_yticklabels([row.label for row in rows], fontsize=7)
-        fig.suptitle(f"{title} — {ylabel}; whiskers: {BAND_TEXT}", fontsize=9)
+        fig.suptitle(f"{title} — {xlabel}; bar: mean over seeds, dots: each seed", fontsize=9)
         fig.tight_layout()
     return fig
 
@@ -230,12 +234,12 @@ def per_class(rows: list[Row], pal: dict[str, str], attack: str, label: str):
         return None
     names = next(r.per_class.get("classes") for row in rows for r in row.records if accs(r))
     k = len(names)
-    cells = {row.name: {str(c): interval([accs(r)[c] if accs(r) and accs(r)[c] is not None else math.nan
-                                          for r in row.records], (0.0, 1.0)) for c in range(k)} for row in rows}
+    seeds = {row.name: {str(c): [accs(r)[c] if accs(r) and accs(r)[c] is not None else math.nan
+                                 for r in row.records] for c in range(k)} for row in rows}
+    cells = {name: {c: interval(v, (0.0, 1.0)) for c, v in per.items()} for name, per in seeds.items()}
     if k <= BARS_UP_TO:
-        fig = bars(rows, {name: {names[int(c)]: iv for c, iv in v.items()} for name, v in cells.items()},
-                   list(names), pal, f"{label} accuracy per class", "accuracy (%)", 100, 105)
-        return fig
+        return bars(rows, {name: {names[int(c)]: v for c, v in per.items()} for name, per in seeds.items()},
+                    list(names), pal, f"{label} accuracy per class", "accuracy (%)", 100, 105)
     with plt.rc_context(STYLE):
         fig, ax = plt.subplots(figsize=(5.0, 3.4))
         for row in rows:
@@ -286,10 +290,24 @@ def robustness_curve(rows: list[Row], pal: dict[str, str], eps: float, norm: str
     return fig
 
 
+def _mean_terms(row: Row) -> dict[str, tuple[list[int], list[float]]]:
+    """Each loss term's per-epoch mean over the row's seeds, as the loop summed it (weights included)."""
+    hists = [r.history for r in row.records if r.history]
+    out = {}
+    for term in dict.fromkeys(k for h in hists for k in loss_terms(h[0])):
+        epochs = sorted({h["epoch"] for hist in hists for h in hist if term in h})
+        out[term] = (epochs, [float(np.mean([h[term] for hist in hists for h in hist if h["epoch"] == e and term in h]))
+                              for e in epochs])
+    return out
+
+
 def training_curves(rows: list[Row], pal: dict[str, str]):
-    """Every seed's training loss (and, where the history has it, its PGD-20 accuracy on the
-    validation split, on a second panel): thin lines in the row's colour, one line style per seed.
-    None when no record has a history."""
+    """Training curves that compare across methods. The first panel (where the log has it): the
+    checkpoint policy's accuracy per epoch (validation PGD-20), every seed a thin line in the row's
+    colour, one line style per seed. Then one small panel per row: each of its loss terms as the loop
+    summed it (mean over seeds), each line named at its end, every panel on one shared axis (log where
+    every value is positive). A method's total sums terms of different kinds, so totals do not compare
+    across methods; a term does (ARD's and RSLAD's adversarial KL, say). None without any history."""
     rows = [row for row in rows if any(r.history for r in row.records)]
     if not rows:
         return None
@@ -297,35 +315,78 @@ def training_curves(rows: list[Row], pal: dict[str, str]):
     style = {s: SEED_STYLES[i % len(SEED_STYLES)] for i, s in enumerate(seeds)}
     # the checkpoint policy's per-epoch score (bench/train/selection.py): val_pgd20, test_pgd10, test_pgd20
     keys = sorted({k for row in rows for r in row.records for h in r.history for k in SELECTION_KEYS if k in h})
-    has_val = bool(keys)
-    positive = all(h["loss"] > 0 for row in rows for r in row.records for h in r.history)
+    terms = {row.name: _mean_terms(row) for row in rows}
+    panels = (["accuracy"] if keys else []) + [row.name for row in rows]
+    cols = min(PANELS_PER_LINE, len(panels))
+    lines = math.ceil(len(panels) / cols)
+    values = [v for t in terms.values() for _, ys in t.values() for v in ys]
+    positive = bool(values) and min(values) >= 0 and max(values) > 0
     with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(1, 2 if has_val else 1, figsize=(8.0 if has_val else 4.8, 3.2), squeeze=False)
-        axes = axes[0]
-        for row in rows:
-            for rec in sorted(row.records, key=lambda r: r.seed):
-                hist = rec.history
-                kw = {"color": pal[row.name], "linestyle": style[rec.seed], "linewidth": 0.9, "alpha": 0.85,
-                      "gid": row.name}
-                axes[0].plot([h["epoch"] for h in hist], [h["loss"] for h in hist], **kw)
-                key = next((k for k in keys if any(k in h for h in hist)), None)
-                val = [h for h in hist if key in h] if key else []
-                if has_val and val:
-                    axes[1].plot([h["epoch"] for h in val], [100 * h[key] for h in val], **kw)
-        axes[0].set_ylabel("training loss (sum of terms)")
-        if positive:
-            axes[0].set_yscale("log")
-        if has_val:
-            axes[1].set_ylabel(" / ".join(SELECTION_LABELS[k] for k in keys) + " accuracy (%)")
-        for ax in axes:
-            ax.set_xlabel("epoch")
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        fig.suptitle("Training curves (every seed)")
-        handles = [Line2D([], [], color=pal[row.name], linewidth=1.4) for row in rows]
-        handles += [Line2D([], [], color="black", linestyle=style[s], linewidth=0.9) for s in seeds]
-        labels = [row.legend for row in rows] + [f"seed {s}" for s in seeds]
-        _legend_outside(axes[-1], handles, labels)
+        fig, axes = plt.subplots(lines, cols, figsize=(2.1 * cols + 0.4, 1.9 * lines + 0.6), squeeze=False)
+        flat = list(axes.ravel())
+        for ax in flat[len(panels):]:
+            ax.set_visible(False)
+        if keys:
+            _accuracy_panel(flat.pop(0), rows, pal, keys, style)
+        shown = [v for v in values if v > 0] if positive else values
+        low, high = (min(shown), max(shown)) if shown else (0.5, 1.0)
+        for ax, row in zip(flat, rows):
+            for i, (term, (epochs, ys)) in enumerate(terms[row.name].items()):
+                ax.plot(epochs, ys, color=pal[row.name], linestyle=SEED_STYLES[i % len(SEED_STYLES)],
+                        linewidth=1.1, gid=row.name, label=term)
+            if positive:
+                ax.set_yscale("log", nonpositive="mask")   # a term at exactly 0 (DGAD's clean KL) drops out
+            pad = 0.05 * (high - low)
+            ax.set_ylim(low / 1.3 if positive else low - pad, high * 1.3 if positive else high + pad)
+            _name_line_ends(ax, terms[row.name])
+            ax.set_title(row.label, fontsize=8)
+            ax.tick_params(labelsize=7)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=4))
+            ax.set_xlim(right=ax.get_xlim()[1] * 1.3)   # room for the names
+        fig.suptitle("Training: each loss term as the method weighs it (mean over seeds; one shared axis)",
+                     fontsize=9)
+        fig.supxlabel("epoch", fontsize=8)
+        if keys:   # the accuracy panel's key: a colour per row, a line style per seed
+            handles = [Line2D([], [], color=pal[row.name], linewidth=1.4) for row in rows]
+            handles += [Line2D([], [], color="black", linestyle=style[s], linewidth=0.9) for s in seeds]
+            labels = [row.legend for row in rows] + [f"seed {s}" for s in seeds]
+            ncol = min(6, len(labels))
+            key_height = 0.2 * math.ceil(len(labels) / ncol) + 0.1
+            fig.set_size_inches(fig.get_size_inches()[0], fig.get_size_inches()[1] + key_height)
+            fig.legend(handles, labels, loc="lower center", ncol=ncol, fontsize=7, frameon=False)
+            fig.tight_layout(rect=(0, key_height / fig.get_size_inches()[1], 1, 1))
+        else:
+            fig.tight_layout()
     return fig
+
+
+def _name_line_ends(ax, terms: dict[str, tuple[list[int], list[float]]], gap: float = 0.08) -> None:
+    """Each line's name at its last point, moved apart vertically (in axes fractions) where ends meet."""
+    to_axes = ax.transAxes.inverted()
+    ends = []
+    for term, (epochs, ys) in terms.items():
+        last = next(((e, y) for e, y in zip(epochs[::-1], ys[::-1]) if y > 0 or ax.get_yscale() != "log"), None)
+        if last is not None:
+            ends.append([to_axes.transform(ax.transData.transform(last))[1], term, last])
+    ends.sort()
+    for i in range(1, len(ends)):
+        ends[i][0] = max(ends[i][0], ends[i - 1][0] + gap)
+    for y, term, (e, _) in ends:
+        ax.annotate(term, xy=(e, y), xycoords=("data", "axes fraction"), xytext=(3, 0),
+                    textcoords="offset points", fontsize=6, va="center", color="#333333", annotation_clip=False)
+
+
+def _accuracy_panel(ax, rows: list[Row], pal: dict[str, str], keys: list[str], style: dict) -> None:
+    for row in rows:
+        for rec in sorted(row.records, key=lambda r: r.seed):
+            key = next((k for k in keys if any(k in h for h in rec.history)), None)
+            val = [h for h in rec.history if key in h] if key else []
+            if val:
+                ax.plot([h["epoch"] for h in val], [100 * h[key] for h in val], color=pal[row.name],
+                        linestyle=style[rec.seed], linewidth=0.9, alpha=0.85, gid=row.name)
+    ax.set_title(" / ".join(SELECTION_LABELS[k] for k in keys) + " (%), every seed", fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=4))
 
 
 def class_names(rec: RunRecord, count: int) -> list[str]:

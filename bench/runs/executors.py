@@ -81,9 +81,10 @@ def parse_sbatch(lines: list[str] | None) -> dict:
     return out
 
 
-def make_grid(job_file: Path, job, results: Path, reports: Path, tensorboard=None) -> Grid:
+def make_grid(job_file: Path, job, results: Path, reports: Path, tensorboard=None, wandb=None) -> Grid:
     """The commands of a grid whose job is (or will be) written at ``job_file``."""
-    base = ["job", str(job_file)] + (["--tensorboard", str(tensorboard)] if tensorboard else [])
+    base = (["job", str(job_file)] + (["--tensorboard", str(tensorboard)] if tensorboard else [])
+            + (["--wandb", str(wandb)] if wandb else []))
     runs = [(m, s, [*base, "--method", m, "--seed", str(s)]) for s in job.seeds for m in job.methods]
     return Grid([*base, "--teacher"], runs, [*base, "--report", "--reports", str(reports)], job.runset,
                 Path(results))
@@ -221,6 +222,7 @@ class GridOptions:
     jobs_per_gpu: int | None = None       # local on GPUs: jobs sharing each GPU (None: 1)
     slurm: SlurmOptions = field(default_factory=SlurmOptions)
     tensorboard: Path | str | None = None  # TensorBoard event files per run (bench.train.tracking)
+    wandb: str | None = None               # a Weights & Biases project: one W&B run per run
 
 
 @dataclass(frozen=True)
@@ -249,7 +251,7 @@ def submit(job, opts: GridOptions) -> tuple[Outcome, Grid]:
     (local: wait for the workers; slurm: submit and return). The caller has checked ``opts``
     (``check_options``, before anything is written) and builds the report."""
     path = job.write(opts.results)
-    grid = make_grid(path, job, opts.results, opts.reports, opts.tensorboard)
+    grid = make_grid(path, job, opts.results, opts.reports, opts.tensorboard, opts.wandb)
     prepare_runset(job.config, list(job.methods), job.runset, opts.results, job.seeds,
                    {"command": job.command, "methods": list(job.methods), "compare_to": job.compare_to,
                     "job": str(path)}, force=opts.force)

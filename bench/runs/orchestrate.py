@@ -20,6 +20,7 @@ from bench.common.io import atomic_save, atomic_write_json, lock_for
 from bench.common.log import log
 from bench.common.precision import step_facts
 from bench.common.provenance import (
+    changed_files,
     eval_digest,
     git_commit,
     now,
@@ -121,7 +122,7 @@ def _record(subject: Subject, cfg: RunConfig, data: ImageData, teacher: Teacher,
         eval_key=eval_key(cfg), data_info=data.info, metrics=ev["metrics"], curve=ev["curve"],
         attack_settings=ev["settings"], transfer=ev["transfer"], structure=ev["structure"], sanity=ev["sanity"],
         teacher=asdict(teacher.info), git_commit=git_commit(),
-        code={"train": training.code, "eval": eval_digest(), "commit": git_commit()},
+        code={"train": training.code, "eval": eval_digest(), "commit": git_commit(), "changed": changed_files()},
         timings={"train_s": round(training.seconds, 2), "eval_s": round(sum(ev["timings"].values()), 2),
                  **{f"eval_{k}_s": v for k, v in ev["timings"].items()}},
         history=training.history, extra=training.extra, versions=package_versions(), created=now(),
@@ -287,7 +288,7 @@ def prepare_runset(cfg: RunConfig, methods: list[str], runset: str, results: Pat
 
 def run_methods(cfg: RunConfig, methods: list[str], runset: str, results: Path, seeds: tuple[int, ...] = (0,),
                 force: bool = False, meta: dict | None = None, only_teacher: bool = False,
-                tensorboard: Path | str | None = None) -> list[RunRecord]:
+                tensorboard: Path | str | None = None, wandb: str | None = None) -> list[RunRecord]:
     """Train and evaluate each method variant for each seed, and the teacher(s) as reference rows.
 
     The grid is planned first and merged into the run-set's manifest (``bench.records.runset``), so any number
@@ -299,14 +300,14 @@ def run_methods(cfg: RunConfig, methods: list[str], runset: str, results: Path, 
     without training again. Changed training code (the harness, the models or the method's file)
     gives a new run id, so the old run stays on disk untouched and is not reported.
 
-    ``tensorboard``: a folder for TensorBoard event files, one sub-folder per run (``bench.train.tracking``);
-    not part of any run id.
+    ``tensorboard``: a folder for TensorBoard event files, one sub-folder per run; ``wandb``: a Weights &
+    Biases project, one W&B run per run (``bench.train.tracking``); neither is part of any run id.
     """
     specs = [parse_method(m) for m in methods]
     device = distributed.init(resolve_device(cfg.device))
     data = _load(cfg, device)
     runset_dir = results / runset
-    tracking = tracking_for(tensorboard, runset)
+    tracking = tracking_for(tensorboard, runset, wandb)
     if distributed.is_main():
         merge_manifest(runset_dir, plan(cfg, specs, seeds, data),
                        {"methods": [s.label for s in specs], "config": asdict(cfg), **(meta or {})})

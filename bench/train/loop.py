@@ -21,7 +21,7 @@ from bench.common.errors import BenchError
 from bench.common.io import atomic_save, load_checkpoint
 from bench.common.log import log
 from bench.common.precision import autocast, ieee_fp32, resolve_precision
-from bench.config.schema import AttackConfig, TrainConfig
+from bench.config.schema import FLOPS_KEY, AttackConfig, TrainConfig
 from bench.data.images import HostImages, ImageData, augment, to_float
 from bench.train.cost import StepFlops
 from bench.train.selection import Selection, also_key, fair_score
@@ -29,7 +29,6 @@ from bench.train.tracking import NO_TRACKING, Tracker
 from bench.methods.base import Batch, EpochEnd, Method
 
 LAST = "last.pt"   # a best-* policy's run keeps the last epoch's weights here (model.pt: the selected ones)
-FLOPS_KEY = "train_flops_per_image"  # the first epoch's log row: one step's FLOPs / its images
 
 
 def make_optimizer(params, cfg: TrainConfig):

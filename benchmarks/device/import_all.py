@@ -15,9 +15,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def modules() -> list[str]:
     names = []
-    for package in ("bench", "methods"):
+    # methods/ is the package bench.methods (pyproject's package-dir)
+    for package, folder in (("bench", "bench"), ("bench.methods", "methods")):
         names.append(package)
-        names += [m.name for m in pkgutil.walk_packages([str(ROOT / package)], prefix=f"{package}.")
+        names += [m.name for m in pkgutil.walk_packages([str(ROOT / folder)], prefix=f"{package}.")
                   if not m.name.endswith(".__main__")]  # __main__ runs the command line
     return sorted(names)
 

@@ -1,6 +1,7 @@
 """The install the README promises: CI runs its test command verbatim, the exact torch pins come
-through constraints.txt, and pyproject.toml states the range the code supports (the GPU machine's
-torch 2.11 and newer), so that the no-registry install there (benchmarks/device/) is not refused."""
+through constraints.txt, and pyproject.toml states the ranges the code supports (checked at their lower
+bounds by benchmarks/lowest-deps.sh; they admit a GPU host's own torch, so an install without a package
+registry there is not refused)."""
 import re
 from pathlib import Path
 
@@ -39,3 +40,20 @@ def test_every_package_installs_and_methods_installs_inside_bench():
     assert set(tool["packages"]) == found | {"bench.methods"}
     assert tool["package-dir"] == {"bench.methods": "methods"}
     assert not any(p == "methods" or p.startswith("methods.") for p in tool["packages"])
+
+
+def test_the_lowest_constraints_pin_every_declared_lower_bound():
+    """constraints-lowest.txt (benchmarks/lowest-deps.sh installs it and runs the fast tests) pins each
+    dependency at exactly its declared lower bound, so a bound raised or lowered without that check
+    fails here."""
+    pins = dict(re.findall(r"^([a-z0-9-]+)==(\S+)$", (ROOT / "constraints-lowest.txt").read_text(), re.M))
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    bounds = dict(re.fullmatch(r"([a-z0-9-]+)>=(\S+)", d).groups() for d in deps)
+    assert set(pins) == set(bounds)
+
+    def padded(v):
+        parts = [int(p) for p in v.split(".")]
+        return parts + [0] * (3 - len(parts))
+    # "torch>=2.4" is tested at 2.4.1 (the first 2.4 patch release with Python 3.11 wheels)
+    assert all(padded(pins[k])[:len(bounds[k].split("."))] == padded(bounds[k])[:len(bounds[k].split("."))]
+               for k in bounds), {k: (bounds[k], pins[k]) for k in bounds}

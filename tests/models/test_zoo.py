@@ -3,10 +3,12 @@ architecture facts (leaderboard name, smoke twin, published-number alias) on the
 import argparse
 import dataclasses
 import json
+import os
 import sys
 from pathlib import Path
 
 import pandas as pd
+
 import pytest
 import torch
 
@@ -29,13 +31,15 @@ NAME = "Zhang2019Theoretically"
 
 @pytest.fixture
 def load_spy(monkeypatch):
-    """Records the weights_only argument of every torch.load call ("default" when not passed: robustbench's
-    call, which torch >= 2.6 reads with weights_only=True unless $TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD is set)."""
+    """Records the weights_only argument of every torch.load call; where the call does not pass it
+    (robustbench's), "forced" while $TORCH_FORCE_WEIGHTS_ONLY_LOAD makes torch load weights only,
+    else "default" (torch < 2.6 then unpickles anything)."""
     calls = []
     real = torch.load
 
     def spy(*args, **kwargs):
-        calls.append(kwargs.get("weights_only", "default"))
+        forced = os.environ.get(zoo.WEIGHTS_ONLY_ENV) == "1"
+        calls.append(kwargs.get("weights_only", "forced" if forced else "default"))
         return real(*args, **kwargs)
 
     monkeypatch.setattr(torch, "load", spy)
@@ -83,7 +87,8 @@ def test_offline_teacher_matches_robustbench_model(zhang, load_spy, no_network, 
     monkeypatch.delenv(zoo.NO_WEIGHTS_ONLY_ENV, raising=False)
     model = zoo.load_robustbench_model(NAME, "cifar10", "Linf", model_dir)
     assert len(used) == 1 and used[0]["model_dir"] == model_dir  # robustbench's own load path, bench's folder
-    assert load_spy and all(w in (True, "default") for w in load_spy) and not no_network
+    assert load_spy and all(w in (True, "forced") for w in load_spy) and not no_network
+    assert zoo.WEIGHTS_ONLY_ENV not in os.environ   # restored after the call
     assert isinstance(model, zoo.ZooModel) and not model.training
     assert (model.feature_dim, model.num_classes) == (640, 10)
     assert model.head_name == "fc"

@@ -37,7 +37,8 @@ def _record(role: str, method: str, seed: int, strength: float, note: str = "", 
     acc = {"clean": 0.95, "fgsm": 0.7, "pgd20": 0.6, "cw": 0.55, "aa": 0.5}
     metrics = {k: min(1.0, v * strength + jitter) for k, v in acc.items()}
     curve = {f"{e:g}": max(0.0, min(1.0, strength * (1.0 - 3 * e) + jitter)) for e in EPS_GRID}
-    history = [{"epoch": i + 1, "lr": 0.05, "seconds": 1.0, "loss": 2.0 / (i + 1) + 0.1 * seed,
+    history = [{"epoch": i + 1, "lr": 0.05, "seconds": 1.0, "kd_adv": 1.5 / (i + 1) + 0.1 * seed,
+                "kd_nat": 0.5 * strength / (i + 1), "loss": (1.5 + 0.5 * strength) / (i + 1) + 0.1 * seed,
                 "val_pgd20": min(1.0, 0.2 * i * strength + jitter)} for i in range(EPOCHS)]
     structure, transfer = {}, {}
     if role == "student":
@@ -155,14 +156,23 @@ def test_threat_model_eps_is_marked_with_its_norm(built):
     assert plots.threat_model([_record("student", "ard", 0, 0.9)]) == (EvalConfig().eps, "Linf")
 
 
-def test_bar_whiskers_say_what_they_are_and_skip_a_one_seed_teacher(built):
+def test_bars_show_the_mean_and_every_seed_as_a_dot(built):
+    """Seed dots instead of t-interval whiskers (which span most of the axis at 3-4 seeds): the bar is
+    the mean over seeds, one dot per seed at that seed's value, none for a one-seed teacher."""
     _, groups, _, figures = built
     fig = figures["accuracy_per_attack"]
-    assert "whiskers: 95 % t-interval over n seeds" in fig._suptitle.get_text()
-    ax = fig.axes[0]
-    bars = {c.patches[0].get_gid(): c for c in ax.containers if hasattr(c, "errorbar")}
+    assert "bar: mean over seeds, dots: each seed" in fig._suptitle.get_text()
+    ax = fig.axes[0]   # the first metric: clean accuracy
+    bars = {p.get_gid(): p for p in ax.patches if p.get_gid()}
+    dots = {c.get_gid().split("/")[0]: c for c in ax.collections if (c.get_gid() or "").endswith("/seeds")}
     for name, recs in groups.items():
-        assert (bars[name].errorbar is None) == (len(recs) == 1), name
+        values = sorted(100 * r.metrics["clean"] for r in recs)
+        assert bars[name].get_width() == pytest.approx(np.mean(values)), name
+        if len(recs) == 1:
+            assert name not in dots
+        else:
+            assert sorted(dots[name].get_offsets()[:, 0]) == pytest.approx(values), name
+    assert not any(c.errorbar for c in ax.containers if hasattr(c, "errorbar"))
     labels = [t.get_text() for t in ax.get_yticklabels()]
     assert "gacd (weights_1 at 50% & #2)" not in labels and "gacd" in labels
 
@@ -172,7 +182,7 @@ def test_bar_figures_grow_taller_never_wider():
     def size(n_rows, n_metrics):
         rows = [plots.Row(f"m{i}", f"m{i}", False, ()) for i in range(n_rows)]
         metrics = [f"k{j}" for j in range(n_metrics)]
-        values = {r.name: {m: interval([0.5, 0.6], (0.0, 1.0)) for m in metrics} for r in rows}
+        values = {r.name: {m: [0.5, 0.6] for m in metrics} for r in rows}
         fig = plots.bars(rows, values, metrics, plots.palette(rows), "t", "accuracy (%)", 100, 105)
         w, h = fig.get_size_inches()
         matplotlib.pyplot.close(fig)
@@ -199,7 +209,7 @@ def test_legends_lie_outside_every_axes(built):
     for stem, fig in figures.items():
         fig.canvas.draw()
         renderer = fig.canvas.get_renderer()
-        legends = [ax.get_legend() for ax in fig.axes if ax.get_legend()]
+        legends = [ax.get_legend() for ax in fig.axes if ax.get_legend()] + list(fig.legends)
         assert legends or stem in ("correlation_heatmaps", "accuracy_per_attack", "cka", "corruptions"), stem
         for legend in legends:
             box = legend.get_window_extent(renderer)
@@ -209,15 +219,30 @@ def test_legends_lie_outside_every_axes(built):
 
 def test_training_curves_show_every_seed_and_validation_accuracy(built):
     _, groups, _, figures = built
-    loss_ax, val_ax = figures["training_curves"].axes[:2]
-    assert "validation" in val_ax.get_ylabel()
+    val_ax, *term_axes = [ax for ax in figures["training_curves"].axes if ax.get_visible()]
+    assert "validation" in val_ax.get_title()
     for name, recs in groups.items():
-        for ax in (loss_ax, val_ax):
-            lines = [line for line in ax.lines if line.get_gid() == name]
-            assert len(lines) == len(recs)
-            assert len({line.get_linestyle() for line in lines}) == len(recs)   # one style per seed
+        lines = [line for line in val_ax.lines if line.get_gid() == name]
+        assert len(lines) == len(recs)
+        assert len({line.get_linestyle() for line in lines}) == len(recs)   # one style per seed
     val = [line for line in val_ax.lines if line.get_gid() == next(iter(groups))][0]
     assert list(val.get_ydata()) == [100 * h["val_pgd20"] for h in next(iter(groups.values()))[0].history]
+
+
+def test_training_curves_show_each_loss_term_on_one_axis_not_their_sum(built):
+    """Per loss term (a method's total sums terms of different kinds): one panel per row, one line per
+    term with the mean over seeds of that term, every panel on the same axis so rows compare."""
+    _, groups, _, figures = built
+    term_axes = [ax for ax in figures["training_curves"].axes if ax.get_visible()][1:]
+    assert len(term_axes) == len(groups)
+    for ax, (name, recs) in zip(term_axes, groups.items()):
+        lines = {line.get_label(): line for line in ax.lines if line.get_gid() == name}
+        assert set(lines) == {"kd_adv", "kd_nat"}                      # the terms, never "loss"
+        for term, line in lines.items():
+            want = np.mean([[h[term] for h in r.history] for r in recs], axis=0)
+            assert np.allclose(line.get_ydata(), want)
+    assert len({ax.get_ylim() for ax in term_axes}) == 1                  # one shared axis
+    assert {ax.get_yscale() for ax in term_axes} == {"log"}
 
 
 def test_heatmaps_carry_class_names_on_one_colour_scale(built):
@@ -296,3 +321,20 @@ def test_latex_tables_compile(built, tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stdout[-2000:]
     assert (tmp_path / "doc.pdf").stat().st_size > 0
+
+
+def test_a_report_names_the_files_that_differed_from_the_commit(tmp_path):
+    """A run from a tree with uncommitted changes: the report says which files differed (or that an
+    older record does not say), and which commit built the report itself."""
+    def stamped(rec, commit, changed=None):
+        code = {**rec.code, "commit": commit} | ({"changed": changed} if changed is not None else {})
+        return replace(rec, code=code, git_commit=commit)
+    records = synthetic_records()
+    records = ([stamped(r, "abc123") for r in records[:3]] + [stamped(records[3], "abc123-dirty", ["methods/ard.py"])]
+               + [stamped(r, "abc123-dirty") for r in records[4:]])
+    for rec in records:
+        rec.save(tmp_path / "results" / "dirty" / rec.run_id)
+    text = (build_report(tmp_path / "results", "dirty", tmp_path / "reports") / "README.md").read_text()
+    assert (f"({len(records) - 3} of {len(records)} runs from uncommitted changes to `methods/ard.py`; "
+            "older records do not list the files)") in text
+    assert "This report was built by the code at commit " in text

@@ -124,3 +124,89 @@ def test_flag_on_run_and_paper_off_by_default():
     assert parser.parse_args(["run"]).tensorboard is None
     assert parser.parse_args(["run", "--tensorboard", "tb"]).tensorboard == "tb"
     assert parser.parse_args(["paper", "cifar10-resnet18", "--tensorboard", "tb"]).tensorboard == "tb"
+
+
+class _FakeWandb:
+    """What a W&B run receives, recorded (the wandb package is an optional extra, and it would reach
+    the network): init's arguments, each log call, the config and the summary."""
+
+    def __init__(self):
+        self.runs = []
+
+    def init(self, **kwargs):
+        run = _FakeRun(kwargs)
+        self.runs.append(run)
+        return run
+
+
+class _FakeRun:
+    def __init__(self, kwargs):
+        self.kwargs, self.logged, self.config, self.summary, self.finished = kwargs, [], _Config(), {}, 0
+
+    def log(self, data, step):
+        self.logged.append((step, dict(data)))
+
+    def finish(self):
+        self.finished += 1
+
+
+class _Config(dict):
+    def update(self, values, allow_val_change=False):
+        super().update(values)
+
+
+def _student_record():
+    from types import SimpleNamespace
+    cfg = {"train": {"epochs": 2, "lr": 0.05, "batch_size": 64}, "eval": {"eps": 0.2}, "attack": {"eps": 0.2}}
+    return SimpleNamespace(run_id="ard-123", role="student", method="ard", options={"t": 30.0}, seed=1, arch="cnn",
+                           teacher_id="t-1", config=cfg, metrics={"clean": 0.9, "pgd20": 0.5},
+                           transfer={"rslad": {"metrics": {"pgd20": 0.6}}}, history=[])
+
+
+def test_wandb_gets_the_fields_tensorboard_gets(monkeypatch):
+    """--wandb PROJECT: one W&B run per bench run (named by its run id, grouped by run-set, a stable id
+    so a resumed process continues it), each epoch's row under TensorBoard's tags at the epoch as step,
+    the final metrics in its summary and the hyper-parameters as its config."""
+    fake = _FakeWandb()
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    rows = [{"epoch": 1, "lr": 0.05, "seconds": 1.0, "images_per_s": 100.0, "kd_adv": 2.0, "loss": 2.0,
+             "val_pgd20": 0.3}, {"epoch": 2, "lr": 0.005, "seconds": 1.0, "images_per_s": 110.0, "kd_adv": 1.0,
+                                 "loss": 1.0, "val_pgd20": 0.4}]
+    track = tracking.tracking_for(None, "rs", "proj")
+    tracker = track.open("ard-123")
+    for row in rows:
+        tracker.epoch(row)
+    rec = _student_record()
+    tracker.final(rec)
+    (run,) = fake.runs
+    assert run.kwargs["project"] == "proj" and run.kwargs["group"] == "rs" and run.kwargs["name"] == "ard-123"
+    assert run.kwargs["id"] == tracking.tracking_for(None, "rs", "proj").open("ard-123").wandb_id  # stable
+    assert run.logged == [(r["epoch"], tracking.row_scalars(r)) for r in rows]
+    assert run.logged[0][1] == {"train/lr": 0.05, "train/epoch_seconds": 1.0, "train/images_per_s": 100.0,
+                                "loss/kd_adv": 2.0, "loss/total": 2.0, "val/pgd20": 0.3}
+    assert run.summary == tracking.final_metrics(rec) and run.summary["transfer/rslad/pgd20"] == 0.6
+    assert run.config == tracking.run_hparams(rec) and run.finished == 1
+    assert track.facts("ard-123") == {"wandb": f"proj/{run.kwargs['id']}"}
+
+
+def test_tensorboard_and_wandb_together_and_wandb_missing(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "wandb", _FakeWandb())
+    both = tracking.tracking_for(tmp_path, "rs", "proj").open("r")
+    assert isinstance(both, tracking.Trackers)
+    assert [type(t) for t in both.trackers] == [tracking.TensorBoardTracker, tracking.WandbTracker]
+    monkeypatch.setitem(sys.modules, "wandb", None)   # as if wandb were not installed
+    only_tb = tracking.tracking_for(tmp_path, "rs", "proj")
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "pip install wandb" in line and "[wandb]" in line and only_tb.wandb is None
+    assert isinstance(only_tb.open("r"), tracking.TensorBoardTracker)
+
+
+def test_wandb_flag_reaches_every_job_of_a_grid():
+    from bench.cli.parser import build_parser
+    from bench.runs.executors import make_grid
+    parser = build_parser()
+    assert parser.parse_args(["run"]).wandb is None
+    assert parser.parse_args(["run", "--wandb", "proj"]).wandb == "proj"
+    job = type("J", (), {"seeds": (0, 1), "methods": ("ard",), "runset": "rs"})()
+    grid = make_grid(tmp := __import__("pathlib").Path("j.yaml"), job, tmp, tmp, None, "proj")
+    assert all(cmd[cmd.index("--wandb") + 1] == "proj" for _, _, cmd in grid.runs)
