@@ -131,9 +131,12 @@ def git_commit() -> str | None:
         return None
 
 
+OUTPUTS = ("reports/", "results/")   # what bench writes, not code: a rebuilt report does not make a tree dirty
+
+
 def changed_files() -> list[str]:
-    """The tracked files whose content differs from HEAD (staged or not), relative to the repository;
-    [] outside a git checkout."""
+    """The tracked files whose content differs from HEAD (staged or not), relative to the repository,
+    outputs (reports, results) left out; [] outside a git checkout."""
     try:
         out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "-z"],
                              capture_output=True, text=True, timeout=5, cwd=ROOT)
@@ -149,7 +152,8 @@ def changed_files() -> list[str]:
             skip = False
             continue
         skip = entry[0] in "RC"
-        paths.append(entry[3:])
+        if not entry[3:].startswith(OUTPUTS):
+            paths.append(entry[3:])
     return sorted(paths)
 
 

@@ -39,3 +39,15 @@ def test_changed_files_name_what_differs_from_the_commit(tmp_path, monkeypatch):
     (tmp_path / "new.py").write_text("")                      # untracked: not code that ran
     assert provenance.changed_files() == ["a.py", "b.py", "d.py", "e py.py"]
     assert provenance.git_commit().endswith("-dirty")
+    for name in ("a.py", "d.py"):
+        git("checkout", "HEAD", "--", name)
+    git("rm", "-q", "--cached", "e py.py")
+    (tmp_path / "e py.py").unlink()
+    git("checkout", "HEAD", "--", "b.py", "c.py")
+    assert provenance.changed_files() == []
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "reports" / "r.md").write_text("1")
+    git("add", "reports")
+    git("-c", "user.email=a@b", "-c", "user.name=a", "commit", "-q", "-m", "2")
+    (tmp_path / "reports" / "r.md").write_text("2")           # a rebuilt report is output, not code
+    assert provenance.changed_files() == [] and not provenance.git_commit().endswith("-dirty")
