@@ -3,7 +3,7 @@
 ``bench.run(...)`` runs what ``python -m bench run`` runs and returns its records and table;
 ``bench.evaluate(model, dataset=..., attacks=[...], eps=...)`` evaluates any ``nn.Module`` under the
 suite's protocol (what ``python -m bench eval`` runs); ``bench.register_method`` adds a method from
-user code. Attributes load lazily, so ``import bench``
+user code; ``bench.site(["baselines"], out="site")`` builds the leaderboard website (``bench site``). Attributes load lazily, so ``import bench``
 costs nothing until one is used."""
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import importlib
 
 _API = {"run": ("bench.api", "run"), "RunResult": ("bench.api", "RunResult"),
         "evaluate": ("bench.eval.model", "evaluate_model"), "EvalResult": ("bench.eval.model", "EvalResult"),
-        "register_method": ("bench.methods", "register"), "load_methods": ("bench.methods", "load_file")}
+        "register_method": ("bench.methods", "register"), "load_methods": ("bench.methods", "load_file"),
+        "site": ("bench.api", "site")}
 
 __all__ = sorted(_API)
 

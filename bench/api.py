@@ -185,3 +185,13 @@ def run(methods=None, preset: str | None = None, seeds=None, overrides: dict | N
     report_path = Path(reports) / job.runset / "README.md"
     return RunResult(records, shown, numeric, job.config, job.methods, job.seeds, job.runset, runset_dir,
                      report_path if report and report_path.exists() else None, time.perf_counter() - t0, command)
+
+
+def site(runsets, *, results: str | Path = "results", out: str | Path = "site-leaderboard") -> Path:
+    """What ``python -m bench site RUNSET... --out DIR`` builds: the static leaderboard website of the
+    run-sets' checked runs (a run in several counts once); returns the path of its ``index.html``."""
+    from bench.leaderboard.build import build_site
+
+    if isinstance(runsets, str):
+        runsets = [runsets]
+    return build_site(Path(results), list(runsets), Path(out))

@@ -309,9 +309,31 @@ def cmd_regress(args) -> int:
     return 0 if verdict.passed else 1
 
 
+def cmd_site(args) -> int:
+    from bench.records.runset import check_name
+    from bench.leaderboard.build import build_site, serve
+
+    for name in args.runsets:
+        check_name(name)
+    index = build_site(Path(args.results), args.runsets, Path(args.out))
+    print(f"site: {index}  (open it in a browser, or: python -m bench site ... --serve)")
+    if args.serve:
+        serve(index.parent, args.port)
+    return 0
+
+
 def cmd_export(args) -> int:
     import re
     from dataclasses import asdict as as_dict
+
+    if args.site:
+        from bench.records.runset import check_name
+        from bench.leaderboard.submission import export_runset
+
+        check_name(args.run)
+        out = export_runset(Path(args.results), args.run, Path(args.out))
+        print(f"written: {out}  (send this folder; `bench site {args.run} --results {out.parent}` checks it)")
+        return 0
 
     from bench.common.io import extract_state_dict, load_checkpoint
     from bench.report.export import export_submissions
@@ -333,4 +355,4 @@ def cmd_export(args) -> int:
 
 
 COMMANDS = {"run": cmd_run, "eval": cmd_eval, "report": cmd_report, "regress": cmd_regress, "export": cmd_export,
-            "paper": cmd_paper, "list": cmd_list, "status": cmd_status, "job": cmd_job}
+            "paper": cmd_paper, "list": cmd_list, "status": cmd_status, "job": cmd_job, "site": cmd_site}

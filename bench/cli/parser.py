@@ -316,6 +316,15 @@ def build_parser() -> Parser:
                          "as evaluated: --out/adversarial.pt and a PNG grid per attack (default: none)")
     _add_eval_args(ev)
 
+    site = sub.add_parser("site", help="a static leaderboard website of run-sets (sortable, model cards, "
+                          "comparisons, per-image explorer), from their records")
+    site.add_argument("runsets", nargs="+", metavar="RUNSET", help="run-sets to show (folders under --results); "
+                      "a run in several counts once")
+    _add_output_args(site, reports=False)
+    site.add_argument("--out", default="site-leaderboard", help="output folder (default site-leaderboard)")
+    site.add_argument("--serve", action="store_true", help="then preview it at http://127.0.0.1:PORT/ (default: off)")
+    site.add_argument("--port", type=_int_range(1024, 65535, "--port"), default=8000, help="--serve's port (default 8000)")
+
     rep = sub.add_parser("report", help="rebuild reports/RUNSET from results/RUNSET")
     rep.add_argument("runset", help="the run-set's name (a folder under --results)")
     _add_output_args(rep)
@@ -353,9 +362,14 @@ def build_parser() -> Parser:
 
     exp = sub.add_parser("export", help="export a student in RobustBench's format (model_info JSON + checkpoint; "
                          "the L-p and the corruptions leaderboards)")
-    exp.add_argument("run", help="a run folder (results/RUNSET/RUN_ID) or RUNSET/RUN_ID")
-    exp.add_argument("--robustbench", action="store_true", required=True,
-                     help="RobustBench format (the only one; required, no default)")
+    exp.add_argument("run", help="a run folder (results/RUNSET/RUN_ID) or RUNSET/RUN_ID; with --site a run-set")
+    kind = exp.add_mutually_exclusive_group(required=True)
+    kind.add_argument("--robustbench", action="store_true",
+                      help="RobustBench format: model_info JSON + checkpoint of one student (default: off; "
+                           "one of --robustbench and --site is required)")
+    kind.add_argument("--site", action="store_true",
+                      help="a leaderboard submission of a run-set: records, per-image stores, configs and the "
+                           "weights' digests (not the weights), which `bench site` checks before it shows them (default: off)")
     _add_output_args(exp, reports=False)
     exp.add_argument("--out", default="exports", help="output folder (default exports)")
     exp.add_argument("--name", help="model name (default: bench_<method>_<run id>)")

@@ -39,7 +39,7 @@ METHOD_COLOURS = {
     "adaad": "#56b4e9", "iad": "#f0e442", "trades": "#332288", "kd": "#88ccee", "peeraid": "#44aa99",
     "mtard": "#117733", "absld": "#999933", "fair-ard": "#ddcc77", "fair-rslad": "#cc6677",
     "fair-iad": "#882255", "adaiad": "#aa4499", "dgad": "#4477aa", "igdm": "#ee6677", "natural": "#bbbbbb"}
-_SPARE_COLOURS = ("#000000", "#66ccee", "#228833", "#ccbb44", "#aa3377", "#ee7733", "#0077bb", "#33bbee",
+SPARE_COLOURS = ("#000000", "#66ccee", "#228833", "#ccbb44", "#aa3377", "#ee7733", "#0077bb", "#33bbee",
                   "#009988", "#cc3311", "#ee3377")
 SEED_STYLES = ("-", "--", ":", "-.")
 NORM_TEXT = {"Linf": "L∞", "L2": "L2", "L1": "L1"}
@@ -86,7 +86,7 @@ def palette(rows: list[Row]) -> dict[str, str]:
     a second variant of a method, or an unknown method, a colour no row of this report has."""
     out: dict[str, str] = {}
     taken = {METHOD_COLOURS[method_of(r.label)] for r in rows if not r.teacher and method_of(r.label) in METHOD_COLOURS}
-    spare = [c for c in (*_SPARE_COLOURS, *METHOD_COLOURS.values()) if c not in taken]
+    spare = [c for c in (*SPARE_COLOURS, *METHOD_COLOURS.values()) if c not in taken]
     used: set[str] = set()
     for row in rows:
         own = TEACHER_COLOUR if row.teacher else METHOD_COLOURS.get(method_of(row.label))
@@ -175,7 +175,7 @@ def bars(rows: list[Row], values: dict[str, dict[str, list[float]]], metrics: li
     return fig
 
 
-def _train_gflop(rec: RunRecord) -> float:
+def train_gflop(rec: RunRecord) -> float:
     """A run's training cost per image over all its epochs: the counted step's FLOPs x epochs, in GFLOP."""
     cost = (rec.extra or {}).get("cost") or {}
     step, epochs = cost.get("train_flops_per_image_step"), cost.get("epochs")
@@ -188,7 +188,7 @@ def robustness_vs_cost(rows: list[Row], pal: dict[str, str], metric: str, label:
     counted its cost."""
     points = []
     for row in rows:
-        costs = [c for c in (_train_gflop(r) for r in row.records) if not math.isnan(c)]
+        costs = [c for c in (train_gflop(r) for r in row.records) if not math.isnan(c)]
         iv = interval([float(r.metrics.get(metric, math.nan)) for r in row.records], (0.0, 1.0))
         if costs and not math.isnan(iv.mean):
             points.append((row, float(np.median(costs)), iv))

@@ -7,9 +7,10 @@ ROOT = Path(__file__).resolve().parents[2]
 # import rank of each top-level part: a module may import only parts of its own rank or lower
 RANK = {"bench.common": 0, "bench.attacks": 1, "bench.data": 1, "bench.models": 1, "bench.methods": 1,
         "bench.config": 2, "bench.train": 3, "bench.eval": 4, "bench.records": 5, "bench.runs": 6, "bench.report": 6,
-        "bench.regress": 7, "bench.api": 8, "bench.cli": 9, "bench.__main__": 10, "bench": 10}
+        "bench.regress": 7, "bench.leaderboard": 7, "bench.api": 8, "bench.cli": 9, "bench.__main__": 10, "bench": 10}
 # siblings that must not import each other: the report reads records only; runs never builds a report
-APART = (("bench.report", "bench.runs"), ("bench.report", "bench.train"), ("bench.runs", "bench.report"))
+APART = (("bench.report", "bench.runs"), ("bench.report", "bench.train"), ("bench.runs", "bench.report"),
+         ("bench.leaderboard", "bench.runs"), ("bench.leaderboard", "bench.train"), ("bench.leaderboard", "bench.regress"))
 
 
 def modules() -> dict[str, Path]:
