@@ -1,4 +1,4 @@
-"""How the digits L2 default eps (bench/data/sources.py DEFAULT_EPS) was chosen: PGD-20 accuracy in the L2 ball of
+"""How the digits L2 default eps (its entry in bench/data/sources.py) was chosen: PGD-20 accuracy in the L2 ball of
 a natural and an L2 PGD-AT cnn-narrow student on digits@0-4 at a few radii (seed 0, 20 epochs, the
 default student schedule: SGD 0.05, momentum 0.9, weight decay 5e-4, cosine, batch 64, PGD-10 step eps/4).
 A few minutes on 2 CPU cores:

@@ -14,5 +14,5 @@ import importlib.metadata as md
 for name in ("torch", "torchvision", "numpy", "pandas", "scipy", "matplotlib", "robustbench"):
     print(f"{name} {md.version(name)}")
 PY
-"$VENV/bin/python" -m pytest -m "not slow" -n 2 -q -p no:cacheprovider
+"$VENV/bin/python" -m pytest -m "not slow" -n 2 -p no:cacheprovider
 # leave the project's own environment as it was: the editable install above wrote only into $VENV

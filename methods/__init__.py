@@ -69,6 +69,9 @@ def register(cls: type[Method]) -> type[Method]:
                          "(no ':' or ',': they separate options and methods)")
     old = METHODS._items.get(name)
     if old is not None and (old.__module__, old.__qualname__) != (cls.__module__, cls.__qualname__):
+        if old.__module__ == f"bench.{cls.__module__}":   # the folder imported a second time, by its path
+            raise BenchError(f"the methods/ folder was imported as a package of its own ({cls.__module__}): "
+                             "it is bench.methods (from bench.methods.kd import KD, not from methods.kd)")
         raise BenchError(f"method {name!r} is already registered (by {old.__module__}.{old.__qualname__}); "
                          f"pick another name; registered: {', '.join(sorted(METHODS._items))}")
     METHODS._items[name] = cls

@@ -229,9 +229,24 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> Parser:
+    """The command line: one function per command below."""
     parser = Parser(prog="bench", description="Adversarially robust knowledge distillation, one protocol.")
     sub = parser.add_subparsers(dest="command", parser_class=Parser)
+    _add_run(sub)
+    _add_eval(sub)
+    _add_site(sub)
+    _add_report(sub)
+    _add_regress(sub)
+    _add_export(sub)
+    _add_paper(sub)
+    _add_job(sub)
+    _add_status(sub)
+    _add_list(sub)
+    return parser
 
+
+def _add_run(sub) -> None:
+    """``bench run``."""
     run = sub.add_parser("run", help="train and evaluate students (and a teacher), write results and a report",
                          allow_abbrev=False)
     run.add_argument("--methods", type=_names,
@@ -287,6 +302,9 @@ def build_parser() -> Parser:
     _add_eval_args(run)
     _add_grid_args(run)
 
+
+def _add_eval(sub) -> None:
+    """``bench eval``."""
     ev = sub.add_parser("eval", help="evaluate any checkpoint under the suite's protocol")
     ev.add_argument("--weights", required=True, metavar="FILE|robustbench:NAME",
                     help="a state_dict file (loaded with weights_only=True), or robustbench:NAME (a RobustBench zoo "
@@ -316,6 +334,9 @@ def build_parser() -> Parser:
                          "as evaluated: --out/adversarial.pt and a PNG grid per attack (default: none)")
     _add_eval_args(ev)
 
+
+def _add_site(sub) -> None:
+    """``bench site``."""
     site = sub.add_parser("site", help="a static leaderboard website of run-sets (sortable, model cards, "
                           "comparisons, per-image explorer), from their records")
     site.add_argument("runsets", nargs="+", metavar="RUNSET", help="run-sets to show (folders under --results); "
@@ -325,10 +346,16 @@ def build_parser() -> Parser:
     site.add_argument("--serve", action="store_true", help="then preview it at http://127.0.0.1:PORT/ (default: off)")
     site.add_argument("--port", type=_int_range(1024, 65535, "--port"), default=8000, help="--serve's port (default 8000)")
 
+
+def _add_report(sub) -> None:
+    """``bench report``."""
     rep = sub.add_parser("report", help="rebuild reports/RUNSET from results/RUNSET")
     rep.add_argument("runset", help="the run-set's name (a folder under --results)")
     _add_output_args(rep)
 
+
+def _add_regress(sub) -> None:
+    """``bench regress``."""
     reg = sub.add_parser("regress", help="re-run the CI preset and compare every metric with the stored baseline")
     reg.add_argument("--preset", default="regress", help="the preset to re-run (default regress)")
     reg.add_argument("--baseline", help="baseline file (default results/baselines/<preset>.json)")
@@ -360,6 +387,9 @@ def build_parser() -> Parser:
                           "(default 1; CI runs 2 on its 2 cores)")
     _add_config_args(reg)
 
+
+def _add_export(sub) -> None:
+    """``bench export``."""
     exp = sub.add_parser("export", help="export a student in RobustBench's format (model_info JSON + checkpoint; "
                          "the L-p and the corruptions leaderboards)")
     exp.add_argument("run", help="a run folder (results/RUNSET/RUN_ID) or RUNSET/RUN_ID; with --site a run-set")
@@ -374,6 +404,9 @@ def build_parser() -> Parser:
     exp.add_argument("--out", default="exports", help="output folder (default exports)")
     exp.add_argument("--name", help="model name (default: bench_<method>_<run id>)")
 
+
+def _add_paper(sub) -> None:
+    """``bench paper``."""
     pap = sub.add_parser("paper", help="paper-table presets (full CIFAR protocol on GPUs), with published numbers",
                          allow_abbrev=False)
     pap.add_argument("name", nargs="?", help="cifar10-resnet18, cifar10-mobilenetv2, cifar100-resnet18 "
@@ -403,6 +436,9 @@ def build_parser() -> Parser:
     _add_methods_from(pap)
     _add_grid_args(pap)
 
+
+def _add_job(sub) -> None:
+    """``bench job``."""
     job = sub.add_parser("job", help="run one part of a job file written by an executor (what its jobs run)")
     job.add_argument("file", help="the job file: results/RUNSET/.jobs/ID.yaml (the resolved config and the grid)")
     job.add_argument("--teacher", action="store_true", help="train (or load) and evaluate the teacher(s) (default off)")
@@ -412,13 +448,18 @@ def build_parser() -> Parser:
     job.add_argument("--report", action="store_true", help="build the run-set's report (default off)")
     _add_output_args(job, results=False, tensorboard=True)
 
+
+def _add_status(sub) -> None:
+    """``bench status``."""
     st = sub.add_parser("status", help="where each run of a run-set stands: done, running, failed, missing")
     st.add_argument("runset", help="the run-set's name (a folder under --results)")
     _add_output_args(st, reports=False)
 
+
+def _add_list(sub) -> None:
+    """``bench list``."""
     lst = sub.add_parser("list", help="methods, datasets, architectures and attacks")
     lst.add_argument("--recipes", action="store_true",
                      help="only the official recipes: per method, every field that differs from the common protocol "
                           "(CIFAR-10 and CIFAR-100 paper presets), with the official file and line (default off)")
     _add_methods_from(lst)
-    return parser

@@ -5,7 +5,7 @@ an :class:`~bench.data.images.ImageData`."""
 from __future__ import annotations
 
 import os
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -23,7 +23,43 @@ from bench.data.images import (
 )
 from bench.data.splits import parse_classes, select_classes
 
-DATASETS: Registry[Callable[..., "ImageData"]] = Registry("dataset")
+
+
+@dataclass(frozen=True)
+class DataSet:
+    """Everything bench knows of one data set, in one registry entry: how to read it, its shape without
+    reading it (cost estimates, run plans), its default threat-model radius per norm (the resolver's
+    default, bench.config.threat), its channel statistics, the files it needs and the published
+    corruption set's folder."""
+    name: str
+    load: Callable[..., "ImageData"]          # (data_dir, download) -> ImageData
+    shape: tuple[int, int, int, int, int]     # train images, test images, channels, size, classes
+    eps: dict[str, float]                     # norm -> default radius, pixels in [0, 1]
+    stats: tuple | None = None                # (mean, std) per channel where fixed (stand-ins take them)
+    files: tuple[str, str] | None = None      # (folder under the data dir, what to put there)
+    corruptions: str | None = None            # the published corruptions' folder (robustbench's layout)
+
+
+DATASETS: Registry[DataSet] = Registry("dataset")
+# Natural images: 8/255 in L-inf, 0.5 in L2 (RobustBench's CIFAR threat models; see bench.config.threat)
+NATURAL_EPS = {"Linf": 8 / 255, "L2": 0.5}
+# a folder of images (folder:PATH) has no entry of its own: natural images, a shape known only once read
+FOLDER = DataSet("folder", lambda *a: None, (0, 0, 3, 32, 0), NATURAL_EPS)
+
+
+def dataset(name: str, shape: tuple[int, int, int, int, int], eps: dict[str, float] = NATURAL_EPS,
+            **more) -> Callable:
+    """Register the decorated loader as data set ``name`` with the rest of its entry (``DataSet``)."""
+    def register(load: Callable) -> Callable:
+        DATASETS.add(name, DataSet(name, load, shape, dict(eps), **more))
+        return load
+    return register
+
+
+def dataset_entry(name: str) -> DataSet:
+    """The entry of a data-set name: ``digits@0-4`` -> digits, ``folder:PATH`` -> FOLDER."""
+    base = name.partition("@")[0]
+    return FOLDER if base.startswith("folder:") or base == "folder" else DATASETS.get(base)
 
 def default_data_dir() -> Path:
     env = os.environ.get("BENCH_DATA_DIR")
@@ -33,17 +69,16 @@ def default_data_dir() -> Path:
     return Path(cache) / "bench" / "data"
 
 
-# the published corruption sets (Hendrycks & Dietterich 2019), in robustbench's folder layout
-CORRUPTION_FOLDERS = {"cifar10": "CIFAR-10-C", "cifar100": "CIFAR-100-C"}
-
-
 def corruptions_folder(name: str, data_dir: str | None) -> Path:
-    """Where the published corruptions of data set ``name`` live: ``<data dir>/CIFAR-10-C``."""
+    """Where the published corruptions (Hendrycks & Dietterich 2019) of data set ``name`` live:
+    ``<data dir>/CIFAR-10-C``."""
     base = name.partition("@")[0]
-    if base not in CORRUPTION_FOLDERS:
+    folder = DATASETS.get(base).corruptions if base in DATASETS else None
+    if folder is None:
+        with_files = [n for n, d in DATASETS.items() if d.corruptions]
         raise BenchError(f"eval.corruptions_from=published: published corruption files exist for "
-                         f"{' and '.join(CORRUPTION_FOLDERS)} only, not {name} (use generated)")
-    return Path(data_dir or default_data_dir()) / CORRUPTION_FOLDERS[base]
+                         f"{' and '.join(with_files)} only, not {name} (use generated)")
+    return Path(data_dir or default_data_dir()) / folder
 
 
 def _channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -53,7 +88,8 @@ def _channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...
     return tuple(round(v, 4) for v in mean.tolist()), tuple(round(v, 4) for v in std.tolist())
 
 
-@DATASETS.register("digits")
+# the digits' radii are measured (bench.config.threat says how)
+@dataset("digits", (1347, 450, 1, 8, 10), eps={"Linf": 0.2, "L2": 1.0})
 def load_digits(data_dir: Path | None = None, download: bool = False) -> ImageData:
     """scikit-learn's bundled 8x8 handwritten digits (1,797 real images, no download).
 
@@ -75,11 +111,6 @@ def load_digits(data_dir: Path | None = None, download: bool = False) -> ImageDa
                      pad=1, flip=False, info={"split": "stratified 75/25, random_state=0"})
 
 
-_TORCHVISION_FILES = {
-    "cifar10": ("cifar-10-batches-py/", "cifar-10-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html"),
-    "cifar100": ("cifar-100-python/", "cifar-100-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html"),
-    "stl10": ("stl10_binary/", "stl10_binary.tar.gz from https://cs.stanford.edu/~acoates/stl10/"),
-}
 _CIFAR10_STATS = ((0.4914, 0.4822, 0.4465), (0.2471, 0.2435, 0.2616))
 _CIFAR100_STATS = ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))
 _STL10_STATS = ((0.4467, 0.4398, 0.4066), (0.2603, 0.2566, 0.2713))
@@ -87,7 +118,7 @@ _STL10_STATS = ((0.4467, 0.4398, 0.4066), (0.2603, 0.2566, 0.2713))
 
 def _torchvision(name: str, make: Callable, data_dir: Path | None, download: bool):
     root = Path(data_dir) if data_dir else default_data_dir()
-    folder, source = _TORCHVISION_FILES[name]
+    folder, source = DATASETS.get(name).files
     try:
         return make(str(root), download)
     except RuntimeError as err:  # torchvision: "Dataset not found or corrupted"
@@ -112,19 +143,22 @@ def _cifar(name: str, cls_name: str, stats, data_dir, download) -> ImageData:
     return ImageData(name, xtr, ytr, xte, yte, list(train.classes), stats[0], stats[1], pad=4, flip=True)
 
 
-@DATASETS.register("cifar10")
+@dataset("cifar10", (50000, 10000, 3, 32, 10), stats=_CIFAR10_STATS, corruptions="CIFAR-10-C",
+         files=("cifar-10-batches-py/", "cifar-10-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html"))
 def load_cifar10(data_dir: Path | None = None, download: bool = False) -> ImageData:
     """CIFAR-10 via torchvision (50,000 / 10,000 images, 32x32); crop(pad 4) + flip."""
     return _cifar("cifar10", "CIFAR10", _CIFAR10_STATS, data_dir, download)
 
 
-@DATASETS.register("cifar100")
+@dataset("cifar100", (50000, 10000, 3, 32, 100), stats=_CIFAR100_STATS, corruptions="CIFAR-100-C",
+         files=("cifar-100-python/", "cifar-100-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html"))
 def load_cifar100(data_dir: Path | None = None, download: bool = False) -> ImageData:
     """CIFAR-100 via torchvision (50,000 / 10,000 images, 32x32); crop(pad 4) + flip."""
     return _cifar("cifar100", "CIFAR100", _CIFAR100_STATS, data_dir, download)
 
 
-@DATASETS.register("stl10")
+@dataset("stl10", (5000, 8000, 3, 96, 10), stats=_STL10_STATS,
+         files=("stl10_binary/", "stl10_binary.tar.gz from https://cs.stanford.edu/~acoates/stl10/"))
 def load_stl10(data_dir: Path | None = None, download: bool = False) -> ImageData:
     """STL-10 labelled splits via torchvision (5,000 / 8,000 images, 96x96); crop(pad 12) + flip."""
     import torchvision
@@ -239,7 +273,7 @@ TINY_IMAGENET_DIR = "tiny-imagenet-200"
 _TINY_IMAGENET_STATS = ((0.4802, 0.4481, 0.3975), (0.2302, 0.2265, 0.2262))
 
 
-@DATASETS.register("tiny-imagenet")
+@dataset("tiny-imagenet", (100000, 10000, 3, 64, 200), stats=_TINY_IMAGENET_STATS)
 def load_tiny_imagenet(data_dir: Path | None = None, download: bool = False) -> ImageData:
     """Tiny-ImageNet-200 as shipped (100,000 / 10,000 labelled images, 64x64, 200 classes; the unlabelled
     test/ is not read): train/ for training, val/ as the test split; crop(pad 8) + flip."""
@@ -255,14 +289,12 @@ def load_tiny_imagenet(data_dir: Path | None = None, download: bool = False) -> 
                      flip=True, info={"class_names": names, "split": "train/ and val/ (test/ is unlabelled)"})
 
 
-_STAND_IN_SHAPES = {"cifar10": (10, 32, _CIFAR10_STATS), "cifar100": (100, 32, _CIFAR100_STATS),
-                    "stl10": (10, 96, _STL10_STATS), "tiny-imagenet": (200, 64, _TINY_IMAGENET_STATS)}
-
-
 def synthetic_stand_in(name: str, n_train: int = 512, n_test: int = 128, seed: int = 0) -> ImageData:
     """Random images of a dataset's shape and class count, each class with its own mean colour:
     only for smoke runs that check a full-scale path where the real files are absent."""
-    classes, size, stats = _STAND_IN_SHAPES[name]
+    entry = DATASETS.get(name)
+    _, _, _, size, classes = entry.shape
+    stats = entry.stats
     g = torch.Generator().manual_seed(seed)
     colours = torch.randint(40, 216, (classes, 3, 1, 1), generator=g)
 
@@ -286,11 +318,11 @@ def load_dataset(name: str, data_dir: Path | str | None = None, download: bool =
     if name.startswith("folder:"):
         return load_folder(name[len("folder:"):], image_size or 32)
     base, _, subset = name.partition("@")
-    loader = DATASETS.get(base)
+    entry = DATASETS.get(base)
     try:
-        data = loader(Path(data_dir) if data_dir else None, download)
+        data = entry.load(Path(data_dir) if data_dir else None, download)
     except BenchError:
-        if not (stand_in and base in _STAND_IN_SHAPES):
+        if not (stand_in and entry.stats is not None and entry.shape[2] == 3):
             raise
         data = synthetic_stand_in(base)
     if train_limit:

@@ -130,22 +130,27 @@ def _published(rec: RunRecord) -> dict:
             for m, r in best.items() if m in ("clean", "pgd20", "aa")}
 
 
-def weights_digest(folder: Path) -> dict:
-    """{"file", "sha256"} of the run's weights, or what a submission's weights.json says, or {}."""
+def weights_digest(folder: Path) -> dict[str, str]:
+    """{file: sha256} of the run's kept weights (model.pt: the reported checkpoint; last.pt: the last
+    epoch's, where a best-* policy kept both), or what a submission's weights.json says, or {}."""
+    out = {}
     for name in WEIGHTS:
         if (folder / name).is_file():
             h = hashlib.sha256()
             with open(folder / name, "rb") as fh:
                 for block in iter(lambda: fh.read(1 << 20), b""):
                     h.update(block)
-            return {"file": name, "sha256": h.hexdigest()}
+            out[name] = h.hexdigest()
+    if out:
+        return out
     try:
         sent = json.loads((folder / WEIGHTS_DIGEST).read_text())
     except (OSError, ValueError):
         return {}
-    ok = isinstance(sent, dict) and isinstance(sent.get("sha256"), str) and len(sent["sha256"]) == 64 and all(
-        c in "0123456789abcdef" for c in sent["sha256"]) and sent.get("file") in WEIGHTS
-    return {"file": sent["file"], "sha256": sent["sha256"]} if ok else {}
+    if not isinstance(sent, dict):
+        return {}
+    return {k: v for k, v in sent.items() if k in WEIGHTS and isinstance(v, str) and len(v) == 64
+            and all(c in "0123456789abcdef" for c in v)}
 
 
 def _card(runs: list[Run], commands: dict[str, str]) -> dict:

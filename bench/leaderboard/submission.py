@@ -12,7 +12,7 @@ from bench.common.errors import BenchError
 from bench.common.io import atomic_write_text
 from bench.eval.per_image import PER_IMAGE
 from bench.records.record import RECORD
-from bench.leaderboard.data import WEIGHTS, WEIGHTS_DIGEST, load_runs, weights_digest
+from bench.leaderboard.data import WEIGHTS_DIGEST, load_runs, weights_digest
 
 KEPT = (RECORD, PER_IMAGE, "config.yaml")
 
@@ -34,6 +34,6 @@ def export_runset(results: Path, runset: str, out: Path) -> Path:
             if (run.folder / name).is_file():
                 shutil.copyfile(run.folder / name, folder / name)
         digest = weights_digest(run.folder)
-        if digest and any((run.folder / w).is_file() for w in WEIGHTS):
+        if digest:
             atomic_write_text(folder / WEIGHTS_DIGEST, json.dumps(digest, indent=1) + "\n")
     return target

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import re
 import statistics
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -343,46 +343,74 @@ def ablation_caption(reference: str) -> list[str]:
     ]
 
 
+@dataclass
+class _Run:
+    """What every section of a report reads: the run-set's records, grouped, and where files go."""
+    runset: str
+    runset_dir: Path
+    out: Path
+    meta: dict
+    records: list[RunRecord]
+    groups: dict[str, list[RunRecord]]
+    students: dict[str, list[RunRecord]]
+    acc_cols: list = field(default_factory=list)
+    tr_cols: list = field(default_factory=list)
+    figures: dict = field(default_factory=dict)
+
+
 def build_report(results_dir: Path, runset: str, reports_dir: Path) -> Path:
+    """reports/RUNSET: README.md (section by section below), its tables as CSV and LaTeX, its figures."""
     runset_dir = Path(results_dir) / runset
     meta = read_manifest(runset_dir)
     records = load_records(runset_dir, meta.get("runs"))
     if not records:
         raise BenchError(f"no finished runs in {runset_dir}; run `python -m bench run` first")
-    missing = [e for e in entries(meta) if not (runset_dir / e.run_id / RECORD).exists()]
     out = Path(reports_dir) / runset
     out.mkdir(parents=True, exist_ok=True)
     complete_class_counts(records, _per_image_reader(runset_dir))
     groups = group_records(records, meta.get("methods", []))
-    students = {k: v for k, v in groups.items() if v[0].role == "student"}
+    run = _Run(runset, runset_dir, out, meta, records, groups,
+               {k: v for k, v in groups.items() if v[0].role == "student"},
+               accuracy_columns(records), transfer_columns(records))
+    shown, numeric = _main_files(run)
+    run.figures = {stem: plots.save(fig, out / stem)
+                   for stem, fig in report_figures(groups, records, run.acc_cols)[1].items()}
+    text = _head(run, shown, numeric) + _every_attack(run, shown)
+    for section in (_per_class, _corruptions, _transfer, _structure, _attack_transfer, _checkpoints, _published,
+                    _recipes):
+        text += section(run)
+    text += sanity_lines(groups) + _ablation(run) + [_files_line(run)]
+    atomic_write_text(out / "README.md", "\n".join(text) + "\n")
+    write_index(Path(reports_dir))
+    return out
 
-    acc_cols, tr_cols, cls_cols = accuracy_columns(records), transfer_columns(records), class_columns(records)
+
+def _main_files(run: _Run) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """table.csv/.tex, summary.csv, runs.csv and runs.json; (shown, numeric) of the main table."""
+    records, out = run.records, run.out
     main_cols = main_accuracy_columns(records) + strongest_class_column(records)
-    shown, numeric = table(groups, main_cols, main=True)
-    cls_shown, cls_num = table(groups, cls_cols)
-    cor_cols = corruption_columns(records)
-    cor_shown, cor_num = table(groups, cor_cols)
-    tr_shown, tr_num = table(groups, tr_cols)
-    st_shown, st_num = table(students, STRUCTURE_COLUMNS)
-    has_attack_transfer = any("transfer" in (r.structure or {}) for r in records)
-    at_shown, at_num = table(students, ATTACK_TRANSFER_COLUMNS)
-    has_structure = any(r.structure for r in records)
-
+    shown, numeric = table(run.groups, main_cols, main=True)
+    _, tr_num = table(run.groups, run.tr_cols)
+    cls_cols = class_columns(records)
     atomic_write_text(out / "table.csv", shown.to_csv(index=False))
     atomic_write_text(out / "table.tex", latex_table(shown, numeric, main_cols))
     atomic_write_text(out / "summary.csv", pd.concat([numeric, tr_num.drop(columns=["method", "short", "n"])],
                                                      axis=1).to_csv(index=False))
     # runs.csv keeps every column, the worst case too where the main table leaves it out
-    run_cols = (acc_cols + [c for c in main_cols if c not in acc_cols] + tr_cols + STRUCTURE_COLUMNS
+    run_cols = (run.acc_cols + [c for c in main_cols if c not in run.acc_cols] + run.tr_cols + STRUCTURE_COLUMNS
                 + ATTACK_TRANSFER_COLUMNS + [c for c in cls_cols if c not in main_cols])
     atomic_write_text(out / "runs.csv", per_run_frame(records, run_cols).to_csv(index=False))
     atomic_write_json(out / "runs.json", [{k: v for k, v in asdict(r).items() if k != "history"} for r in records])
+    return shown, numeric
 
-    figures = {stem: plots.save(fig, out / stem) for stem, fig in report_figures(groups, records, acc_cols)[1].items()}
 
+def _head(run: _Run, shown: pd.DataFrame, numeric: pd.DataFrame) -> list[str]:
+    """Title, setup, the ranked main table, missing runs and the methods' notes."""
+    records, meta = run.records, run.meta
+    missing = [e for e in entries(meta) if not (run.runset_dir / e.run_id / RECORD).exists()]
     notes = sorted({(r.method_name, r.note) for r in records if r.note})
     glance, ranked_by = glance_table(shown, numeric)
-    text = [f"# Run-set `{runset}`", "", *_setup_lines(records, meta), "",
+    text = [f"# Run-set `{run.runset}`", "", *_setup_lines(records, meta), "",
             "Accuracy in %: mean over seeds [95 % Student-t interval of the mean, clipped to 0–100] when n > 1; "
             f"n = seeds. Rows ranked by {ranked_by}, the teacher first as the reference; ⚠ marks a row whose "
             "sanity checks fired (section below); every attack, the class spread and the cost are in the next "
@@ -391,130 +419,180 @@ def build_report(results_dir: Path, runset: str, reports_dir: Path) -> Path:
             markdown_table(glance), ""]
     if missing:
         text += [f"**Missing: {len(missing)} planned run(s) have no finished record yet** (`python -m bench status "
-                 f"{runset}` says why); the table holds the others:", ""]
+                 f"{run.runset}` says why); the table holds the others:", ""]
         text += [f"- {e.role} `{e.method}`" + (f" seed {e.seed}" if e.seed is not None else "") + f" ({e.run_id})"
                  for e in missing] + [""]
-    text += [f"- `{name}`: {note}." for name, note in notes]
-    text += ["", "## Every attack, the class spread and the cost", "",
-             worst_case_text(records) + " " + main_class_text(records) + " "
-             "Train time is the median over seeds; Train MFLOP/img/epoch is one training step's "
-             "matmul and convolution FLOPs per image (attack, every network's forward and backward; "
-             "torch.utils.flop_counter on the run's first step), median over seeds, – where the run did not count "
-             "it (a teacher from a file or the zoo; runs before the count existed); Sanity names the checks that "
-             "fired. The same numbers: `table.csv`, `summary.csv`.", "", markdown_table(shown), ""]
+    return text + [f"- `{name}`: {note}." for name, note in notes]
+
+
+def _every_attack(run: _Run, shown: pd.DataFrame) -> list[str]:
+    """The full table (every attack, the class spread, the cost) and the main figures."""
+    records, figures = run.records, run.figures
+    text = ["", "## Every attack, the class spread and the cost", "",
+            worst_case_text(records) + " " + main_class_text(records) + " "
+            "Train time is the median over seeds; Train MFLOP/img/epoch is one training step's "
+            "matmul and convolution FLOPs per image (attack, every network's forward and backward; "
+            "torch.utils.flop_counter on the run's first step), median over seeds, – where the run did not count "
+            "it (a teacher from a file or the zoo; runs before the count existed); Sanity names the checks that "
+            "fired. The same numbers: `table.csv`, `summary.csv`.", "", markdown_table(shown), ""]
     text += [""] + [f"![{stem}.png]({stem}.png)" for stem in ("accuracy_per_attack", "robustness_curve",
                                                               "training_curves", "robustness_vs_cost")
                     if stem in figures]
-    text += ["", f"Whiskers and bands: the {100 * LEVEL:g} % Student-t interval of the mean over seeds (a row with one "
-             f"seed has none); the dotted line marks the threat model's ε; the training curves show every seed"
-             + (" and the per-epoch score its checkpoint policy selected on"
+    text += ["", f"Bars: the mean over seeds, a dot per seed. Bands: the {100 * LEVEL:g} % Student-t interval of "
+             f"the mean over seeds (a row with one seed has none); the dotted line marks the threat model's ε; "
+             f"the training curves show each loss term as the method weighs it (mean over seeds) on one axis "
+             f"for every method"
+             + (", and every seed's per-epoch score its checkpoint policy selected on"
                 if any(k in h for r in records for h in r.history for k in plots.SELECTION_KEYS) else "")
              + ". Each figure is also a PDF.", ""]
+    return text
 
-    if cls_cols:
-        names = next(r.per_class["classes"] for r in records if r.per_class)
-        text += _table_section(
-            out, "per_class", cls_shown, cls_num, cls_cols, "Per-class robustness",
-            "Accuracy (%) of the worst class and the standard deviation of the per-class accuracies (points), "
-            + ("with the floor that sampling noise alone gives that standard deviation (points, "
-               "below), " if any("floor" in c.label for c in cls_cols) else "")
-            + "per attack; a model can hide a weak class behind a good average (Fair-ARD, ABSLD)."
-            + ("" if [str(c) for c in names] == [str(i) for i in range(len(names))] else
-               " Classes: " + ", ".join(f"{i} {c}" for i, c in enumerate(names)) + ".")
-            + "".join(f"\n\n{para}" for para in class_noise_text(groups)))
-        if "per_class" in figures:
-            text += ["![per_class.png](per_class.png)", ""]
-    if cor_cols:
-        how = next(r.attack_settings.get("corruptions", {}) for r in records if r.corruptions)
-        text += _table_section(
-            out, "corruptions", cor_shown, cor_num, cor_cols, "Common corruptions",
-            f"Accuracy (%) under each common corruption (Hendrycks & Dietterich 2019), mean over severities "
-            f"1-5, then each severity's mean over the corruptions; column `Corruptions` of the main table is "
-            f"the mean of all. On the first {how.get('n')} test images; images {how.get('source')}"
-            + (f", seed {how['seed']}" if how.get("seed") is not None else "")
-            + f"; corruptions: {how.get('chosen')}. Not an attack: no ε, and not part of the worst case."
-            + corruption_sources_text(records))
-        if "corruptions" in figures:
-            text += ["![corruptions.png](corruptions.png)", ""]
-    if tr_cols:
-        text += _table_section(out, "transfer", tr_shown, tr_num, tr_cols, "Transfer to other tasks",
-                               "A linear head is trained on each target's training split on top of the frozen "
-                               "network; accuracy (%) of the probed network on the target's test split, clean and "
-                               "under attack on the whole network.")
-    if has_structure:
-        text += _table_section(
-            out, "structure", st_shown, st_num, STRUCTURE_COLUMNS, "Structural knowledge",
-            "Teacher–student similarity on clean test inputs and on the student's PGD-20 examples: mean "
-            "absolute gap between class-correlation matrices of logits (lower is closer), linear CKA of "
-            "penultimate features (1 = same up to rotation and scale), prediction agreement (%), and how "
-            "often an example that fools the student also fools the teacher (%).")
-        if "correlation_heatmaps" in figures:
-            text += ["Each panel: |teacher − student| class-correlation matrix of logits, mean over the student's "
-                     "seeds, on one colour scale; darker is closer.", "",
-                     "![correlation_heatmaps.png](correlation_heatmaps.png)", ""]
-        text += ["Linear CKA between the student's and the teacher's penultimate features.", "", "![cka.png](cka.png)", ""]
 
-    if has_attack_transfer:
-        text += _table_section(
-            out, "attack_transfer", at_shown, at_num, ATTACK_TRANSFER_COLUMNS,
-            "Transfer of attacks between teacher and student",
-            "Accuracy (%) on PGD-20 examples (the evaluation's ε and steps) of the first test images: the "
-            "student on examples crafted on the teacher (T→S) beside the student on its own, and the "
-            "teacher on the student's examples (S→T) beside the teacher on its own. A student that resists "
-            "the teacher's examples far better than its own has robustness of its own; one that falls to "
-            "them shares the teacher's weaknesses.")
+def _per_class(run: _Run) -> list[str]:
+    records, cls_cols = run.records, class_columns(run.records)
+    if not cls_cols:
+        return []
+    cls_shown, cls_num = table(run.groups, cls_cols)
+    names = next(r.per_class["classes"] for r in records if r.per_class)
+    text = _table_section(
+        run.out, "per_class", cls_shown, cls_num, cls_cols, "Per-class robustness",
+        "Accuracy (%) of the worst class and the standard deviation of the per-class accuracies (points), "
+        + ("with the floor that sampling noise alone gives that standard deviation (points, "
+           "below), " if any("floor" in c.label for c in cls_cols) else "")
+        + "per attack; a model can hide a weak class behind a good average (Fair-ARD, ABSLD)."
+        + ("" if [str(c) for c in names] == [str(i) for i in range(len(names))] else
+           " Classes: " + ", ".join(f"{i} {c}" for i, c in enumerate(names)) + ".")
+        + "".join(f"\n\n{para}" for para in class_noise_text(run.groups)))
+    if "per_class" in run.figures:
+        text += ["![per_class.png](per_class.png)", ""]
+    return text
 
-    best_last = best_last_table(groups)
+
+def _corruptions(run: _Run) -> list[str]:
+    records, cor_cols = run.records, corruption_columns(run.records)
+    if not cor_cols:
+        return []
+    cor_shown, cor_num = table(run.groups, cor_cols)
+    how = next(r.attack_settings.get("corruptions", {}) for r in records if r.corruptions)
+    text = _table_section(
+        run.out, "corruptions", cor_shown, cor_num, cor_cols, "Common corruptions",
+        f"Accuracy (%) under each common corruption (Hendrycks & Dietterich 2019), mean over severities "
+        f"1-5, then each severity's mean over the corruptions; column `Corruptions` of the main table is "
+        f"the mean of all. On the first {how.get('n')} test images; images {how.get('source')}"
+        + (f", seed {how['seed']}" if how.get("seed") is not None else "")
+        + f"; corruptions: {how.get('chosen')}. Not an attack: no ε, and not part of the worst case."
+        + corruption_sources_text(records))
+    if "corruptions" in run.figures:
+        text += ["![corruptions.png](corruptions.png)", ""]
+    return text
+
+
+def _transfer(run: _Run) -> list[str]:
+    if not run.tr_cols:
+        return []
+    tr_shown, tr_num = table(run.groups, run.tr_cols)
+    return _table_section(run.out, "transfer", tr_shown, tr_num, run.tr_cols, "Transfer to other tasks",
+                          "A linear head is trained on each target's training split on top of the frozen "
+                          "network; accuracy (%) of the probed network on the target's test split, clean and "
+                          "under attack on the whole network.")
+
+
+def _structure(run: _Run) -> list[str]:
+    if not any(r.structure for r in run.records):
+        return []
+    st_shown, st_num = table(run.students, STRUCTURE_COLUMNS)
+    text = _table_section(
+        run.out, "structure", st_shown, st_num, STRUCTURE_COLUMNS, "Structural knowledge",
+        "Teacher–student similarity on clean test inputs and on the student's PGD-20 examples: mean "
+        "absolute gap between class-correlation matrices of logits (lower is closer), linear CKA of "
+        "penultimate features (1 = same up to rotation and scale), prediction agreement (%), and how "
+        "often an example that fools the student also fools the teacher (%).")
+    if "correlation_heatmaps" in run.figures:
+        text += ["Each panel: |teacher − student| class-correlation matrix of logits, mean over the student's "
+                 "seeds, on one colour scale; darker is closer.", "",
+                 "![correlation_heatmaps.png](correlation_heatmaps.png)", ""]
+    return text + ["Linear CKA between the student's and the teacher's penultimate features.", "",
+                   "![cka.png](cka.png)", ""]
+
+
+def _attack_transfer(run: _Run) -> list[str]:
+    if not any("transfer" in (r.structure or {}) for r in run.records):
+        return []
+    at_shown, at_num = table(run.students, ATTACK_TRANSFER_COLUMNS)
+    return _table_section(
+        run.out, "attack_transfer", at_shown, at_num, ATTACK_TRANSFER_COLUMNS,
+        "Transfer of attacks between teacher and student",
+        "Accuracy (%) on PGD-20 examples (the evaluation's ε and steps) of the first test images: the "
+        "student on examples crafted on the teacher (T→S) beside the student on its own, and the "
+        "teacher on the student's examples (S→T) beside the teacher on its own. A student that resists "
+        "the teacher's examples far better than its own has robustness of its own; one that falls to "
+        "them shares the teacher's weaknesses.")
+
+
+def _checkpoints(run: _Run) -> list[str]:
+    text = []
+    best_last = best_last_table(run.groups)
     if best_last is not None:
-        atomic_write_text(out / "best_last.csv", best_last.to_csv(index=False))
-        text += best_last_lines(groups, markdown_table(best_last))
-    kept = kept_table(groups)
+        atomic_write_text(run.out / "best_last.csv", best_last.to_csv(index=False))
+        text += best_last_lines(run.groups, markdown_table(best_last))
+    kept = kept_table(run.groups)
     if kept is not None:
-        atomic_write_text(out / "checkpoints.csv", kept.to_csv(index=False))
+        atomic_write_text(run.out / "checkpoints.csv", kept.to_csv(index=False))
         text += kept_lines(markdown_table(kept))
+    return text
 
-    pub = published_table(groups, acc_cols)
-    if pub is not None:
-        atomic_write_text(out / "published.csv", pub[0].to_csv(index=False))
-        official = all(r.config.get("protocol", "common") == "official" for r in records if r.role == "student")
-        text += ["## Published numbers", "",
-                 "Our mean next to the best-attested published number for the same method, data set and "
-                 "student (`bench/report/references.csv`; Δ = ours − published, in points). "
-                 + ("Protocol official: each row ran its method's own recipe and checkpoint policy (column "
-                    "`protocol`), the like of the published number's; Δ measures the reproduction."
-                    if official else
-                    "Protocol common: each row ran the one common schedule, the published numbers each method's own "
-                    "recipe, so Δ measures the protocol as well as the method; `--protocol official` reproduces "
-                    "each method's recipe."), "",
-                 markdown_table(pub[0]), "", *pub[1], ""]
-    data = {r.dataset.partition('@')[0] for r in records}
-    if data and data <= set(OFFICIAL_DATA) and students and meta.get("config"):
-        base = config_of(meta["config"])  # the run-set's config: the common protocol's, before any recipe
-        text += ["## Recipes", "", recipe_markdown(base, [v[0].method for v in students.values()]), ""]
-        if base.limit != Limit():
-            caps = ", ".join(f"{k} {v}" for k, v in asdict(base.limit).items() if v)
-            text += [f"This run-set caps every recipe ({caps}): the table shows the recipes themselves.", ""]
 
-    text += sanity_lines(groups)
+def _published(run: _Run) -> list[str]:
+    pub = published_table(run.groups, run.acc_cols)
+    if pub is None:
+        return []
+    atomic_write_text(run.out / "published.csv", pub[0].to_csv(index=False))
+    official = all(r.config.get("protocol", "common") == "official" for r in run.records if r.role == "student")
+    return ["## Published numbers", "",
+            "Our mean next to the best-attested published number for the same method, data set and "
+            "student (`bench/report/references.csv`; Δ = ours − published, in points). "
+            + ("Protocol official: each row ran its method's own recipe and checkpoint policy (column "
+               "`protocol`), the like of the published number's; Δ measures the reproduction."
+               if official else
+               "Protocol common: each row ran the one common schedule, the published numbers each method's own "
+               "recipe, so Δ measures the protocol as well as the method; `--protocol official` reproduces "
+               "each method's recipe."), "",
+            markdown_table(pub[0]), "", *pub[1], ""]
 
-    reference = meta.get("compare_to")
-    if reference:
-        key_cols = [c for c in acc_cols if c.path[-1] in ("clean", "pgd20", "aa", "worst")] + tr_cols[:2] + \
-                   [c for c in STRUCTURE_COLUMNS if c.label in ("corr gap adv", "CKA adv")]
-        abl = ablation_table(groups, reference, key_cols, per_image=_per_image_reader(runset_dir))
-        if not abl.empty:
-            atomic_write_text(out / "ablation.csv", abl.to_csv(index=False))
-            text += [f"## Ablation against `{reference}`", "",
-                     *ablation_caption(reference), "",
-                     markdown_table(abl), ""]
-    text += ["Files: `table.csv`, `table.tex`, `summary.csv` (means, intervals), `runs.csv` (per run and seed), "
-             "`runs.json` (each run's full config, seed, versions and metrics)"
-             + (", `per_class.csv`, `per_class.tex`" if cls_cols else "")
-             + (", `corruptions.csv`, `corruptions.tex`" if cor_cols else "")
-             + (", `transfer.csv`, `transfer.tex`" if tr_cols else "")
-             + (", `structure.csv`, `structure.tex`" if has_structure else "")
-             + (", `attack_transfer.csv`, `attack_transfer.tex`" if has_attack_transfer else "")
-             + "; every figure as PNG and PDF (" + ", ".join(f"`{stem}`" for stem in figures) + ")."]
-    atomic_write_text(out / "README.md", "\n".join(text) + "\n")
-    write_index(Path(reports_dir))
-    return out
+
+def _recipes(run: _Run) -> list[str]:
+    data = {r.dataset.partition('@')[0] for r in run.records}
+    if not (data and data <= set(OFFICIAL_DATA) and run.students and run.meta.get("config")):
+        return []
+    base = config_of(run.meta["config"])  # the run-set's config: the common protocol's, before any recipe
+    text = ["## Recipes", "", recipe_markdown(base, [v[0].method for v in run.students.values()]), ""]
+    if base.limit != Limit():
+        caps = ", ".join(f"{k} {v}" for k, v in asdict(base.limit).items() if v)
+        text += [f"This run-set caps every recipe ({caps}): the table shows the recipes themselves.", ""]
+    return text
+
+
+def _ablation(run: _Run) -> list[str]:
+    reference = run.meta.get("compare_to")
+    if not reference:
+        return []
+    key_cols = [c for c in run.acc_cols if c.path[-1] in ("clean", "pgd20", "aa", "worst")] + run.tr_cols[:2] + \
+               [c for c in STRUCTURE_COLUMNS if c.label in ("corr gap adv", "CKA adv")]
+    abl = ablation_table(run.groups, reference, key_cols, per_image=_per_image_reader(run.runset_dir))
+    if abl.empty:
+        return []
+    atomic_write_text(run.out / "ablation.csv", abl.to_csv(index=False))
+    return [f"## Ablation against `{reference}`", "", *ablation_caption(reference), "", markdown_table(abl), ""]
+
+
+def _files_line(run: _Run) -> str:
+    records = run.records
+    return ("Files: `table.csv`, `table.tex`, `summary.csv` (means, intervals), `runs.csv` (per run and seed), "
+            "`runs.json` (each run's full config, seed, versions and metrics)"
+            + (", `per_class.csv`, `per_class.tex`" if class_columns(records) else "")
+            + (", `corruptions.csv`, `corruptions.tex`" if corruption_columns(records) else "")
+            + (", `transfer.csv`, `transfer.tex`" if run.tr_cols else "")
+            + (", `structure.csv`, `structure.tex`" if any(r.structure for r in records) else "")
+            + (", `attack_transfer.csv`, `attack_transfer.tex`"
+               if any("transfer" in (r.structure or {}) for r in records) else "")
+            + "; every figure as PNG and PDF (" + ", ".join(f"`{stem}`" for stem in run.figures) + ").")

@@ -48,7 +48,7 @@ from bench.common.errors import BenchError
 from bench.config.presets import Preset
 from bench.config.protocol import method_config, recipe_notes, teacher_text
 from bench.config.schema import TEACHER_ROLES, DataConfig, EvalConfig, FileTeacher, RunConfig, ZooTeacher
-from bench.data.sources import _TORCHVISION_FILES, default_data_dir
+from bench.data.sources import DATASETS, default_data_dir
 from bench.data.splits import parse_classes
 from bench.eval.corruption_eval import NAME as CORRUPTIONS
 from bench.eval.corruption_eval import SEVERITIES, chosen, how_to_get, published_missing
@@ -72,9 +72,6 @@ CPU_BATCH = 2
 CPU_STEP_FLOPS = 1e9
 COUNT_CPU_BATCH = 2
 META = torch.device("meta")
-# images (train, test), channels, size, classes of the data sets a preset may name, without loading them
-KNOWN = {"cifar10": (50000, 10000, 3, 32, 10), "cifar100": (50000, 10000, 3, 32, 100),
-         "stl10": (5000, 8000, 3, 96, 10), "digits": (1347, 450, 1, 8, 10)}
 
 
 @dataclass(frozen=True)
@@ -253,7 +250,8 @@ def data_shape(data: DataConfig) -> tuple[int, int, int, int, int]:
     subset (``digits@0-4``) keeps its share of each split and its number of classes: CIFAR's and STL-10's
     classes are balanced, the digits' split is stratified."""
     base, _, subset = data.name.partition("@")
-    n_train, n_test, channels, size, classes = KNOWN.get(base, KNOWN["cifar10"])
+    # each data set's entry holds its shape (bench.data.sources.DataSet); a folder is costed as CIFAR-10
+    n_train, n_test, channels, size, classes = DATASETS.get(base if base in DATASETS else "cifar10").shape
     n_train = min(n_train, data.train_limit or n_train)  # the limit applies before the subset (load_dataset)
     if subset:
         k = len(parse_classes(subset, classes, base))
@@ -340,10 +338,11 @@ def _data_file(name: str, data_dir: str | None) -> MissingFile | None:
         return None if path.is_dir() else MissingFile(f"data {name}", str(path), "give an existing ImageFolder "
                                                                                 "directory (one sub-folder per class)")
     base = name.partition("@")[0]
-    if base not in _TORCHVISION_FILES:  # embedded (digits)
+    files = DATASETS.get(base).files if base in DATASETS else None
+    if files is None:  # embedded (digits), or read and checked by its loader (tiny-imagenet)
         return None
     root = Path(data_dir) if data_dir else default_data_dir()
-    folder, source = _TORCHVISION_FILES[base]
+    folder, source = files
     path = root / folder
     if path.is_dir():
         return None

@@ -124,12 +124,27 @@ def train_model(student: nn.Module, method: Method, data: ImageData, train_cfg: 
         raise BenchError(f"{desc}: train.swa_start={train_cfg.swa_start} is not an epoch of the run "
                          f"(0-based, below {train_cfg.epochs})")
     precision = resolve_precision(precision, device)
+    loop = _make_loop(student, method, data, train_cfg, attack_cfg, teacher, run_dir, device, precision, desc,
+                      selection, tracker, seed, teachers)
+    _resume(loop, desc)
+    # fp32 on CUDA: IEEE fp32 for the backward passes too (autocast covers only the forward)
+    exact = ieee_fp32() if precision == "fp32" and torch.device(device).type == "cuda" else contextlib.nullcontext()
+    with compiled(student, teacher) if compile else contextlib.nullcontext(), exact:
+        for epoch in range(loop.start_epoch, train_cfg.epochs):
+            loop.epoch(epoch)
+    _finish(loop, student, selection, run_dir)
+    return loop.history
+
+
+def _make_loop(student, method, data, train_cfg, attack_cfg, teacher, run_dir, device, precision, desc, selection,
+               tracker, seed, teachers) -> "_Loop":
+    """The loop before its first epoch: every network on the device and equal across ranks, the
+    optimisers and schedules, the teachers in eval mode, the run's generator seeded."""
     extra = method.modules()
     if extra is not None:
         extra.to(device)
     params = list(student.parameters()) + (list(extra.parameters()) if extra is not None else [])
     networks = {name: net.module.to(device) for name, net in method.networks().items()}
-    main = distributed.is_main()
     for module in (student, extra, *networks.values()):
         if module is not None:
             distributed.broadcast_state(module)
@@ -147,20 +162,26 @@ def train_model(student: nn.Module, method: Method, data: ImageData, train_cfg: 
     loop.teachers, loop.networks, loop.net_opts = dict(teachers or {}), networks, net_opts
     loop.all_params = params + [p for m in networks.values() for p in m.parameters()]
     loop.swa = AveragedModel(student) if train_cfg.swa_start is not None else None
-    if distributed.broadcast_object(loop.ckpt_path.exists() if main else None):  # resume where the last run stopped
-        # (under torchrun rank 0 decides, and every rank reads rank 0's checkpoint: one shared folder)
-        try:
-            state = load_checkpoint(loop.ckpt_path)
-        except BenchError:  # truncated by a full disk or a copy: training from the start derives it again
-            log(f"{loop.ckpt_path} is damaged: training {desc} from the first epoch again")
-            state = None
-        if state is not None:
-            loop.resume(state)
-    # fp32 on CUDA: IEEE fp32 for the backward passes too (autocast covers only the forward)
-    exact = ieee_fp32() if precision == "fp32" and torch.device(device).type == "cuda" else contextlib.nullcontext()
-    with compiled(student, teacher) if compile else contextlib.nullcontext(), exact:
-        for epoch in range(loop.start_epoch, train_cfg.epochs):
-            loop.epoch(epoch)
+    return loop
+
+
+def _resume(loop: "_Loop", desc: str) -> None:
+    """Continue where the last run stopped (under torchrun rank 0 decides, and every rank reads rank
+    0's checkpoint: one shared folder); a damaged checkpoint means training from the first epoch."""
+    if not distributed.broadcast_object(loop.ckpt_path.exists() if distributed.is_main() else None):
+        return
+    try:
+        state = load_checkpoint(loop.ckpt_path)
+    except BenchError:  # truncated by a full disk or a copy: training from the start derives it again
+        log(f"{loop.ckpt_path} is damaged: training {desc} from the first epoch again")
+        return
+    loop.resume(state)
+
+
+def _finish(loop: "_Loop", student: nn.Module, selection, run_dir: Path) -> None:
+    """The run's model in ``student`` (the SWA average, or the selected epoch's weights) and the
+    further checkpoints on disk."""
+    main = distributed.is_main()
     if loop.swa is not None and loop.swa.n_averaged > 0:  # the average is the run's model
         student.load_state_dict(loop.swa.module.state_dict())
     if selection is not None and main:   # further checkpoints a script keeps: evaluated beside the best
@@ -172,7 +193,6 @@ def train_model(student: nn.Module, method: Method, data: ImageData, train_cfg: 
             atomic_save(student.state_dict(), run_dir / LAST)
         student.load_state_dict(loop.best["state"])
     student.eval()
-    return loop.history
 
 
 class _Loop:
@@ -230,16 +250,16 @@ class _Loop:
         self.also = state.get("also", self.also)
 
     def epoch(self, epoch: int) -> None:
-        student, method, data, cfg, device = self.student, self.method, self.data, self.train_cfg, self.device
-        ddp, main = distributed.active(), distributed.is_main()
-        n, bs = len(data.y_train), cfg.batch_size
-        student.train()
+        """Train one epoch, then log it, track it and checkpoint it (rank 0)."""
+        cfg = self.train_cfg
+        self.student.train()
         for m in self.networks.values():
             m.train()
         lr_scale = self.opt.param_groups[0]["lr"] / cfg.lr
-        perm = torch.randperm(n, generator=self.generator, device=device)
+        n, bs = len(self.data.y_train), cfg.batch_size
+        perm = torch.randperm(n, generator=self.generator, device=self.device)
         # images in host memory are indexed on the host: the order is read back once an epoch, not every step
-        order = perm.cpu() if isinstance(data.x_train, HostImages) else perm
+        order = perm.cpu() if isinstance(self.data.x_train, HostImages) else perm
         # Running sums stay on the device (float64, as Python floats would be): reading them forces a
         # GPU sync, so the bar reads them at most once a second and the log once an epoch.
         sums: dict[str, torch.Tensor] = {}
@@ -248,77 +268,103 @@ class _Loop:
         bar = tqdm(range(math.ceil(n / bs)), desc=f"{self.desc} {epoch + 1}/{cfg.epochs}", leave=False,
                    mininterval=1.0, disable=None)
         for i in bar:
-            idx = perm[i * bs:(i + 1) * bs]
-            x = to_float(augment(data.x_train[order[i * bs:(i + 1) * bs]], data.pad, data.flip,
-                                 self.generator)).contiguous(
-                memory_format=torch.channels_last)
-            y, shard = data.y_train[idx], None
-            if ddp:  # every rank drew the global batch; it trains on its own rows
-                shard = distributed.Shard.of(x, y, idx)
-                distributed.broadcast_buffers(student)  # rank 0's batch-norm statistics, as DDP before a forward
-                x, y, idx = x[shard.part], y[shard.part], idx[shard.part]
-            batch = Batch(x, y, idx, student, self.teacher, epoch, shard=shard, generator=self.generator,
-                          teachers=self.teachers, lr_scale=lr_scale)
-            # the run's first step is counted (torch.utils.flop_counter: matmuls and convolutions of the
-            # attack, every network's forward and backward); counting changes no number
-            counter = StepFlops() if epoch == 0 and i == 0 else contextlib.nullcontext()
-            with counter:
-                with autocast(self.precision, device):
-                    x_adv = adversarial_examples(method, batch, self.attack_cfg) if method.inner else None
-                    terms = method.losses(batch, x_adv)
-                    loss = sum(terms.values())
-                opts = [self.opt, *(o for o, _ in self.net_opts.values())]
-                for o in opts:
-                    o.zero_grad(set_to_none=True)
-                (loss * shard.weight if ddp else loss).backward()
-            if isinstance(counter, StepFlops):
-                step_flops = counter.get_total_flops() / len(idx)
-            distributed.average_gradients(self.all_params)
-            for o in opts:
-                o.step()
-            seen += len(idx)
+            batch = self._batch(perm[i * bs:(i + 1) * bs], order[i * bs:(i + 1) * bs], epoch, lr_scale)
+            # the run's first step is counted (torch.utils.flop_counter); counting changes no number
+            terms, loss, flops = self._step(batch, count=epoch == 0 and i == 0)
+            step_flops = flops if flops is not None else step_flops
+            seen += len(batch.idx)
             for k, v in (*terms.items(), ("loss", loss)):
-                sums[k] = sums.get(k, 0.0) + v.detach().double() * len(idx)
+                sums[k] = sums.get(k, 0.0) + v.detach().double() * len(batch.idx)
             now = time.perf_counter()
             if not bar.disable and now - shown >= 1.0:
                 shown = now
                 bar.set_postfix({k: f"{float(v) / seen:.3f}" for k, v in sums.items()} |
                                 {"img/s": f"{seen / (now - t0):.0f}"})
         epoch_lr = self.opt.param_groups[0]["lr"]  # the rate this epoch trained at (before the step)
+        sums, seen, model = self._end_epoch(epoch, sums, seen)
+        row = self._row(epoch, epoch_lr, sums, seen, t0, step_flops)
+        if self.selection is not None and self.selection.scores_epoch(epoch + 1):
+            self._score(epoch, model, row)
+        self.history.append(row)
+        if distributed.is_main():
+            self._write(epoch, row, one_line=bar.disable)
+
+    def _batch(self, idx: torch.Tensor, rows: torch.Tensor, epoch: int, lr_scale: float) -> Batch:
+        """The step's batch: the images ``rows`` augmented; under torchrun every rank drew the global
+        batch and trains on its own rows."""
+        data = self.data
+        x = to_float(augment(data.x_train[rows], data.pad, data.flip, self.generator)).contiguous(
+            memory_format=torch.channels_last)
+        y, shard = data.y_train[idx], None
+        if distributed.active():
+            shard = distributed.Shard.of(x, y, idx)
+            distributed.broadcast_buffers(self.student)  # rank 0's batch-norm statistics, as DDP before a forward
+            x, y, idx = x[shard.part], y[shard.part], idx[shard.part]
+        return Batch(x, y, idx, self.student, self.teacher, epoch, shard=shard, generator=self.generator,
+                     teachers=self.teachers, lr_scale=lr_scale)
+
+    def _step(self, batch: Batch, count: bool) -> tuple[dict, torch.Tensor, float | None]:
+        """One optimisation step: the method's attack and loss terms, backward, gradients averaged over
+        ranks, every optimiser stepped. (terms, their sum, FLOPs per image where ``count``)."""
+        method = self.method
+        counter = StepFlops() if count else contextlib.nullcontext()
+        with counter:
+            with autocast(self.precision, self.device):
+                x_adv = adversarial_examples(method, batch, self.attack_cfg) if method.inner else None
+                terms = method.losses(batch, x_adv)
+                loss = sum(terms.values())
+            opts = [self.opt, *(o for o, _ in self.net_opts.values())]
+            for o in opts:
+                o.zero_grad(set_to_none=True)
+            (loss * batch.shard.weight if batch.shard is not None else loss).backward()
+        flops = counter.get_total_flops() / len(batch.idx) if isinstance(counter, StepFlops) else None
+        distributed.average_gradients(self.all_params)
+        for o in opts:
+            o.step()
+        return terms, loss, flops
+
+    def _end_epoch(self, epoch: int, sums: dict, seen: int) -> tuple[dict, int, nn.Module]:
+        """Schedules stepped, the method's epoch-end hook, ranks made equal, the SWA snapshot; the
+        global sums and count, and the model the epoch is scored on."""
+        cfg, method = self.train_cfg, self.method
         self.sched.step()
         for _, s in self.net_opts.values():
             s.step()
         method.end_epoch(EpochEnd(epoch, self.opt.param_groups[0]["lr"] / cfg.lr, distributed.all_reduce_sum))
-        if ddp:  # the log holds the global batch's means; batch-norm statistics are rank 0's (as DDP)
+        if distributed.active():  # the log holds the global batch's means; batch-norm statistics are rank 0's
             sums = {k: distributed.all_reduce_sum(v) for k, v in sums.items()}
-            seen = int(distributed.all_reduce_sum(torch.tensor(float(seen), device=device)))
-            for module in (student, self.extra, *self.networks.values()):
+            seen = int(distributed.all_reduce_sum(torch.tensor(float(seen), device=self.device)))
+            for module in (self.student, self.extra, *self.networks.values()):
                 if module is not None:
                     distributed.broadcast_state(module)
-            method.load_state_dict(distributed.broadcast_object(method.state_dict() if main else None))
-        model = student
+            method.load_state_dict(distributed.broadcast_object(method.state_dict() if distributed.is_main() else None))
+        model = self.student
         if self.swa is not None and epoch >= cfg.swa_start:
-            self.swa.update_parameters(student)
+            self.swa.update_parameters(self.student)
             update_bn(self._bn_batches(), self.swa.module)
             model = self.swa.module
+        return sums, seen, model
+
+    def _row(self, epoch: int, lr: float, sums: dict, seen: int, t0: float, step_flops: float | None) -> dict:
+        """The epoch's log row (bench.config.schema.LOG_COLUMNS and the loss terms); a loss that is not
+        finite ends the run in one line."""
         sums = {k: float(v) for k, v in sums.items()}
         if not all(math.isfinite(v) for v in sums.values()):
             raise BenchError(f"{self.desc}: training diverged, loss is not finite at epoch {epoch + 1} "
                              f"({', '.join(f'{k} {v / seen:.3g}' for k, v in sums.items())}); lower --lr")
         elapsed = time.perf_counter() - t0
-        row = {"epoch": epoch + 1, "lr": epoch_lr, "seconds": round(elapsed, 3),
+        row = {"epoch": epoch + 1, "lr": lr, "seconds": round(elapsed, 3),
                "images_per_s": round(seen / elapsed, 1), **{k: v / seen for k, v in sums.items()}}
         if step_flops is not None:
             row[FLOPS_KEY] = float(step_flops)
         if self.swa is not None:
             row["swa_snapshots"] = int(self.swa.n_averaged)
-        if self.selection is not None and self.selection.scores_epoch(epoch + 1):
-            self._score(epoch, model, row)
-        self.history.append(row)
-        if not main:
-            return
-        if bar.disable:  # no terminal (a cluster job's log): one line per epoch instead of a bar
-            print(f"{self.desc} epoch {epoch + 1}/{cfg.epochs}: " + ", ".join(
+        return row
+
+    def _write(self, epoch: int, row: dict, one_line: bool) -> None:
+        """Rank 0: the row to the tracker, the checkpoint, the log file (and stderr without a terminal)."""
+        if one_line:  # no terminal (a cluster job's log): one line per epoch instead of a bar
+            print(f"{self.desc} epoch {epoch + 1}/{self.train_cfg.epochs}: " + ", ".join(
                 f"{k} {v:.4g}" for k, v in row.items() if k not in ("epoch", "seconds")), file=sys.stderr, flush=True)
         self.tracker.epoch(row)  # before the checkpoint: an epoch trained again after a kill replaces its events
         atomic_save(self.state(epoch), self.ckpt_path)

@@ -199,7 +199,8 @@
     const attacks = Object.keys(ATTACK_LABELS).filter((k) => c.seeds.some((s) => s.metrics[k] !== undefined));
     const perSeed = table(["seed", "run", "run-set", ...attacks.map((k) => ATTACK_LABELS[k]), "weights (sha256)"],
       c.seeds.map((s) => [String(s.seed), s.run_id, s.runset, ...attacks.map((k) => el("td", { class: "num" }, fmt(s.metrics[k]))),
-                          s.weights.sha256 ? `${s.weights.file} ${s.weights.sha256.slice(0, 16)}…` : "not kept"]));
+                          Object.keys(s.weights).length ? Object.entries(s.weights).map(([f, h]) => `${f} ${h.slice(0, 16)}…`).join("; ")
+                            : "not kept"]));
     const summary = table(METRICS.map((m) => m[1]), [METRICS.map(([k, , d]) => numCell(row.metrics[k], d))]);
     const figs = el("div", { class: "grid2" });
     const att = strongest(row);

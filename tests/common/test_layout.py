@@ -112,3 +112,15 @@ def test_the_checks_can_fail():
     assert rank("bench.report.build") > rank("bench.eval.protocol") > rank("bench.train.loop")
     assert "bench.common.io" in imports(modules())["bench.records.runset"]
     assert crossings({"bench.report.build": {"bench.runs.orchestrate"}}) == ["bench.report.build -> bench.runs.orchestrate"]
+
+
+def test_no_function_is_over_80_lines_unless_its_docstring_says_why():
+    """Rooms with one job each: a function of bench/ or methods/ over 80 lines (docstring included) is
+    split where the split has a name, or says in its docstring why it stays whole ("one piece: ...")."""
+    long = []
+    for name, path in modules().items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 80:
+                if "one piece:" not in (ast.get_docstring(node) or ""):
+                    long.append(f"{name}.{node.name} ({node.end_lineno - node.lineno + 1} lines)")
+    assert long == []

@@ -293,3 +293,28 @@ def test_folder_too_big_for_host_memory(tmp_path, monkeypatch):
     streamed = sources.load_eval_set(f"folder:{tmp_path}", image_size=8)  # eval streams instead
     assert isinstance(streamed.x_test, images.FileImages) and len(streamed.y_test) == 6
     assert streamed.info["streamed"]
+
+
+def test_each_data_set_is_one_registry_entry_that_every_stage_reads():
+    """A data set is one entry (bench.data.sources.DataSet): its loader, its shape without loading it
+    (run plans, cost estimates), its default radius per norm (the resolver), its statistics (stand-ins),
+    the files it needs and its published corruptions. The stages read the entry, not copies of it."""
+    from bench.config.threat import default_eps
+    from bench.config.schema import DataConfig
+    from bench.data.sources import DATASETS, NATURAL_EPS, dataset_entry, synthetic_stand_in
+    from bench.runs.estimate import data_shape
+
+    digits = load_dataset("digits")
+    shape = (len(digits.y_train), len(digits.y_test), *digits.x_train.shape[1:3], digits.num_classes)
+    assert DATASETS.get("digits").shape == shape
+    for name, entry in DATASETS.items():
+        assert set(entry.eps) == {"Linf", "L2"} and len(entry.shape) == 5, name
+        assert data_shape(DataConfig(name=name)) == entry.shape
+        for norm in ("Linf", "L2"):
+            assert default_eps(f"{name}@0-1", norm) == entry.eps[norm]
+        if entry.stats is not None:   # a stand-in has the entry's shape and statistics
+            fake = synthetic_stand_in(name, 8, 4)
+            assert (fake.x_train.shape[-1], fake.num_classes, fake.mean) == (entry.shape[3], entry.shape[4],
+                                                                               entry.stats[0])
+    assert default_eps("folder:/x", "L2") == NATURAL_EPS["L2"] == dataset_entry("folder:/x").eps["L2"]
+    assert DATASETS.get("cifar10").corruptions == "CIFAR-10-C" and DATASETS.get("digits").corruptions is None

@@ -5,6 +5,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 from dataclasses import asdict, replace
 
 import pytest
@@ -225,3 +226,15 @@ def test_bench_evaluate_is_the_eval_protocol_on_any_module():
                         norm="L2")
     assert l2.eps == 1.0 and l2.settings["pgd20"]["norm"] == "L2" and l2.row()["norm"] == "L2"
     assert l2.metrics["clean"] == linf.metrics["clean"] and l2.metrics["pgd20"] <= l2.metrics["clean"]
+
+
+def test_importing_the_methods_folder_by_its_old_name_says_what_to_import(tmp_path):
+    """methods/ installs as bench.methods; a user file written for a top-level "methods" package gets
+    one line that names the import to use, not a clash of registrations."""
+    user = tmp_path / "old_style.py"
+    user.write_text("from methods.kd import KD\n")
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, "-m", "bench", "list", "--methods-from", str(user)], cwd=root,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
+    assert "from bench.methods.kd import KD" in out.stderr

@@ -360,7 +360,7 @@ def test_a_queued_job_runs_what_was_planned_not_the_edited_config(capsys, tmp_pa
                       "eval: {attacks: [clean], n: 32, sanity: {enabled: false}}\nprobe: {targets: []}\n"
                       "structure: false\n")
     user = tmp_path / "user_methods.py"
-    user.write_text("import bench\nfrom methods.kd import KD\n\n@bench.register_method\nclass UserKD(KD):\n"
+    user.write_text("import bench\nfrom bench.methods.kd import KD\n\n@bench.register_method\nclass UserKD(KD):\n"
                     "    name = 'user-kd'\n")
     res = tmp_path / "r"
     out = bench("run", "--config", str(config), "--methods-from", str(user), "--name", "q", "--results", str(res),
