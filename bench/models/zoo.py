@@ -27,6 +27,7 @@ corruption models), ensembles stored as several files, and ImageNet's ``Standard
 from __future__ import annotations
 
 import contextlib
+import csv
 import difflib
 import os
 import pickle
@@ -34,6 +35,7 @@ import types
 import warnings
 import zipfile
 from collections.abc import Iterator
+from functools import lru_cache
 from pathlib import Path
 
 import torch
@@ -44,6 +46,8 @@ from bench.models.base import BenchModel
 from bench.models.robustbench_compat import import_robustbench
 
 MODEL_DIR_ENV = "BENCH_ROBUSTBENCH_DIR"
+# what the zoo reports about the entries bench knows (training method, clean and AutoAttack %), with sources
+ZOO_MODELS = Path(__file__).with_name("zoo_models.csv")
 # robustbench's load_model calls torch.load without weights_only; torch >= 2.4 reads this variable
 # and then loads weights only whatever the call says (the default is weights_only=True from 2.6 on)
 WEIGHTS_ONLY_ENV = "TORCH_FORCE_WEIGHTS_ONLY_LOAD"
@@ -274,3 +278,15 @@ def locate_robustbench_model(name: str, dataset: str = "cifar10", threat_model: 
                          f"bench never downloads"
                          f"{f'; set ${MODEL_DIR_ENV} to use another folder' if model_dir is None else ''})")
     return entry, path
+
+
+@lru_cache(maxsize=None)
+def _zoo_rows() -> tuple[dict, ...]:
+    with open(ZOO_MODELS, newline="") as fh:
+        return tuple(csv.DictReader(line for line in fh if not line.startswith("#")))
+
+
+def zoo_metadata(name: str, dataset: str, threat_model: str = "Linf") -> dict | None:
+    """What the zoo reports about an entry (training method, clean and AutoAttack %), if bench knows it."""
+    return next((r for r in _zoo_rows() if r["name"] == name and r["dataset"] == dataset
+                 and r["threat_model"] == threat_model), None)

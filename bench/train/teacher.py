@@ -7,12 +7,10 @@ reports -- so reports and published-number lookups never guess.
 """
 from __future__ import annotations
 
-import csv
 import json
 import shutil
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, replace
-from functools import lru_cache
 from pathlib import Path
 
 import torch
@@ -33,13 +31,12 @@ from bench.config.schema import (
 )
 from bench.data.images import ImageData
 from bench.models import ARCHS, build_model
-from bench.models.zoo import load_robustbench_model, locate_robustbench_model
+from bench.models.zoo import load_robustbench_model, locate_robustbench_model, zoo_metadata
 from bench.train.loop import train_model
 from bench.methods import parse_method
 from bench.methods.base import Context
 
 TEACHERS_DIR = "teachers"
-ZOO_MODELS = Path(__file__).resolve().parents[1] / "models" / "zoo_models.csv"
 
 
 @dataclass(frozen=True)
@@ -64,18 +61,6 @@ class Teacher:
     info: TeacherInfo
     seed: int
     code: str = ""            # train-code digest (trained teachers)
-
-
-@lru_cache(maxsize=None)
-def _zoo_rows() -> tuple[dict, ...]:
-    with open(ZOO_MODELS, newline="") as fh:
-        return tuple(csv.DictReader(line for line in fh if not line.startswith("#")))
-
-
-def zoo_metadata(name: str, dataset: str, threat_model: str = "Linf") -> dict | None:
-    """What the zoo reports about an entry (training method, clean and AutoAttack %), if bench knows it."""
-    return next((r for r in _zoo_rows() if r["name"] == name and r["dataset"] == dataset
-                 and r["threat_model"] == threat_model), None)
 
 
 def describe(tc: TeacherConfig, dataset: str) -> TeacherInfo:

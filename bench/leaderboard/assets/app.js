@@ -118,7 +118,7 @@
         if (y === null || y === undefined) return -1;
         return (col.num ? x - y : String(x).localeCompare(String(y))) * dir;
       });
-      tbody.append(...items.map((i) => i.tr));
+      tbody.replaceChildren(...items.map((i) => i.tr));   // one removal of all rows, then one insertion
       for (const th of head.querySelectorAll("th[data-key]"))
         if (th.dataset.key === col.key) th.setAttribute("aria-sort", dir > 0 ? "ascending" : "descending");
         else th.removeAttribute("aria-sort");
