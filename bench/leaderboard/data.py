@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.common.errors import BenchError
+from bench.config.schema import loss_terms
 from bench.eval.per_image import PER_IMAGE, load as load_flags
 from bench.methods import METHODS
 from bench.records.record import RECORD, RunRecord, load_records
@@ -180,6 +181,7 @@ def _card(runs: list[Run], commands: dict[str, str]) -> dict:
         "classes": [str(c) for c in classes], "per_class": class_means,
         "curve": [[e, _mean([(r.curve or {}).get(f"{e:g}") for r in recs])] for e in curve],
         "history": [r.history for r in recs],
+        "terms": next((loss_terms(r.history[0]) for r in recs if r.history), []),
         "corruptions": {name: [_mean([c[name][s] for c in corr if name in c]) for s in range(len(v))]
                         for name, v in (corr[0] if corr else {}).items()},
         "sanity": {name: {"flagged": sum(bool(((r.sanity or {}).get("checks") or {}).get(name, {}).get("flagged"))

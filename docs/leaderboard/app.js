@@ -211,8 +211,7 @@
       { xlabel: "ε", ylabel: "PGD-20 accuracy (%)", ymin: 0, ymax: 100 }), el("figcaption", {}, "Robust accuracy against ε")));
     const hist = c.history.filter((h) => h && h.length);
     if (hist.length) {
-      const skip = new Set(["epoch", "lr", "seconds", "images_per_s", "loss", "train_flops_per_image", "swa_snapshots"]);
-      const terms = Object.keys(hist[0][0]).filter((k) => !skip.has(k) && !k.startsWith("val_") && !k.startsWith("test_"));
+      const terms = c.terms;   // the loss terms' columns (bench.config.schema.loss_terms)
       const dashes = ["", "4 3", "1 3", "6 2 1 2"];
       const series = hist.flatMap((h, s) => terms.map((t, i) => ({ colour: row.colour, dash: dashes[i % dashes.length],
         points: h.map((e) => [e.epoch, e[t]]) })));
